@@ -1,0 +1,27 @@
+"""User-facing error types.
+
+Anything raised as a :class:`BoneAgeError` is a problem with what the user gave us (a file,
+a value, a config), not a bug: the CLI prints its message on one line and exits non-zero
+without a traceback. Messages name the offending file or value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BoneAgeError(Exception):
+    """Base class for errors caused by user input rather than by a bug."""
+
+
+class InputError(BoneAgeError, ValueError):
+    """A file or value that cannot be used; the message names it and the problem."""
+
+    def __init__(self, problem: str, path: str | Path | None = None):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+class ConfigError(BoneAgeError, ValueError):
+    """A recipe or override that is not valid."""
