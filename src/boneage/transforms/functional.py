@@ -1,0 +1,208 @@
+"""Pure array functions on 2-D float images in [0, 1].
+
+Every function takes and returns a ``float32`` array of shape (H, W) (patch functions return a
+stack), never modifies its input, and raises ``ValueError`` naming the bad value. The classes in
+:mod:`boneage.transforms.classes` hold parameters and call these.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+RESIZE_MODES = ("squash", "pad")
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 2:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"expected a 2-D grayscale image, got shape {shape}")
+    return image.astype(np.float32, copy=False)
+
+
+def _as_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) from an int or a pair; both must be positive."""
+    if isinstance(size, (int, np.integer)):
+        h = w = int(size)
+    else:
+        if len(size) != 2:
+            raise ValueError(f"size must be an int or (height, width), got {size!r}")
+        h, w = int(size[0]), int(size[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be positive, got {size!r}")
+    return h, w
+
+
+def crop_fractions(image: np.ndarray, top: float = 0.0, bottom: float = 0.0,
+                   left: float = 0.0, right: float = 0.0) -> np.ndarray:
+    """Remove the given fraction of the height/width from each side.
+
+    ``crop_fractions(img, 0.05, 0.05, 0.1, 0.1)`` drops 5 % of rows at the top and bottom and
+    10 % of columns on each side (the paper's presets are (0.05,)*4 and (0.1, 0.05, 0.1, 0.1)).
+    """
+    image = _check_image(image)
+    for name, value in (("top", top), ("bottom", bottom), ("left", left), ("right", right)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"crop fraction {name} must be in [0, 1), got {value}")
+    if top + bottom >= 1.0 or left + right >= 1.0:
+        raise ValueError(
+            f"crop (top={top}, bottom={bottom}, left={left}, right={right}) removes the whole "
+            "image; top+bottom and left+right must each be < 1")
+    h, w = image.shape
+    r0, r1 = int(round(h * top)), h - int(round(h * bottom))
+    c0, c1 = int(round(w * left)), w - int(round(w * right))
+    if r1 <= r0 or c1 <= c0:
+        raise ValueError(f"crop leaves no pixels of a {h}x{w} image")
+    return image[r0:r1, c0:c1].copy()
+
+
+def resize(image: np.ndarray, size: int | Sequence[int], mode: str = "squash",
+           pad_value: float = 0.0) -> np.ndarray:
+    """Resize to ``size`` (an int for a square, or (height, width)).
+
+    ``mode="squash"`` stretches to the target (what RSNA-100px did); ``mode="pad"`` keeps the
+    aspect ratio, fits the image inside and pads the rest with ``pad_value``, centred.
+    """
+    image = _check_image(image)
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+    th, tw = _as_size(size)
+    h, w = image.shape
+    if mode == "squash":
+        return _cv_resize(image, th, tw)
+    scale = min(th / h, tw / w)
+    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    out = np.full((th, tw), pad_value, dtype=np.float32)
+    r0, c0 = (th - nh) // 2, (tw - nw) // 2
+    out[r0:r0 + nh, c0:c0 + nw] = _cv_resize(image, nh, nw)
+    return out
+
+
+def _cv_resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    if image.shape == (h, w):
+        return image.copy()
+    # INTER_AREA avoids aliasing when shrinking large radiographs; linear when enlarging.
+    shrinking = h * w < image.shape[0] * image.shape[1]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (w, h), interpolation=interp).astype(np.float32, copy=False)
+
+
+def clahe(image: np.ndarray, clip_limit: float = 2.0, tile_grid: int = 8) -> np.ndarray:
+    """Contrast Limited Adaptive Histogram Equalization (OpenCV), on a 16-bit copy.
+
+    Working at 16 bits keeps the precision of 16-bit DICOM input that an 8-bit CLAHE would lose.
+    """
+    image = _check_image(image)
+    if not clip_limit > 0:
+        raise ValueError(f"clip_limit must be > 0, got {clip_limit}")
+    if int(tile_grid) < 1:
+        raise ValueError(f"tile_grid must be >= 1, got {tile_grid}")
+    u16 = np.round(np.clip(image, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    op = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tile_grid), int(tile_grid)))
+    return op.apply(u16).astype(np.float32) / 65535.0
+
+
+def normalize_minmax(image: np.ndarray) -> np.ndarray:
+    """Stretch to [0, 1]; a constant image becomes all zeros."""
+    image = _check_image(image)
+    lo, hi = float(image.min()), float(image.max())
+    if hi - lo < 1e-12:
+        return np.zeros_like(image)
+    return (image - lo) / (hi - lo)
+
+
+def standardize(image: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """(image - mean) / std, e.g. ImageNet statistics for a pretrained backbone."""
+    image = _check_image(image)
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std}")
+    return (image - np.float32(mean)) / np.float32(std)
+
+
+def hflip(image: np.ndarray) -> np.ndarray:
+    """Mirror left-right."""
+    return np.ascontiguousarray(_check_image(image)[:, ::-1])
+
+
+def vflip(image: np.ndarray) -> np.ndarray:
+    """Mirror top-bottom."""
+    return np.ascontiguousarray(_check_image(image)[::-1, :])
+
+
+def rotate(image: np.ndarray, angle_deg: float, fill: float = 0.0) -> np.ndarray:
+    """Rotate about the centre by ``angle_deg`` (counter-clockwise), same size, ``fill`` outside."""
+    image = _check_image(image)
+    h, w = image.shape
+    m = cv2.getRotationMatrix2D((w / 2.0 - 0.5, h / 2.0 - 0.5), float(angle_deg), 1.0)
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur with standard deviation ``sigma`` pixels (kernel sized by OpenCV)."""
+    image = _check_image(image)
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    return cv2.GaussianBlur(image, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma))
+
+
+def zoom(image: np.ndarray, factor: float, fill: float = 0.0) -> np.ndarray:
+    """Scale about the centre by ``factor`` keeping the size (>1 zooms in, <1 zooms out)."""
+    image = _check_image(image)
+    if not factor > 0:
+        raise ValueError(f"zoom factor must be > 0, got {factor}")
+    h, w = image.shape
+    m = cv2.getRotationMatrix2D((w / 2.0 - 0.5, h / 2.0 - 0.5), 0.0, float(factor))
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
+
+
+def patch_grid(image_size: int | Sequence[int], n: int, patch_size: int | Sequence[int]
+               ) -> list[tuple[int, int]]:
+    """Top-left corners of ``n`` overlapping patches on a regular grid covering the image.
+
+    ``n`` must be a square (k×k patches). The stride along each axis is
+    ``(side - patch) / (k - 1)``, rounded per patch, so the first patch touches the top-left
+    corner and the last one the bottom-right: the grid covers every pixel.
+    """
+    ih, iw = _as_size(image_size)
+    ph, pw = _as_size(patch_size)
+    k = math.isqrt(int(n)) if n > 0 else 0
+    if n < 1 or k * k != n:
+        raise ValueError(f"number of patches must be a square number (1, 4, 9, 25, 49, ...), got {n}")
+    if ph > ih or pw > iw:
+        raise ValueError(
+            f"patch size {ph}x{pw} is larger than the image {ih}x{iw}; it must be at most the image size")
+
+    def starts(side: int, patch: int) -> list[int]:
+        if k == 1:
+            return [(side - patch) // 2]
+        step = (side - patch) / (k - 1)
+        return [int(round(i * step)) for i in range(k)]
+
+    return [(r, c) for r in starts(ih, ph) for c in starts(iw, pw)]
+
+
+def extract_patches(image: np.ndarray, n: int, patch_size: int | Sequence[int]) -> np.ndarray:
+    """Stack of ``n`` grid patches, shape (n, ph, pw), in row-major grid order."""
+    image = _check_image(image)
+    ph, pw = _as_size(patch_size)
+    corners = patch_grid(image.shape, n, (ph, pw))
+    return np.stack([image[r:r + ph, c:c + pw] for r, c in corners]).astype(np.float32)
+
+
+def make_views(image: np.ndarray, patches: tuple[int, int] | None = None,
+               flip: bool = False) -> np.ndarray:
+    """The views a model sees of one preprocessed image at inference, shape (V, h, w).
+
+    ``patches=(n, size)`` cuts the grid patches (else the whole image is one view);
+    ``flip=True`` appends the left-right mirror of every view (flip test-time augmentation).
+    """
+    image = _check_image(image)
+    views = extract_patches(image, *patches) if patches else image[None].copy()
+    if flip:
+        views = np.concatenate([views, views[:, :, ::-1]], axis=0)
+    return np.ascontiguousarray(views, dtype=np.float32)
