@@ -1,0 +1,280 @@
+"""The one training loop every recipe uses.
+
+``fit(recipe, out_dir)`` reads the data, splits it, preprocesses each image once, trains with
+the recipe's optimiser / schedule / loss, validates each epoch on whole images (aggregating
+patches and flips exactly as inference does), and writes into ``out_dir``:
+
+- ``model.safetensors``: best weights by validation MAE + the recipe (a standalone model file)
+- ``checkpoint.pt``: everything needed to resume after an interruption (written each epoch)
+- ``metrics.csv`` and ``training_curves.png``
+- ``val_predictions.csv``, ``val_summary.json``, ``val_pred_vs_true.png``, ``val_bland_altman.png``
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from boneage.config import Recipe
+from boneage.data.datasets import PreprocessedCache, training_dataset
+from boneage.data.labels import Sample, load_samples
+from boneage.data.split import train_val_split
+from boneage.errors import ConfigError, InputError
+from boneage.inference.batch import predict_cached
+from boneage.inference.modelfile import build_model, save_model_file
+from boneage.losses import create_loss
+
+CHECKPOINT = "checkpoint.pt"
+MODEL_FILE = "model.safetensors"
+METRICS = "metrics.csv"
+
+
+@dataclass
+class FitResult:
+    out_dir: Path
+    model_path: Path
+    best_val_mae: float | None
+    best_epoch: int | None
+    epochs_run: int
+    seconds: float
+    history: list[dict]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
+    o = recipe.optim
+    if not o.lr > 0:
+        raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=o.lr, weight_decay=o.weight_decay)
+    raise ConfigError(f"unknown optimizer {o.name!r}; valid: adam, adamw, rmsprop")
+
+
+def make_scheduler(recipe: Recipe, optimizer):
+    s = recipe.schedule
+    if s.name == "none":
+        return None
+    if s.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    if s.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=s.gamma, patience=s.patience, min_lr=s.min_lr)
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, recipe.train.epochs), eta_min=s.min_lr)
+    raise ConfigError(f"unknown schedule {s.name!r}; valid: none, step, plateau, cosine")
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(rows[0])
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def prepare_recipe(recipe: Recipe, train_ages: np.ndarray) -> Recipe:
+    """A copy of the recipe with target scaling filled in from the training labels."""
+    recipe = copy.deepcopy(recipe)
+    if recipe.target.mean is None:
+        recipe.target.mean = float(np.mean(train_ages))
+    if recipe.target.std is None:
+        recipe.target.std = float(np.std(train_ages)) or 1.0
+    return recipe
+
+
+def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
+        samples: list[Sample] | None = None, log=print) -> FitResult:
+    """Train ``recipe`` and write the model file, metrics and plots to ``out_dir``."""
+    t_start = time.time()
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise InputError("output folder already holds a training run; pass --resume to continue it "
+                         "or choose another --out", out)
+    if resume and not ckpt_path.exists():
+        raise InputError("nothing to resume: no checkpoint.pt in the output folder", out)
+    out.mkdir(parents=True, exist_ok=True)
+    tc = recipe.train
+    if tc.epochs < 1:
+        raise ConfigError(f"train.epochs must be >= 1, got {tc.epochs}")
+    if tc.batch_size < 1:
+        raise ConfigError(f"train.batch_size must be >= 1, got {tc.batch_size}")
+    seed_everything(tc.seed)
+    device = resolve_device(tc.device)
+
+    if samples is None:
+        d = recipe.data
+        samples = load_samples(d.root or None, d.csv, d.image_dir, d.limit)
+    ages = np.array([s.boneage for s in samples], dtype=np.float64)
+    train_idx, val_idx = train_val_split(len(samples), recipe.data.val_fraction, recipe.data.split_seed)
+    recipe = prepare_recipe(recipe, ages[train_idx])
+    log(f"data: {len(train_idx)} train / {len(val_idx)} validation images; device {device}")
+
+    cache = PreprocessedCache(samples, recipe, progress=progress)
+    train_ds = training_dataset(cache, train_idx, recipe, seed=tc.seed)
+    model = build_model(recipe).to(device)
+    loss_fn = create_loss(recipe.loss.name, **recipe.loss.options)
+    loss_fn.prepare(ages[train_idx])
+    optimizer = make_optimizer(recipe, model.parameters())
+    scheduler = make_scheduler(recipe, optimizer)
+    use_amp = tc.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    history: list[dict] = []
+    best_mae, best_epoch, bad_epochs, start_epoch = None, None, 0, 0
+    if resume:
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state["recipe"] != recipe.to_dict():
+            raise InputError("the checkpoint was trained with a different recipe; "
+                             "resume with the same config and overrides", ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        history, best_mae, best_epoch = state["history"], state["best_mae"], state["best_epoch"]
+        bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + 1
+        log(f"resuming after epoch {start_epoch} (best val MAE {best_mae})")
+
+    model_path = out / MODEL_FILE
+    stopped_early = False
+    for epoch in range(start_epoch, tc.epochs):
+        t0 = time.time()
+        train_ds.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
+        loader = DataLoader(train_ds, batch_size=tc.batch_size, shuffle=True, generator=gen,
+                            num_workers=tc.num_workers, drop_last=len(train_ds) > tc.batch_size,
+                            pin_memory=device.type == "cuda", persistent_workers=False)
+        model.train()
+        total, count = 0.0, 0
+        it = loader
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch", leave=False, disable=None)
+        for step, batch in enumerate(it):
+            if tc.max_steps_per_epoch is not None and step >= tc.max_steps_per_epoch:
+                break
+            x = batch["image"].to(device, non_blocking=True)
+            y = batch["target"].to(device)
+            sex = batch["sex"].to(device)
+            with torch.autocast(device.type, enabled=use_amp):
+                pred = model(x, sex)
+            loss = loss_fn(pred.float(), y, batch["age"].to(device))
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"training diverged at epoch {epoch + 1} step {step} (loss {loss.item()}); "
+                                   "lower optim.lr or set optim.grad_clip")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if recipe.optim.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            total += loss.item() * x.shape[0]
+            count += x.shape[0]
+            if progress:
+                it.set_postfix(loss=f"{total / count:.4f}")
+        row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_loss": None,
+               "val_mae": None, "lr": optimizer.param_groups[0]["lr"]}
+        if len(val_idx):
+            preds, _ = predict_cached(model, recipe, cache, val_idx, device, tc.batch_size)
+            t = recipe.target
+            scaled = torch.tensor((preds - t.mean) / t.std, dtype=torch.float32)
+            target = torch.tensor((ages[val_idx] - t.mean) / t.std, dtype=torch.float32)
+            row["val_loss"] = float(loss_fn(scaled, target, torch.tensor(ages[val_idx])))
+            row["val_mae"] = float(np.mean(np.abs(preds - ages[val_idx])))
+        row["seconds"] = round(time.time() - t0, 1)
+        history.append(row)
+
+        if scheduler is not None:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(row["val_mae"] if row["val_mae"] is not None else row["train_loss"])
+            else:
+                scheduler.step()
+
+        improved = row["val_mae"] is None or best_mae is None or row["val_mae"] < best_mae
+        if improved:
+            best_mae, best_epoch, bad_epochs = row["val_mae"], epoch + 1, 0
+            save_model_file(model_path, model, recipe, info={
+                "val_mae": best_mae, "epoch": best_epoch, "n_train": int(len(train_idx)),
+                "n_val": int(len(val_idx)), "device": str(device)})
+        else:
+            bad_epochs += 1
+        _write_csv(out / METRICS, history)
+        _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                            "epoch": epoch, "history": history, "best_mae": best_mae,
+                            "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                            "recipe": recipe.to_dict()}, ckpt_path)
+        mae_txt = "-" if row["val_mae"] is None else f"{row['val_mae']:.2f}"
+        log(f"epoch {epoch + 1}/{tc.epochs}: train loss {row['train_loss']:.4f}  val MAE {mae_txt} months"
+            f"  lr {row['lr']:.2e}  {row['seconds']}s")
+        if tc.early_stopping is not None and bad_epochs >= tc.early_stopping:
+            log(f"early stopping: no validation improvement for {bad_epochs} epochs")
+            stopped_early = True
+            break
+
+    from boneage.evaluation.plots import plot_training_curves
+    plot_training_curves(history, out / "training_curves.png")
+    if len(val_idx):
+        _write_validation_report(model_path, recipe, cache, val_idx, samples, ages, device, out)
+    elapsed = time.time() - t_start
+    log(f"done in {elapsed:.0f}s{' (stopped early)' if stopped_early else ''}: best val MAE "
+        f"{'-' if best_mae is None else f'{best_mae:.2f}'} at epoch {best_epoch}; model: {model_path}")
+    return FitResult(out, model_path, best_mae, best_epoch, len(history), elapsed, history)
+
+
+def _write_validation_report(model_path, recipe, cache, val_idx, samples, ages, device, out: Path):
+    from boneage.evaluation import metrics, plots
+    from boneage.inference.modelfile import load_model_file
+
+    model, recipe, _ = load_model_file(model_path, device)
+    preds, per_view = predict_cached(model, recipe, cache, val_idx, device)
+    true = ages[val_idx]
+    male = np.array([samples[i].male for i in val_idx])
+    _write_csv(out / "val_predictions.csv", [
+        {"id": samples[i].id, "male": samples[i].male, "boneage": float(true[j]),
+         "predicted": round(float(preds[j]), 2), "spread": round(float(np.std(per_view[j])), 2)}
+        for j, i in enumerate(val_idx)])
+    summary = metrics.summarize(preds, true, male)
+    (out / "val_summary.json").write_text(json.dumps(summary, indent=2))
+    plots.plot_pred_vs_true(preds, true, out / "val_pred_vs_true.png", male=male)
+    plots.plot_bland_altman(preds, true, out / "val_bland_altman.png")

@@ -1,0 +1,120 @@
+"""Predict bone age from an image array or file with a trained model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from boneage.config import Recipe
+from boneage.errors import InputError
+from boneage.inference.aggregate import aggregate
+from boneage.inference.modelfile import load_model_file
+from boneage.transforms import build_pipeline, make_views
+
+DEFAULT_MODEL_NAME = "default_model.safetensors"
+
+
+def default_model_path() -> Path:
+    """The model file bundled inside the package."""
+    return Path(str(resources.files("boneage") / "assets" / DEFAULT_MODEL_NAME))
+
+
+def normalize_sex(sex: str | bool | None) -> str | None:
+    """'M' / 'F' from M/F/male/female/True/False; None stays None; anything else is an error."""
+    if sex is None:
+        return None
+    if isinstance(sex, bool):
+        return "M" if sex else "F"
+    s = str(sex).strip().upper()
+    if s in ("M", "MALE"):
+        return "M"
+    if s in ("F", "FEMALE"):
+        return "F"
+    raise InputError(f"sex must be M or F, got {sex!r}")
+
+
+@dataclass
+class Prediction:
+    """A bone age estimate: the aggregated value and the spread of the views behind it."""
+
+    bone_age_months: float
+    sex: str
+    spread_months: float     # standard deviation over patches / flips (0 for one view)
+    n_views: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Predictor:
+    """Runs a model on images exactly as its recipe says (preprocess, views, aggregate)."""
+
+    def __init__(self, model: torch.nn.Module, recipe: Recipe, device: str = "cpu",
+                 batch_size: int = 64, info: dict | None = None):
+        self.model = model.to(device).eval()
+        self.recipe = recipe
+        self.device = device
+        self.batch_size = batch_size
+        self.info = info or {}
+        self._pre = build_pipeline(recipe.preprocess)
+        if recipe.target.mean is None or recipe.target.std is None:
+            raise ValueError("recipe has no target scaling; was the model trained?")
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None, device: str = "cpu") -> "Predictor":
+        """Load a model file (the bundled default when ``path`` is None)."""
+        path = default_model_path() if path is None else Path(path)
+        if not path.exists() and path == default_model_path():
+            raise InputError("the bundled default model is missing from this installation", path)
+        model, recipe, info = load_model_file(path, device)
+        return cls(model, recipe, device=device, info=info)
+
+    @property
+    def uses_sex(self) -> bool:
+        return bool(getattr(self.model.head, "uses_sex", True))
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """The recipe's deterministic preprocessing of a [0, 1] image."""
+        return self._pre(np.asarray(image, dtype=np.float32))
+
+    def _to_input(self, views: np.ndarray) -> torch.Tensor:
+        r = self.recipe
+        x = (np.clip(views, 0.0, 1.0) - np.float32(r.input_mean)) / np.float32(r.input_std)
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(1)
+        return t.expand(-1, r.channels, -1, -1) if r.channels > 1 else t
+
+    @torch.no_grad()
+    def predict_views(self, image: np.ndarray, sex: str) -> np.ndarray:
+        """Bone age in months for each view (patch and/or flip) of a raw [0, 1] image."""
+        r = self.recipe
+        pre = self.preprocess(image)
+        views = make_views(pre, (r.patches.n, r.patches.size) if r.patches else None,
+                           r.inference.flip_tta)
+        out = []
+        male = 1.0 if sex == "M" else 0.0
+        for i in range(0, len(views), self.batch_size):
+            x = self._to_input(views[i:i + self.batch_size]).to(self.device)
+            s = torch.full((x.shape[0],), male, device=self.device)
+            out.append(self.model(x, s).float().cpu().numpy())
+        scaled = np.concatenate(out)
+        return scaled * r.target.std + r.target.mean
+
+    def predict(self, image: np.ndarray, sex: str | bool | None) -> Prediction:
+        """Bone age of one radiograph given as a 2-D float array in [0, 1]."""
+        sex_n = normalize_sex(sex)
+        if sex_n is None:
+            if self.uses_sex:
+                raise InputError("sex is unknown: give it with --sex M|F (the file does not say)")
+            sex_n = "F"  # ignored by a model without the sex branch
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise InputError(f"expected a 2-D grayscale image, got shape {image.shape}")
+        per_view = self.predict_views(image, sex_n)
+        inf = self.recipe.inference
+        value = aggregate(per_view, inf.aggregate, inf.percentile)
+        return Prediction(bone_age_months=float(value), sex=sex_n,
+                          spread_months=float(per_view.std()), n_views=int(per_view.size))
