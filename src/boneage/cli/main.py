@@ -1,0 +1,196 @@
+"""The ``boneage`` command line: a thin layer over the Python API.
+
+User errors (bad files, values, configs) print one line ``boneage: error: ...`` on stderr and
+exit with status 2, without a traceback; bugs still show their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from boneage import __version__  # noqa: E402
+from boneage.errors import BoneAgeError, InputError  # noqa: E402
+
+EXIT_USER_ERROR = 2
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, sort_keys=False), flush=True)
+
+
+def cmd_predict(args) -> int:
+    from boneage.inference import Predictor, normalize_sex
+    from boneage.io import read_image
+
+    sex_arg = normalize_sex(args.sex) if args.sex is not None else None
+    predictor = Predictor.from_file(args.model)
+    failures = 0
+    for path in args.images:
+        try:
+            loaded = read_image(path)
+            sex = sex_arg or loaded.metadata.sex
+            if sex is None and predictor.uses_sex:
+                raise InputError("sex is unknown (no --sex given and the file has no sex tag); "
+                                 "pass --sex M or --sex F", path)
+            result = predictor.predict(loaded.pixels, sex)
+        except BoneAgeError as exc:
+            failures += 1
+            print(f"boneage: error: {exc}", file=sys.stderr)
+            continue
+        row = {"image": str(path), **result.to_dict()}
+        if args.json:
+            _print_json(row)
+        else:
+            print(f"{path}: bone age {result.bone_age_months:.1f} months "
+                  f"({result.bone_age_months / 12:.1f} years), sex {result.sex}"
+                  + (f", spread {result.spread_months:.1f}" if result.n_views > 1 else ""))
+    return 1 if failures else 0
+
+
+def cmd_evaluate(args) -> int:
+    from boneage.data.datasets import PreprocessedCache
+    from boneage.data.labels import load_samples
+    from boneage.evaluation import metrics, plots
+    from boneage.inference import Predictor
+    from boneage.inference.batch import predict_cached
+    import numpy as np
+
+    samples = load_samples(args.data_dir, args.csv, args.images, args.limit)
+    predictor = Predictor.from_file(args.model)
+    cache = PreprocessedCache(samples, predictor.recipe, progress=not args.quiet)
+    preds, _ = predict_cached(predictor.model, predictor.recipe, cache, range(len(samples)),
+                              predictor.device, progress=not args.quiet)
+    true = np.array([s.boneage for s in samples])
+    male = np.array([s.male for s in samples])
+    summary = metrics.summarize(preds, true, male)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "predictions.csv", "w") as fh:
+            fh.write("id,male,boneage,predicted\n")
+            for s, p in zip(samples, preds):
+                fh.write(f"{s.id},{s.male},{s.boneage},{p:.2f}\n")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        plots.plot_pred_vs_true(preds, true, out / "pred_vs_true.png", male=male)
+        plots.plot_bland_altman(preds, true, out / "bland_altman.png")
+        plots.plot_error_by_age_bin(preds, true, out / "error_by_age_bin.png", male=male)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(metrics.format_summary(summary))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from boneage.config import load_recipe
+    from boneage.engine import fit
+
+    recipe = load_recipe(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / recipe.name
+    fit(recipe, out, resume=args.resume, progress=not args.quiet)
+    return 0
+
+
+def cmd_example(args) -> int:
+    from boneage.data.synthetic import write_example_radiograph
+    from boneage.inference import normalize_sex
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise InputError("file exists; pass --force to overwrite it", out)
+    try:
+        write_example_radiograph(out, age_months=args.age, sex=normalize_sex(args.sex), size=args.size)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    print(f"wrote a SYNTHETIC hand radiograph (not a real patient) to {out}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from boneage.models import list_models
+
+    for name in list_models():
+        print(name)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from boneage.inference import default_model_path, read_model_metadata
+
+    recipe, info = read_model_metadata(args.model or default_model_path())
+    _print_json({"recipe": recipe.to_dict(), "info": info})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="boneage", description="Pediatric bone age assessment from hand radiographs.")
+    p.add_argument("--version", action="version", version=f"boneage {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("predict", help="bone age of one or more radiographs (PNG, JPEG, TIFF, DICOM)")
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("--sex", help="M or F (default: the DICOM PatientSex tag)")
+    s.add_argument("--model", help="model file (default: the bundled model)")
+    s.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("evaluate", help="MAE of a model on a labelled folder (labels.csv + images/)")
+    s.add_argument("data_dir", metavar="DATA_DIR", nargs="?")
+    s.add_argument("--csv", help="label CSV in any RSNA layout (default DATA_DIR/labels.csv)")
+    s.add_argument("--images", help="image folder (default DATA_DIR/images)")
+    s.add_argument("--model", help="model file (default: the bundled model)")
+    s.add_argument("--limit", type=int, help="evaluate only the first N labelled images")
+    s.add_argument("--out", help="also write predictions.csv, summary.json and plots here")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("train", help="train a recipe (YAML) and write a model file, metrics and plots")
+    s.add_argument("config", metavar="CONFIG")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=5 data.root=/data")
+    s.add_argument("--out", help="output folder (default runs/<recipe name>)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("example", help="write a synthetic hand radiograph to try the tool on")
+    s.add_argument("output", metavar="OUT.png")
+    s.add_argument("--age", type=float, default=120.0, help="bone age to draw, months (default 120)")
+    s.add_argument("--sex", default="M")
+    s.add_argument("--size", type=int, default=512)
+    s.add_argument("--force", action="store_true", help="overwrite OUT.png if it exists")
+    s.set_defaults(func=cmd_example)
+
+    s = sub.add_parser("models", help="list the registered model architectures")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("info", help="show the recipe and training facts stored in a model file")
+    s.add_argument("model", nargs="?", help="model file (default: the bundled model)")
+    s.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "evaluate" and not (args.data_dir or args.csv):
+        print("boneage: error: evaluate needs DATA_DIR or --csv", file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        return args.func(args)
+    except BoneAgeError as exc:
+        print(f"boneage: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("boneage: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

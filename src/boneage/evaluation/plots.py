@@ -1,0 +1,311 @@
+"""Diagnostic plots for bone age predictions, written as PNG files.
+
+Figures are built with :class:`matplotlib.figure.Figure` and rendered through
+``FigureCanvasAgg`` directly, never through ``pyplot``: that keeps these functions usable
+on headless training nodes and inside other programs without touching the global backend
+or leaking figures into pyplot's registry (which would grow memory over a long training
+run that plots every epoch).
+
+Each function writes to a temporary file in the destination folder and then
+``os.replace``-s it into place, so an interrupted run never leaves a truncated PNG that a
+report or dashboard might pick up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from boneage.errors import InputError
+from boneage.evaluation.metrics import (
+    DEFAULT_AGE_BINS_MONTHS,
+    _as_male_mask,
+    _pair,
+    mae_by_age_bin,
+)
+
+__all__ = [
+    "plot_pred_vs_true",
+    "plot_bland_altman",
+    "plot_error_by_age_bin",
+    "plot_training_curves",
+]
+
+# Colour-blind-safe pair (Okabe-Ito) so sex groups stay distinguishable for everyone.
+_MALE_COLOUR = "#0072B2"
+_FEMALE_COLOUR = "#D55E00"
+_ALL_COLOUR = "#4D4D4D"
+_DPI = 120
+
+
+def _new_figure(width: float = 6.4, height: float = 4.8) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path`` as PNG atomically and release the figure."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The temp file must live in the same folder: os.replace is only atomic within one
+    # filesystem. A leading dot keeps it out of globs like "*.png" while it is written.
+    # Not tempfile.mkstemp: its 0600 mode would carry over to the final PNG, whereas a
+    # plain exclusive open honours the user's umask like any other written file.
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "xb") as fh:
+            fig.savefig(fh, format="png", dpi=_DPI)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        fig.clear()
+    return out
+
+
+def plot_pred_vs_true(
+    pred: Any,
+    true: Any,
+    path: str | os.PathLike,
+    *,
+    male: Any = None,
+    title: str | None = None,
+) -> Path:
+    """Scatter of predicted vs true bone age with the identity line and MAE in the title.
+
+    Args:
+        pred, true: ages in months.
+        path: PNG to write; parent folders are created.
+        male: optional bool (or 0/1) per sample; when given, points are coloured by sex
+            and the legend shows each group's MAE.
+        title: optional first title line; the MAE line is always added.
+
+    Returns:
+        The written path.
+    """
+    p, t = _pair(pred, true)
+    err = np.abs(p - t)
+    fig = _new_figure(6.0, 6.0)
+    ax = fig.add_subplot()
+
+    # Smaller, more transparent markers for big test sets so dense regions stay readable.
+    size = 18 if p.size <= 500 else 6
+    alpha = 0.8 if p.size <= 500 else 0.4
+    if male is None:
+        ax.scatter(t, p, s=size, alpha=alpha, color=_ALL_COLOUR, edgecolors="none")
+    else:
+        m = _as_male_mask(male, p.size)
+        for mask, label, colour in ((m, "male", _MALE_COLOUR), (~m, "female", _FEMALE_COLOUR)):
+            if mask.any():
+                ax.scatter(
+                    t[mask], p[mask], s=size, alpha=alpha, color=colour, edgecolors="none",
+                    label=f"{label} (n={int(mask.sum())}, MAE {err[mask].mean():.2f})",
+                )
+
+    lo = float(min(p.min(), t.min()))
+    hi = float(max(p.max(), t.max()))
+    pad = max(1.0, 0.04 * (hi - lo))
+    lo, hi = lo - pad, hi + pad
+    ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, linestyle="--", label="identity")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel("True bone age (months)")
+    ax.set_ylabel("Predicted bone age (months)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    headline = f"MAE {err.mean():.2f} months (n={p.size})"
+    ax.set_title(f"{title}\n{headline}" if title else f"Predicted vs true bone age\n{headline}")
+    return _save(fig, path)
+
+
+def plot_bland_altman(
+    pred: Any,
+    true: Any,
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Bland-Altman plot: mean of (pred, true) vs difference ``pred - true``.
+
+    Draws the bias (mean difference) and the 95% limits of agreement,
+    ``bias ± 1.96 SD`` (sample SD; 0 when there is a single point).
+
+    Returns:
+        The written path.
+    """
+    p, t = _pair(pred, true)
+    mean = (p + t) / 2.0
+    diff = p - t
+    bias = float(diff.mean())
+    sd = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
+    upper, lower = bias + 1.96 * sd, bias - 1.96 * sd
+
+    fig = _new_figure(7.0, 4.8)
+    ax = fig.add_subplot()
+    alpha = 0.8 if p.size <= 500 else 0.4
+    ax.scatter(mean, diff, s=14, alpha=alpha, color=_ALL_COLOUR, edgecolors="none")
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.axhline(bias, color="#0072B2", linewidth=1.5, label=f"bias {bias:+.2f}")
+    ax.axhline(upper, color="#D55E00", linewidth=1.2, linestyle="--",
+               label=f"+1.96 SD {upper:+.2f}")
+    ax.axhline(lower, color="#D55E00", linewidth=1.2, linestyle="--",
+               label=f"-1.96 SD {lower:+.2f}")
+    # Keep the limit lines on screen even when all points sit close to the bias.
+    span = max(abs(upper - bias), float(np.abs(diff - bias).max()), 1.0)
+    ax.set_ylim(bias - 1.25 * span, bias + 1.25 * span)
+    ax.set_xlabel("Mean of predicted and true bone age (months)")
+    ax.set_ylabel("Predicted - true (months)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
+    ax.set_title(title or f"Bland-Altman (n={p.size}, SD {sd:.2f} months)")
+    return _save(fig, path)
+
+
+def plot_error_by_age_bin(
+    pred: Any,
+    true: Any,
+    path: str | os.PathLike,
+    *,
+    male: Any = None,
+    bins: Sequence[float] = DEFAULT_AGE_BINS_MONTHS,
+) -> Path:
+    """Bar chart of MAE per true-age bin, with grouped male/female bars when ``male`` is given.
+
+    Each bar is labelled with its sample count; empty bins show ``n=0`` and no bar.
+
+    Returns:
+        The written path.
+    """
+    p, t = _pair(pred, true)
+    groups: list[tuple[str, list[dict], str]]
+    if male is None:
+        groups = [("all", mae_by_age_bin(p, t, bins), _ALL_COLOUR)]
+    else:
+        m = _as_male_mask(male, p.size)
+        groups = []
+        for mask, label, colour in ((m, "male", _MALE_COLOUR), (~m, "female", _FEMALE_COLOUR)):
+            if mask.any():
+                groups.append((label, mae_by_age_bin(p[mask], t[mask], bins), colour))
+            else:
+                # An absent sex still gets its legend entry and n=0 labels, so the reader
+                # sees the data is missing rather than wondering where the bars went.
+                empty = mae_by_age_bin(p, t, bins)
+                groups.append((label, [dict(r, n=0, mae=None) for r in empty], colour))
+
+    labels = [r["bin"] for r in groups[0][1]]
+    x = np.arange(len(labels))
+    width = 0.8 / len(groups)
+    fig = _new_figure(max(6.4, 1.1 * len(labels) + 2), 4.8)
+    ax = fig.add_subplot()
+    top = max((r["mae"] for _, rows, _ in groups for r in rows if r["mae"] is not None),
+              default=1.0)
+    for gi, (label, rows, colour) in enumerate(groups):
+        offs = x - 0.4 + width * (gi + 0.5)
+        heights = [r["mae"] if r["mae"] is not None else 0.0 for r in rows]
+        bars = ax.bar(offs, heights, width=width * 0.95, color=colour,
+                      label=label if len(groups) > 1 else None)
+        for bar, r in zip(bars, rows):
+            ax.annotate(f"n={r['n']}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize="x-small")
+    ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
+    ax.set_xticks(x, labels)
+    ax.set_xlabel("True bone age bin (months)")
+    ax.set_ylabel("MAE (months)")
+    ax.grid(True, axis="y", alpha=0.3)
+    if len(groups) > 1:
+        ax.legend(fontsize="small")
+    ax.set_title("MAE by age bin")
+    return _save(fig, path)
+
+
+def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) for ``key``, skipping rows where it is missing, None or non-finite."""
+    xs, ys = [], []
+    for i, row in enumerate(history):
+        value = row.get(key)
+        if value is None:
+            continue
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        # A diverged epoch (NaN/inf loss) would wreck the axis scaling; leave a gap instead.
+        if not math.isfinite(value):
+            continue
+        epoch = row.get("epoch")
+        xs.append(float(epoch) if epoch is not None else float(i + 1))
+        ys.append(value)
+    return xs, ys
+
+
+def plot_training_curves(
+    history: list[dict],
+    path: str | os.PathLike,
+    *,
+    metrics: Sequence[str] = ("train_loss", "val_loss", "val_mae"),
+) -> Path:
+    """Plot per-epoch training curves.
+
+    Args:
+        history: rows like ``{"epoch": 1, "train_loss": .., "val_loss": .., "val_mae": ..}``;
+            rows without ``epoch`` are numbered 1, 2, ... by position.
+        path: PNG to write.
+        metrics: keys to plot. Keys containing ``"mae"`` go on a second y axis in months,
+            everything else on the left (loss) axis. Keys absent from every row are skipped,
+            as are missing/None/non-finite values.
+
+    Returns:
+        The written path.
+
+    Raises:
+        InputError: if ``history`` is empty or none of ``metrics`` has any value.
+    """
+    if not history:
+        raise InputError("history is empty; need at least one epoch row to plot")
+    series = {k: _series(history, k) for k in metrics}
+    series = {k: v for k, v in series.items() if v[0]}
+    if not series:
+        raise InputError(
+            f"history has no values for any of {list(metrics)}; "
+            f"keys present: {sorted({k for row in history for k in row})}"
+        )
+    loss_keys = [k for k in series if "mae" not in k.lower()]
+    mae_keys = [k for k in series if "mae" in k.lower()]
+
+    fig = _new_figure(7.0, 4.8)
+    ax = fig.add_subplot()
+    palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
+    colours = {k: palette[i % len(palette)] for i, k in enumerate(series)}
+    handles = []
+    # A single point draws no line, so always show markers.
+    for k in loss_keys:
+        xs, ys = series[k]
+        handles += ax.plot(xs, ys, marker="o", markersize=3, color=colours[k], label=k)
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Loss" if loss_keys else "MAE (months)")
+    ax.grid(True, alpha=0.3)
+
+    if mae_keys:
+        # With no loss curves, MAE goes on the main axis rather than a lonely twin axis.
+        mae_ax = ax.twinx() if loss_keys else ax
+        for k in mae_keys:
+            xs, ys = series[k]
+            handles += mae_ax.plot(xs, ys, marker="s", markersize=3, linestyle="--",
+                                   color=colours[k], label=k)
+        mae_ax.set_ylabel("MAE (months)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(handles=handles, labels=[h.get_label() for h in handles],
+              loc="upper right", fontsize="small")
+    ax.set_title("Training curves")
+    return _save(fig, path)
