@@ -1,0 +1,255 @@
+"""Reading hand radiographs from disk or memory into a normalised grayscale array.
+
+Every reader returns a :class:`LoadedImage` whose pixels are float32, 2-D, in [0, 1], with the
+radiograph convention that bone is bright (1.0). Raster formats (PNG, JPEG, TIFF, BMP, ...) are
+decoded by OpenCV; DICOM is handled in :mod:`boneage.io.dicom`. Anything that cannot be used is
+reported as :class:`~boneage.errors.InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from boneage.errors import InputError
+
+#: Images with more pixels than this are refused (a 20000 x 20000 radiograph is already far
+#: beyond any detector; bigger inputs are almost certainly mistakes or decompression bombs).
+MAX_PIXELS: int = 20000 * 20000
+#: Images with a side shorter than this are refused: nothing can be assessed at that size.
+MIN_SIDE: int = 16
+
+# IMREAD_UNCHANGED would ignore the EXIF orientation tag, and phone photos of films (a common
+# way radiographs reach us) are often stored sideways with only that tag to say so. ANYDEPTH
+# keeps 16-bit and float data; ANYCOLOR keeps colour as colour, which we convert ourselves,
+# and drops the alpha channel that we would discard anyway.
+_IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"II+\x00", "tiff"),  # BigTIFF
+    (b"MM\x00+", "tiff"),
+    (b"BM", "bmp"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "jpeg2000"),
+    (b"\xff\x4f\xff\x51", "jpeg2000"),  # raw J2K codestream
+)
+
+
+@dataclass
+class ImageMetadata:
+    """What we know about an image besides its pixels.
+
+    Patient fields are only filled from DICOM tags; raster formats leave them ``None``.
+    """
+
+    sex: str | None = None
+    """``"M"`` or ``"F"`` when the file says so (DICOM PatientSex), else ``None``."""
+    birth_date: datetime.date | None = None
+    """DICOM PatientBirthDate."""
+    study_date: datetime.date | None = None
+    """DICOM StudyDate, else AcquisitionDate, else SeriesDate."""
+    patient_age_months: float | None = None
+    """DICOM PatientAge ("010Y", "006M", "012W", "030D") in months; never derived from dates."""
+    format: str = ""
+    """``"png"``, ``"jpeg"``, ``"tiff"``, ``"bmp"``, ``"dicom"``, ..."""
+    bit_depth: int = 8
+    """Bits of the stored samples: 8, 16, 32 (float TIFF), or DICOM BitsStored."""
+    original_shape: tuple[int, int] = (0, 0)
+    """(height, width) of the stored image."""
+    photometric: str | None = None
+    """DICOM PhotometricInterpretation."""
+    patient_id: str | None = None
+    """DICOM PatientID."""
+
+
+@dataclass
+class LoadedImage:
+    """A decoded radiograph: float32 (H, W) pixels in [0, 1], bone bright, plus metadata."""
+
+    pixels: np.ndarray
+    metadata: ImageMetadata = field(default_factory=ImageMetadata)
+
+
+def read_image(path: str | os.PathLike) -> LoadedImage:
+    """Read a radiograph file (PNG, JPEG, TIFF, BMP, DICOM, ...) as normalised grayscale.
+
+    The file is read as bytes first, so any path the OS accepts works (including non-ASCII
+    ones, which ``cv2.imread`` mishandles on some platforms). See :func:`read_image_bytes`
+    for how the pixels are normalised.
+
+    Raises:
+        InputError: the file is missing or unreadable, not a decodable image, a DICOM
+            without pixel data or with several frames, or too small / too large.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not an image file", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", path) from exc
+    return read_image_bytes(data, name=os.fspath(path))
+
+
+def read_image_bytes(data: bytes, name: str = "<upload>") -> LoadedImage:
+    """Decode an in-memory image (e.g. an HTTP upload) like :func:`read_image`.
+
+    ``name`` only appears in error messages. DICOM is recognised by the ``DICM`` marker at
+    offset 128; other data go to OpenCV, and if OpenCV cannot decode them they are tried as
+    a DICOM dataset without the file preamble before giving up.
+
+    Normalisation to float32 in [0, 1]:
+
+    * unsigned integer rasters are divided by the maximum of their type (255 or 65535) --
+      a 16-bit PNG that only uses 12 bits therefore looks dark; contrast is left to the
+      preprocessing transforms rather than guessed here;
+    * float (or signed) rasters already within [0, 1] are kept; otherwise they are min--max
+      scaled, or clipped if constant;
+    * colour is converted to luminance and alpha is dropped;
+    * DICOM: see :func:`boneage.io.dicom.dataset_to_image`.
+
+    Raises:
+        InputError: as for :func:`read_image`.
+    """
+    # Imported here because dicom.py builds on the types defined in this module.
+    from boneage.io import dicom
+
+    data = bytes(data)
+    if not data:
+        raise InputError("cannot decode image: file is empty", name)
+    if dicom.has_dicom_preamble(data):
+        return dicom.decode_dicom_bytes(data, name)
+
+    fmt = sniff_format(data, name)
+    arr = _imdecode(data)
+    if arr is None:
+        ds = dicom.try_read_headerless_dicom(data)
+        if ds is not None:
+            return dicom.dataset_to_image(ds, name)
+        if fmt == "unknown":
+            raise InputError(
+                "cannot decode image: not a recognised image format "
+                "(PNG, JPEG, TIFF, BMP or DICOM expected)",
+                name,
+            )
+        raise InputError(f"cannot decode image: {fmt.upper()} data is corrupt or truncated", name)
+
+    h, w = arr.shape[:2]
+    check_size(h, w, name)
+    metadata = ImageMetadata(
+        format=fmt, bit_depth=arr.dtype.itemsize * 8, original_shape=(int(h), int(w))
+    )
+    return LoadedImage(pixels=_raster_to_unit_gray(arr), metadata=metadata)
+
+
+def check_size(height: int, width: int, name: str) -> None:
+    """Raise :class:`InputError` unless both sides are >= MIN_SIDE and the area <= MAX_PIXELS.
+
+    Sizes in messages are written width x height.
+    """
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise InputError(
+            f"image size {width}x{height} is too small; "
+            f"each side must be at least {MIN_SIDE} pixels",
+            name,
+        )
+    if height * width > MAX_PIXELS:
+        raise InputError(
+            f"image size {width}x{height} ({height * width} pixels) "
+            f"exceeds the maximum of {MAX_PIXELS} pixels",
+            name,
+        )
+
+
+def sniff_format(data: bytes, name: str = "") -> str:
+    """Name the container format from its magic bytes, else from the file extension."""
+    for magic, fmt in _MAGIC:
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    ext = Path(name).suffix.lower().lstrip(".")
+    aliases = {"jpg": "jpeg", "tif": "tiff", "dcm": "dicom", "jp2": "jpeg2000"}
+    return aliases.get(ext, ext) or "unknown"
+
+
+def _imdecode(data: bytes) -> np.ndarray | None:
+    try:
+        with _quiet_opencv():
+            return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _IMREAD_FLAGS)
+    except cv2.error:
+        return None
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_saved_log_level = 0
+
+
+@contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own stderr warnings (e.g. "PNG input buffer is incomplete").
+
+    We report undecodable files as one InputError line; OpenCV's extra line would only
+    clutter the CLI output. The log level is process-global, so concurrent decodes share
+    one save/restore: the first in saves it, the last out restores it.
+    """
+    global _quiet_depth, _saved_log_level
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _saved_log_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                cv2.utils.logging.setLogLevel(_saved_log_level)
+
+
+def _raster_to_unit_gray(arr: np.ndarray) -> np.ndarray:
+    """OpenCV-decoded array (H, W) or (H, W, C) in BGR order -> float32 (H, W) in [0, 1]."""
+    dtype = arr.dtype
+    # cvtColor on float32 avoids rounding 16-bit luminance back to integers.
+    img = arr.astype(np.float32, copy=False)
+    if img.ndim == 3:
+        channels = img.shape[2]
+        if channels == 1:
+            img = img[:, :, 0]
+        elif channels == 2:  # gray + alpha
+            img = img[:, :, 0]
+        elif channels == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        else:
+            img = cv2.cvtColor(img[:, :, :4], cv2.COLOR_BGRA2GRAY)
+
+    if np.issubdtype(dtype, np.unsignedinteger):
+        img = img / np.float32(np.iinfo(dtype).max)
+    else:
+        img = _float_to_unit(img)
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def _float_to_unit(img: np.ndarray) -> np.ndarray:
+    img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(img.min()), float(img.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return img
+    if hi > lo:
+        return (img - lo) / (hi - lo)
+    return np.clip(img, 0.0, 1.0)

@@ -1,0 +1,37 @@
+"""Shared fixtures: where the real data lives, and small synthetic folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--data-dir", default=None,
+                     help="folder holding rsna-100px/ and rsna-fullres/ (default: $BONEAGE_DATA "
+                          "or ../shared/data beside the repository)")
+
+
+@pytest.fixture(scope="session")
+def data_dir(request) -> Path:
+    """The real-data folder; tests using it skip when it is absent."""
+    opt = request.config.getoption("--data-dir") or os.environ.get("BONEAGE_DATA")
+    path = Path(opt) if opt else REPO.parent / "shared" / "data"
+    if not (path / "rsna-100px" / "labels.csv").is_file():
+        pytest.skip(f"real RSNA data not found at {path} (set BONEAGE_DATA or --data-dir)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_folder(tmp_path_factory) -> Path:
+    """A labels.csv + images/ folder of 60 synthetic radiographs at 64 px."""
+    from boneage.data.synthetic import write_synthetic_dataset
+
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synth") / "set", 60, size=64, seed=3)
