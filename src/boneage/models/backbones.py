@@ -113,3 +113,35 @@ def efficientnet_lite0(in_chans: int = 3, sex_units: int = 32, hidden: Sequence[
         path = packaged_efficientnet_lite0_weights() if pretrained == "package" else Path(pretrained)
         load_efficientnet_lite0_weights(backbone, path)
     return _assemble(backbone, sex_units=sex_units, hidden=hidden, dropout=dropout)
+
+
+class SmallCNN(nn.Module):
+    """A plain VGG-style CNN: ``stages`` blocks of two 3x3 conv-BN-ReLU and a 2x max-pool.
+
+    Small enough to train in seconds on a CPU: used for smoke tests, quick experiments on
+    synthetic data and as a from-scratch baseline.
+    """
+
+    def __init__(self, in_chans: int = 1, width: int = 16, stages: int = 4):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = in_chans
+        for i in range(stages):
+            c_out = width * 2 ** i
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                       nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            if i < stages - 1:
+                layers.append(nn.MaxPool2d(2))
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.num_features = c_in
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+@register_model
+def small_cnn(in_chans: int = 1, width: int = 16, stages: int = 4, sex_units: int = 16,
+              hidden: Sequence[int] = (), dropout: float = 0.0) -> BoneAgeModel:
+    """A small from-scratch CNN with the shared sex-fusion head (fast on a CPU)."""
+    return _assemble(SmallCNN(in_chans, width, stages), sex_units=sex_units, hidden=hidden, dropout=dropout)
