@@ -51,7 +51,7 @@ def cmd_predict(args) -> int:
             print(f"{path}: bone age {result.bone_age_months:.1f} months "
                   f"({result.bone_age_months / 12:.1f} years), sex {result.sex}"
                   + (f", spread {result.spread_months:.1f}" if result.n_views > 1 else ""))
-    return 1 if failures else 0
+    return EXIT_USER_ERROR if failures else 0
 
 
 def cmd_evaluate(args) -> int:
@@ -62,8 +62,11 @@ def cmd_evaluate(args) -> int:
     from boneage.inference.batch import predict_cached
     import numpy as np
 
-    samples = load_samples(args.data_dir, args.csv, args.images, args.limit)
     predictor = Predictor.from_file(args.model)
+    samples = load_samples(args.data_dir, args.csv, args.images,
+                           predictor.recipe.data.limit if args.holdout else args.limit)
+    if args.holdout:
+        samples = _holdout(samples, predictor)
     cache = PreprocessedCache(samples, predictor.recipe, progress=not args.quiet)
     preds, _ = predict_cached(predictor.model, predictor.recipe, cache, range(len(samples)),
                               predictor.device, progress=not args.quiet)
@@ -86,6 +89,19 @@ def cmd_evaluate(args) -> int:
     else:
         print(metrics.format_summary(summary))
     return 0
+
+
+def _holdout(samples, predictor):
+    """The images the model held back for validation, re-derived from its stored split."""
+    from boneage.data.split import train_val_split
+
+    info, data = predictor.info, predictor.recipe.data
+    n_trained = info.get("n_train", 0) + info.get("n_val", 0)
+    if len(samples) != n_trained:
+        raise InputError(f"--holdout needs the folder the model was trained on ({n_trained} labelled "
+                         f"images); this one has {len(samples)}")
+    _, val_idx = train_val_split(len(samples), data.val_fraction, data.split_seed)
+    return [samples[i] for i in val_idx]
 
 
 def cmd_train(args) -> int:
@@ -147,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", help="image folder (default DATA_DIR/images)")
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--limit", type=int, help="evaluate only the first N labelled images")
+    s.add_argument("--holdout", action="store_true",
+                   help="evaluate only the images the model held back for validation when it was "
+                        "trained on this folder (its split is stored in the model file)")
     s.add_argument("--out", help="also write predictions.csv, summary.json and plots here")
     s.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")

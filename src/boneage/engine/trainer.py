@@ -132,7 +132,6 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: 
                          "or choose another --out", out)
     if resume and not ckpt_path.exists():
         raise InputError("nothing to resume: no checkpoint.pt in the output folder", out)
-    out.mkdir(parents=True, exist_ok=True)
     tc = recipe.train
     if tc.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {tc.epochs}")
@@ -159,6 +158,9 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: 
     use_amp = tc.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
+    # Created only once data, model and optimiser are known to be valid: a failed start
+    # leaves no output folder behind.
+    out.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
     best_mae, best_epoch, bad_epochs, start_epoch = None, None, 0, 0
     if resume:

@@ -1,0 +1,52 @@
+"""The bundled model on real radiographs: accuracy on held-back data and DICOM = PNG."""
+
+import json
+
+import numpy as np
+import pytest
+
+from boneage.cli.main import main
+from boneage.inference import Predictor, default_model_path, read_model_metadata
+from boneage.io import read_image, write_dicom
+
+
+def test_bundled_model_is_installed_and_self_describing():
+    recipe, info = read_model_metadata(default_model_path())
+    assert recipe.model.name in ("efficientnet_lite0", "resnet18", "resnet18_cam", "resnet18_cbam")
+    assert recipe.target.mean is not None and info["val_mae"] <= 10.0
+    assert default_model_path().stat().st_size < 60 * 2**20
+
+
+def test_bundled_model_holdout_mae_at_most_10_months(capsys, data_dir):
+    code = main(["evaluate", str(data_dir / "rsna-100px"), "--holdout", "--json", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["n"] == 1108
+    assert summary["mae"] <= 10.0, summary
+
+
+def test_16bit_monochrome1_dicom_predicts_within_a_month_of_its_png(tmp_path, data_dir):
+    png = sorted((data_dir / "rsna-fullres" / "images").glob("*.png"))[0]
+    pixels = read_image(png).pixels
+    dcm = write_dicom(tmp_path / "hand.dcm", pixels, photometric="MONOCHROME1", bits_stored=16,
+                      rescale_slope=1.0, rescale_intercept=0.0, sex="F")
+    loaded = read_image(dcm)
+    assert loaded.metadata.photometric == "MONOCHROME1" and loaded.metadata.bit_depth == 16
+    p = Predictor.from_file()
+    a = p.predict(pixels, "F").bone_age_months
+    b = p.predict(loaded.pixels, loaded.metadata.sex).bone_age_months
+    assert abs(a - b) < 1.0, (a, b)
+
+
+def test_synthetic_16bit_dicom_matches_png_without_real_data(tmp_path):
+    from boneage.data.synthetic import write_example_radiograph
+
+    png = write_example_radiograph(tmp_path / "s.png", age_months=100, sex="M", size=256)
+    pixels = read_image(png).pixels
+    dcm = write_dicom(tmp_path / "s.dcm", pixels, photometric="MONOCHROME1", bits_stored=16,
+                      rescale_slope=2.0, rescale_intercept=-1000.0)
+    np.testing.assert_allclose(read_image(dcm).pixels, pixels, atol=1 / 255)
+    p = Predictor.from_file()
+    assert abs(p.predict(pixels, "M").bone_age_months
+               - p.predict(read_image(dcm).pixels, "M").bone_age_months) < 1.0
