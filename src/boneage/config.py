@@ -103,6 +103,7 @@ class InferenceConfig:
     aggregate: str = "median"      # mean | median | percentile (over patches / TTA views)
     percentile: float = 50.0
     flip_tta: bool = False
+    tune_percentile: bool = False  # after training, pick the percentile minimising validation MAE
 
 
 @dataclass

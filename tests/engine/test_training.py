@@ -102,10 +102,29 @@ def test_patch_recipe_trains_a_few_steps(learn_folder, tmp_path):
     r = synthetic_recipe(learn_folder, epochs=1, max_steps_per_epoch=3)
     r.data.limit = 40
     r.preprocess = [{"name": "resize", "size": 40}]
-    r.patches = type(r.patches or __import__("boneage.config").config.PatchConfig())(n=4, size=24, samples_per_epoch=64)
+    from boneage.config import PatchConfig
+
+    r.patches = PatchConfig(n=4, size=24, samples_per_epoch=64)
     r.inference.aggregate = "median"
     res = fit(r, tmp_path / "p", progress=False, log=lambda *_: None)
     assert np.isfinite(res.best_val_mae)
     p = Predictor.from_file(res.model_path)
     pred = p.predict(np.random.default_rng(0).random((64, 64)).astype(np.float32), "F")
     assert pred.n_views == 4 and np.isfinite(pred.bone_age_months)
+
+
+def test_tuned_percentile_is_stored_in_the_model_file(learn_folder, tmp_path):
+    from boneage.config import PatchConfig
+    from boneage.inference import read_model_metadata
+
+    r = synthetic_recipe(learn_folder, epochs=1, max_steps_per_epoch=4)
+    r.data.limit = 48
+    r.patches = PatchConfig(n=9, size=32, samples_per_epoch=64)
+    r.inference.tune_percentile = True
+    res = fit(r, tmp_path / "t", progress=False, log=lambda *_: None)
+    recipe, info = read_model_metadata(res.model_path)
+    assert recipe.inference.aggregate == "percentile"
+    assert 0 <= recipe.inference.percentile <= 100
+    tuned = info["val_mae_by_aggregate"][f"percentile_{recipe.inference.percentile:g}"]
+    assert tuned <= info["val_mae_by_aggregate"]["median"] + 1e-9
+    assert info["val_mae"] == tuned

@@ -145,6 +145,25 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_complexity(args) -> int:
+    from boneage.evaluation.complexity import complexity_table, format_complexity
+    from boneage.models import list_models
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in list_models()]
+    if unknown:
+        raise InputError(f"unknown model(s) {unknown}; valid names: {', '.join(list_models())}")
+    if args.patch_size < 1 or args.patches < 1:
+        raise InputError(f"--patch-size and --patches must be >= 1, got {args.patch_size}, {args.patches}")
+    rows = complexity_table(names, patch_size=args.patch_size, n_patches=args.patches,
+                            repeats=args.repeats)
+    if args.json:
+        _print_json(rows)
+    else:
+        print(format_complexity(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="boneage", description="Pediatric bone age assessment from hand radiographs.")
     p.add_argument("--version", action="version", version=f"boneage {__version__}")
@@ -186,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=512)
     s.add_argument("--force", action="store_true", help="overwrite OUT.png if it exists")
     s.set_defaults(func=cmd_example)
+
+    s = sub.add_parser("complexity", help="parameters, memory, file size and CPU time per image of models")
+    s.add_argument("--models", default="resnet18,resnet18_cbam,resnet18_cam,inception_v4",
+                   help="comma-separated registry names (default: the patch paper's four)")
+    s.add_argument("--patch-size", type=int, default=224)
+    s.add_argument("--patches", type=int, default=25, help="patches per image (default 25)")
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_complexity)
 
     s = sub.add_parser("models", help="list the registered model architectures")
     s.set_defaults(func=cmd_models)

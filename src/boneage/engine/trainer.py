@@ -265,18 +265,31 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: 
 
 
 def _write_validation_report(model_path, recipe, cache, val_idx, samples, ages, device, out: Path):
+    """Validation predictions, summary and plots of the best model; tunes the percentile."""
     from boneage.evaluation import metrics, plots
+    from boneage.inference.aggregate import aggregate, tune_percentile
     from boneage.inference.modelfile import load_model_file
 
-    model, recipe, _ = load_model_file(model_path, device)
+    model, recipe, info = load_model_file(model_path, device)
     preds, per_view = predict_cached(model, recipe, cache, val_idx, device)
     true = ages[val_idx]
+    by_aggregate = {m: float(np.mean(np.abs([aggregate(v, m) for v in per_view] - true)))
+                    for m in ("mean", "median")}
+    info["val_mae_by_aggregate"] = by_aggregate
+    if recipe.inference.tune_percentile:
+        q, mae_q = tune_percentile(per_view, true)
+        recipe.inference.aggregate, recipe.inference.percentile = "percentile", q
+        by_aggregate[f"percentile_{q:g}"] = mae_q
+        preds = np.array([aggregate(v, "percentile", q) for v in per_view])
+        info["val_mae"] = mae_q
+    save_model_file(model_path, model, recipe, info)
     male = np.array([samples[i].male for i in val_idx])
     _write_csv(out / "val_predictions.csv", [
         {"id": samples[i].id, "male": samples[i].male, "boneage": float(true[j]),
          "predicted": round(float(preds[j]), 2), "spread": round(float(np.std(per_view[j])), 2)}
         for j, i in enumerate(val_idx)])
     summary = metrics.summarize(preds, true, male)
+    summary["mae_by_aggregate"] = by_aggregate
     (out / "val_summary.json").write_text(json.dumps(summary, indent=2))
     plots.plot_pred_vs_true(preds, true, out / "val_pred_vs_true.png", male=male)
     plots.plot_bland_altman(preds, true, out / "val_bland_altman.png")

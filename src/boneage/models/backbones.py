@@ -145,3 +145,16 @@ def small_cnn(in_chans: int = 1, width: int = 16, stages: int = 4, sex_units: in
               hidden: Sequence[int] = (), dropout: float = 0.0) -> BoneAgeModel:
     """A small from-scratch CNN with the shared sex-fusion head (fast on a CPU)."""
     return _assemble(SmallCNN(in_chans, width, stages), sex_units=sex_units, hidden=hidden, dropout=dropout)
+
+
+@register_model
+def inception_v4(in_chans: int = 1, sex_units: int = 32, hidden: Sequence[int] = (),
+                 dropout: float = 0.2) -> BoneAgeModel:
+    """Inception-v4 from scratch (timm: stem, Inception-A/B/C, Reduction-A/B).
+
+    As in the paper, the sex embedding (32 units) joins the pooled features after dropout and
+    before the final linear layer. Needs inputs of at least 75x75 pixels.
+    """
+    backbone = timm.create_model("inception_v4", pretrained=False, num_classes=0, global_pool="",
+                                 in_chans=in_chans)
+    return _assemble(backbone, sex_units=sex_units, hidden=hidden, dropout=dropout)
