@@ -11,7 +11,9 @@ def test_complexity_counts_parameters_by_hand():
                            options={"width": 4, "stages": 1, "sex_units": 0})
     # conv 1->4 (36) + BN (8) + conv 4->4 (144) + BN (8) + output Linear(4, 1) (5)
     assert row["parameters"] == 201
-    assert row["file_mb"] > 0 and row["cpu_seconds_per_image"] > 0
+    # float32 weights + per BN: running mean/var (4+4 floats) and an int64 counter
+    assert row["memory_bytes"] == 201 * 4 + 2 * (8 * 4 + 8)
+    assert row["file_bytes"] > row["memory_bytes"] and row["cpu_seconds_per_image"] > 0
     assert "small_cnn" in format_complexity([row])
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         model_complexity("small_cnn", repeats=0)

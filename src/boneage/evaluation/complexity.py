@@ -37,7 +37,7 @@ def model_complexity(name: str, *, in_chans: int = 1, patch_size: int = 224, n_p
         recipe = Recipe(name=f"complexity-{name}")
         recipe.model.name = name
         f = save_model_file(Path(tmp) / "m.safetensors", model, recipe)
-        file_mb = f.stat().st_size / 2**20
+        file_bytes = f.stat().st_size
     x = torch.rand(n_patches, in_chans, patch_size, patch_size)
     sex = torch.ones(n_patches)
     model(x, sex)
@@ -46,8 +46,9 @@ def model_complexity(name: str, *, in_chans: int = 1, patch_size: int = 224, n_p
         t0 = time.perf_counter()
         model(x, sex)
         times.append(time.perf_counter() - t0)
-    return {"model": name, "parameters": int(params), "memory_mb": round(mem / 2**20, 2),
-            "file_mb": round(file_mb, 2), "cpu_seconds_per_image": round(float(np.median(times)), 4),
+    return {"model": name, "parameters": int(params), "memory_bytes": int(mem),
+            "memory_mb": round(mem / 2**20, 2), "file_bytes": int(file_bytes),
+            "file_mb": round(file_bytes / 2**20, 2), "cpu_seconds_per_image": round(float(np.median(times)), 4),
             "patches": n_patches, "patch_size": patch_size, "threads": torch.get_num_threads()}
 
 
