@@ -221,7 +221,7 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: 
             t = recipe.target
             scaled = torch.tensor((preds - t.mean) / t.std, dtype=torch.float32)
             target = torch.tensor((ages[val_idx] - t.mean) / t.std, dtype=torch.float32)
-            row["val_loss"] = float(loss_fn(scaled, target, torch.tensor(ages[val_idx])))
+            row["val_loss"] = float(loss_fn.validation_loss(scaled, target, torch.tensor(ages[val_idx])))
             row["val_mae"] = float(np.mean(np.abs(preds - ages[val_idx])))
         row["seconds"] = round(time.time() - t0, 1)
         history.append(row)

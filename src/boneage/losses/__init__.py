@@ -27,6 +27,11 @@ class RegressionLoss(nn.Module):
                 age_months: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def validation_loss(self, pred: torch.Tensor, target: torch.Tensor,
+                        age_months: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss reported on validation data (the training loss unless a subclass says)."""
+        return self(pred, target, age_months)
+
 
 class MSELoss(RegressionLoss):
     """Mean squared error."""
@@ -42,7 +47,65 @@ class MAELoss(RegressionLoss):
         return torch.mean(torch.abs(pred - target))
 
 
-_LOSSES: dict[str, Callable[..., RegressionLoss]] = {"mse": MSELoss, "mae": MAELoss}
+class GaussianWeightedMSE(RegressionLoss):
+    """MSE up-weighting rare ages (se-resnet-compression paper, eqs. 4-5).
+
+    ``L = mean((1 + a_i) (y_i - g_i)^2)`` with ``a_i = beta * N(c_i; 0, sigma)``, where ``c_i`` is
+    the number of training samples in the age bin of sample ``i`` (bins of ``bin_width``
+    months: 1 for months, 12 for years). Rare ages (small ``c_i``) get the largest weight.
+    The paper uses sigma = 400 and beta = 100 for a largest class of 1,113 samples.
+    """
+
+    def __init__(self, sigma: float = 400.0, beta: float = 100.0, bin_width: float = 12.0):
+        super().__init__()
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        if not bin_width > 0:
+            raise ValueError(f"bin_width must be > 0 months, got {bin_width}")
+        self.sigma, self.beta, self.bin_width = float(sigma), float(beta), float(bin_width)
+        self.first_bin: int | None = None
+        self.register_buffer("alpha_by_bin", torch.zeros(0))
+
+    def alpha(self, counts) -> np.ndarray:
+        """The weight ``a`` for sample counts ``c`` (array-like)."""
+        c = np.asarray(counts, dtype=np.float64)
+        return self.beta * np.exp(-c ** 2 / (2 * self.sigma ** 2)) / (self.sigma * np.sqrt(2 * np.pi))
+
+    def prepare(self, train_ages_months: np.ndarray) -> None:
+        bins = np.floor(np.asarray(train_ages_months, dtype=np.float64) / self.bin_width).astype(int)
+        if bins.size == 0:
+            raise ValueError("Gaussian-weighted loss needs training ages to count")
+        self.first_bin = int(bins.min())
+        counts = np.bincount(bins - self.first_bin)
+        self.alpha_by_bin = torch.tensor(self.alpha(counts), dtype=torch.float32)
+
+    def weights(self, age_months: torch.Tensor) -> torch.Tensor:
+        """``1 + a_i`` for each age; ages outside the training range are an error."""
+        if self.first_bin is None:
+            raise RuntimeError("call prepare(train_ages) before using the Gaussian-weighted loss")
+        idx = torch.floor(age_months.detach().double() / self.bin_width).long() - self.first_bin
+        n = self.alpha_by_bin.numel()
+        bad = (idx < 0) | (idx >= n)
+        if bad.any():
+            lo, hi = self.first_bin * self.bin_width, (self.first_bin + n) * self.bin_width
+            raise ValueError(f"age {float(age_months[bad][0]):g} months is outside the range seen in "
+                             f"training ({lo:g}-{hi:g} months) for the loss weights")
+        return 1.0 + self.alpha_by_bin.to(age_months.device)[idx]
+
+    def forward(self, pred, target, age_months=None):
+        if age_months is None:
+            raise ValueError("the Gaussian-weighted loss needs the ages (months) of the batch")
+        return torch.mean(self.weights(age_months) * (pred - target) ** 2)
+
+    def validation_loss(self, pred, target, age_months=None):
+        # Validation ages may fall outside the training bins; report the plain MSE there.
+        return torch.mean((pred - target) ** 2)
+
+
+_LOSSES: dict[str, Callable[..., RegressionLoss]] = {
+    "mse": MSELoss, "mae": MAELoss, "gaussian_mse": GaussianWeightedMSE}
 
 
 def register_loss(name: str):
@@ -65,8 +128,8 @@ def create_loss(name: str, **options) -> RegressionLoss:
         raise ConfigError(f"unknown loss {name!r}{hint}; valid names: {', '.join(list_losses())}")
     try:
         return _LOSSES[name](**options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"loss {name!r}: {exc}") from exc
 
 
-__all__ = ["RegressionLoss", "MSELoss", "MAELoss", "create_loss", "list_losses", "register_loss"]
+__all__ = ["RegressionLoss", "MSELoss", "MAELoss", "GaussianWeightedMSE", "create_loss", "list_losses", "register_loss"]
