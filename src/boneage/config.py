@@ -88,6 +88,7 @@ class TrainConfig:
     num_workers: int = 0
     amp: bool = False              # mixed precision on CUDA
     max_steps_per_epoch: int | None = None
+    init_from: str | None = None   # model file whose weights start this run (fine-tuning)
 
 
 @dataclass

@@ -128,3 +128,15 @@ def test_tuned_percentile_is_stored_in_the_model_file(learn_folder, tmp_path):
     tuned = info["val_mae_by_aggregate"][f"percentile_{recipe.inference.percentile:g}"]
     assert tuned <= info["val_mae_by_aggregate"]["median"] + 1e-9
     assert info["val_mae"] == tuned
+
+
+def test_init_from_starts_where_another_model_ended(trained, learn_folder, tmp_path):
+    res, _ = trained
+    # no optimisation step at all: validation must see exactly the initial weights
+    r = synthetic_recipe(learn_folder, epochs=1, max_steps_per_epoch=0)
+    r.train.init_from = str(res.model_path)
+    again = fit(r, tmp_path / "ft", progress=False, log=lambda *_: None)
+    assert again.best_val_mae == pytest.approx(res.best_val_mae, abs=1e-3)
+    r.train.init_from = str(tmp_path / "missing.safetensors")
+    with pytest.raises(InputError, match="model file not found"):
+        fit(r, tmp_path / "ft2", progress=False, log=lambda *_: None)

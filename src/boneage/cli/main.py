@@ -164,6 +164,48 @@ def cmd_complexity(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from boneage.evaluation.gradcam import explain_image, overlay_heatmap
+    from boneage.inference import Predictor, normalize_sex
+    from boneage.io import read_image
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise InputError("the heat map is written as PNG; give --out a .png file name", out)
+    if out.is_dir():
+        raise InputError("is a directory; give --out a .png file name", out)
+    if out.exists() and not args.force:
+        raise InputError("file exists; pass --force to overwrite it", out)
+    sex_arg = normalize_sex(args.sex) if args.sex is not None else None
+    predictor = Predictor.from_file(args.model)
+    loaded = read_image(args.image)
+    sex = sex_arg or loaded.metadata.sex
+    if sex is None and predictor.uses_sex:
+        raise InputError("sex is unknown (no --sex given and the file has no sex tag); "
+                         "pass --sex M or --sex F", args.image)
+    result, heat, pre = explain_image(predictor, loaded.pixels, sex)
+    months = result.bone_age_months
+    overlay_heatmap(pre, heat, out, title=f"{Path(args.image).name}: bone age {months:.1f} months "
+                                          f"({months / 12:.1f} years), sex {result.sex}")
+    print(f"{args.image}: bone age {months:.1f} months ({months / 12:.1f} years), "
+          f"sex {result.sex}; heat map: {out}")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from boneage.evaluation.baselines import run_baseline
+    from boneage.evaluation.metrics import format_summary
+
+    summary = run_baseline(args.kind, args.train, args.eval, size=args.size, limit=args.limit)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"{args.kind} baseline on {args.size}x{args.size} image features, "
+              f"trained on {summary['n_train']} images")
+        print(format_summary(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="boneage", description="Pediatric bone age assessment from hand radiographs.")
     p.add_argument("--version", action="version", version=f"boneage {__version__}")
@@ -214,6 +256,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_complexity)
+
+    s = sub.add_parser("explain", help="Grad-CAM heat map of what raises a radiograph's predicted bone age")
+    s.add_argument("image", metavar="IMAGE")
+    s.add_argument("--sex", help="M or F (default: the DICOM PatientSex tag)")
+    s.add_argument("--model", help="model file (default: the bundled model)")
+    s.add_argument("--out", required=True, metavar="FILE.png", help="where to write the overlay PNG")
+    s.add_argument("--force", action="store_true", help="overwrite FILE.png if it exists")
+    s.set_defaults(func=cmd_explain)
+
+    s = sub.add_parser("baseline", help="classical kNN / SVM regression on image features (paper baselines)")
+    s.add_argument("kind", choices=["knn", "svm"])
+    s.add_argument("--train", required=True, metavar="DIR", help="labelled folder to fit on (labels.csv + images/)")
+    s.add_argument("--eval", required=True, metavar="DIR", help="labelled folder to evaluate on")
+    s.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE (default 32)")
+    s.add_argument("--limit", type=int, help="use only the first N labelled images of each folder")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    s.set_defaults(func=cmd_baseline)
 
     s = sub.add_parser("models", help="list the registered model architectures")
     s.set_defaults(func=cmd_models)

@@ -111,6 +111,19 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def _init_weights(model: torch.nn.Module, path: str) -> None:
+    """Start from the weights of another model file of the same architecture."""
+    from safetensors.torch import load_file
+
+    from boneage.inference.modelfile import read_model_metadata
+
+    read_model_metadata(path)  # a clear error for a missing or foreign file
+    missing, unexpected = model.load_state_dict(load_file(path), strict=False)
+    if missing or unexpected:
+        raise InputError(f"weights do not fit this recipe's model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})", path)
+
+
 def prepare_recipe(recipe: Recipe, train_ages: np.ndarray) -> Recipe:
     """A copy of the recipe with target scaling filled in from the training labels."""
     recipe = copy.deepcopy(recipe)
@@ -150,7 +163,10 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: 
 
     cache = PreprocessedCache(samples, recipe, progress=progress)
     train_ds = training_dataset(cache, train_idx, recipe, seed=tc.seed)
-    model = build_model(recipe).to(device)
+    model = build_model(recipe)
+    if tc.init_from:
+        _init_weights(model, tc.init_from)
+    model = model.to(device)
     loss_fn = create_loss(recipe.loss.name, **recipe.loss.options)
     loss_fn.prepare(ages[train_idx])
     optimizer = make_optimizer(recipe, model.parameters())
