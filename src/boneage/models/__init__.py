@@ -1,6 +1,7 @@
 """Bone age models: a registry of backbones sharing one sex-fusion regression head."""
 
 from boneage.models import backbones  # noqa: F401  (registers the models)
+from boneage.models import compression  # noqa: F401
 from boneage.models.head import BoneAgeModel, SexFusionHead
 from boneage.models.registry import create_model, list_models, register_model
 

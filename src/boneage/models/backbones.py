@@ -20,9 +20,10 @@ from boneage.models.registry import register_model
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _assemble(backbone: nn.Module, *, sex_units: int, hidden: Sequence[int], dropout: float
-              ) -> BoneAgeModel:
-    head = SexFusionHead(backbone.num_features, sex_units=sex_units, hidden=hidden, dropout=dropout)
+def _assemble(backbone: nn.Module, *, sex_units: int, hidden: Sequence[int], dropout: float = 0.0,
+              output_dropout: float = 0.0) -> BoneAgeModel:
+    head = SexFusionHead(backbone.num_features, sex_units=sex_units, hidden=tuple(hidden),
+                         dropout=dropout, output_dropout=output_dropout)
     return BoneAgeModel(backbone, backbone.num_features, head)
 
 

@@ -15,17 +15,21 @@ class SexFusionHead(nn.Module):
     through ``Linear(1, sex_units) + ReLU``; the result is concatenated to the (dropout-ed)
     image features, passed through optional hidden layers and a final ``Linear(·, 1)``.
     ``sex_units=0`` gives an image-only model (the papers' "without sex" ablation).
+    ``dropout`` acts on the image features (the patch paper, after Bilbily); ``output_dropout``
+    right before the output layer (the SE-ResNet paper's "dropout 0.5 before the output").
     """
 
     def __init__(self, in_features: int, sex_units: int = 16, hidden: Sequence[int] = (),
-                 dropout: float = 0.0, hidden_dropout: float = 0.0):
+                 dropout: float = 0.0, hidden_dropout: float = 0.0, output_dropout: float = 0.0):
         super().__init__()
         if in_features < 1:
             raise ValueError(f"in_features must be >= 1, got {in_features}")
         if sex_units < 0:
             raise ValueError(f"sex_units must be >= 0, got {sex_units}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        for name, p in (("dropout", dropout), ("hidden_dropout", hidden_dropout),
+                        ("output_dropout", output_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {p}")
         self.sex_units = sex_units
         self.dropout = nn.Dropout(dropout)
         self.sex_fc = nn.Sequential(nn.Linear(1, sex_units), nn.ReLU(inplace=True)) if sex_units else None
@@ -35,6 +39,7 @@ class SexFusionHead(nn.Module):
             layers += [nn.Linear(width, units), nn.ReLU(inplace=True), nn.Dropout(hidden_dropout)]
             width = units
         self.hidden = nn.Sequential(*layers)
+        self.output_dropout = nn.Dropout(output_dropout)
         self.out = nn.Linear(width, 1)
 
     @property
@@ -47,7 +52,7 @@ class SexFusionHead(nn.Module):
             if sex is None:
                 raise ValueError("this model uses sex; pass a tensor of 1 (male) / 0 (female)")
             x = torch.cat([x, self.sex_fc(sex.float().view(-1, 1))], dim=1)
-        return self.out(self.hidden(x)).squeeze(1)
+        return self.out(self.output_dropout(self.hidden(x))).squeeze(1)
 
 
 class BoneAgeModel(nn.Module):

@@ -256,3 +256,59 @@ def build_pipeline(steps: Sequence[dict[str, Any] | str], mode: str = "sequentia
     if mode == "one_of":
         return OneOf(transforms) if transforms else Compose([])
     raise ConfigError(f"augmentation mode must be 'sequential' or 'one_of', got {mode!r}")
+
+
+class ConvexHullCrop(Transform):
+    """Crop to the hand found by threshold + largest component + convex hull (CH+S+I).
+
+    ``threshold=None`` uses Otsu's threshold; ``margin`` grows the box by that fraction of its
+    height/width per side. An image with no foreground passes through whole, with a warning.
+    """
+
+    def __init__(self, threshold: float | None = None, margin: float = 0.02):
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be None or in [0, 1], got {threshold}")
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.threshold, self.margin = threshold, margin
+
+    def __call__(self, image, rng=None):
+        # Imported here: boneage.segmentation imports boneage.transforms, so a module-level
+        # import would be circular.
+        from boneage.segmentation.hull import convex_hull_crop
+        return convex_hull_crop(image, threshold=self.threshold, margin=self.margin)
+
+
+class UNetCrop(Transform):
+    """Crop to the hand mask of a trained hand U-Net (U+S+I), stored at ``weights``.
+
+    The file must exist when the transform is built (a recipe naming a missing file fails
+    before any training starts); the network itself is loaded on first use, once, so building
+    a pipeline stays cheap and worker processes each load their own copy.
+    """
+
+    def __init__(self, weights: str, margin: float = 0.02):
+        from pathlib import Path
+
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        if not Path(weights).is_file():
+            raise ConfigError(f"U-Net weights file not found: {weights}")
+        self.weights, self.margin = str(weights), margin
+        self._model = None
+
+    def __call__(self, image, rng=None):
+        from boneage.errors import BoneAgeError
+        from boneage.segmentation.unet import load_hand_unet, unet_crop
+
+        if self._model is None:
+            try:
+                self._model = load_hand_unet(self.weights)
+            except BoneAgeError as exc:
+                raise ConfigError(f"cannot load U-Net weights {self.weights}: {exc}") from exc
+        return unet_crop(self._model, image, margin=self.margin)
+
+
+# Registered here rather than in the literal above because the classes are defined after it.
+TRANSFORMS["convex_hull_crop"] = ConvexHullCrop
+TRANSFORMS["unet_crop"] = UNetCrop
