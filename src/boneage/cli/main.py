@@ -206,6 +206,17 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def cmd_train_unet(args) -> int:
+    from boneage.segmentation.unet import train_hand_unet
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise InputError("file exists; pass --force to overwrite it", out)
+    train_hand_unet(n_images=args.images, size=args.size, epochs=args.epochs, seed=args.seed, out=out)
+    print(f"wrote hand-segmentation U-Net weights to {out} (trained on synthetic radiographs)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="boneage", description="Pediatric bone age assessment from hand radiographs.")
     p.add_argument("--version", action="version", version=f"boneage {__version__}")
@@ -273,6 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="use only the first N labelled images of each folder")
     s.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     s.set_defaults(func=cmd_baseline)
+
+    s = sub.add_parser("train-unet", help="train the stand-in hand-mask U-Net (for unet_crop) on synthetic images")
+    s.add_argument("output", metavar="OUT.safetensors")
+    s.add_argument("--images", type=int, default=256)
+    s.add_argument("--size", type=int, default=64)
+    s.add_argument("--epochs", type=int, default=15)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=cmd_train_unet)
 
     s = sub.add_parser("models", help="list the registered model architectures")
     s.set_defaults(func=cmd_models)

@@ -31,34 +31,36 @@ class CAM(ChannelAttn):
     """Channel attention only (CBAM without its spatial part), avg- and max-pooled MLP."""
 
 
-def _resnet18(attn_layer, in_chans: int, sex_units: int, hidden: Sequence[int], dropout: float):
+def _resnet18(attn_layer, in_chans: int, sex_units: int, hidden: Sequence[int], dropout: float,
+              output_dropout: float = 0.0):
     # timm's BasicBlock applies ``attn_layer`` right after the second conv + BN and before the
     # residual sum, which is exactly where the paper inserts CBAM / CAM.
     block_args = {"attn_layer": attn_layer} if attn_layer is not None else None
     backbone = timm.create_model("resnet18", pretrained=False, num_classes=0, global_pool="",
                                  in_chans=in_chans, block_args=block_args)
-    return _assemble(backbone, sex_units=sex_units, hidden=hidden, dropout=dropout)
+    return _assemble(backbone, sex_units=sex_units, hidden=hidden, dropout=dropout,
+                     output_dropout=output_dropout)
 
 
 @register_model
 def resnet18(in_chans: int = 1, sex_units: int = 16, hidden: Sequence[int] = (),
-             dropout: float = 0.0) -> BoneAgeModel:
+             dropout: float = 0.0, output_dropout: float = 0.0) -> BoneAgeModel:
     """ResNet18 from scratch with the sex-fusion head (paper: 16 sex units)."""
-    return _resnet18(None, in_chans, sex_units, hidden, dropout)
+    return _resnet18(None, in_chans, sex_units, hidden, dropout, output_dropout)
 
 
 @register_model
 def resnet18_cbam(in_chans: int = 1, sex_units: int = 16, hidden: Sequence[int] = (),
-                  dropout: float = 0.0) -> BoneAgeModel:
+                  dropout: float = 0.0, output_dropout: float = 0.0) -> BoneAgeModel:
     """ResNet18 with CBAM (channel then spatial attention) after each block's second conv."""
-    return _resnet18("cbam", in_chans, sex_units, hidden, dropout)
+    return _resnet18("cbam", in_chans, sex_units, hidden, dropout, output_dropout)
 
 
 @register_model
 def resnet18_cam(in_chans: int = 1, sex_units: int = 16, hidden: Sequence[int] = (),
-                 dropout: float = 0.0) -> BoneAgeModel:
+                 dropout: float = 0.0, output_dropout: float = 0.0) -> BoneAgeModel:
     """ResNet18 with channel attention only (CAM) after each block's second conv."""
-    return _resnet18(CAM, in_chans, sex_units, hidden, dropout)
+    return _resnet18(CAM, in_chans, sex_units, hidden, dropout, output_dropout)
 
 
 def packaged_efficientnet_lite0_weights() -> Path:
