@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from boneage.cli.main import main
 from boneage.inference import Predictor, default_model_path, read_model_metadata

@@ -25,3 +25,12 @@ class InputError(BoneAgeError, ValueError):
 
 class ConfigError(BoneAgeError, ValueError):
     """A recipe or override that is not valid."""
+
+
+def unknown_name(kind: str, name: str, valid: list[str]) -> ConfigError:
+    """``ConfigError`` for a name missing from a registry: suggests the closest, lists all."""
+    import difflib
+
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown {kind} {name!r}{hint}; valid names: {', '.join(sorted(valid))}")

@@ -17,6 +17,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from boneage import __version__  # noqa: E402
 from boneage.errors import BoneAgeError, InputError  # noqa: E402
+from boneage.fileutils import refuse_overwrite  # noqa: E402
 
 EXIT_USER_ERROR = 2
 
@@ -25,20 +26,27 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, sort_keys=False), flush=True)
 
 
+def _read_with_sex(path, sex_arg, predictor):
+    """Read an image and settle the sex: the option, else the file's tag, else an error."""
+    from boneage.io import read_image
+
+    loaded = read_image(path)
+    sex = sex_arg or loaded.metadata.sex
+    if sex is None and predictor.uses_sex:
+        raise InputError("sex is unknown (no --sex given and the file has no sex tag); "
+                         "pass --sex M or --sex F", path)
+    return loaded, sex
+
+
 def cmd_predict(args) -> int:
     from boneage.inference import Predictor, normalize_sex
-    from boneage.io import read_image
 
     sex_arg = normalize_sex(args.sex) if args.sex is not None else None
     predictor = Predictor.from_file(args.model)
     failures = 0
     for path in args.images:
         try:
-            loaded = read_image(path)
-            sex = sex_arg or loaded.metadata.sex
-            if sex is None and predictor.uses_sex:
-                raise InputError("sex is unknown (no --sex given and the file has no sex tag); "
-                                 "pass --sex M or --sex F", path)
+            loaded, sex = _read_with_sex(path, sex_arg, predictor)
             result = predictor.predict(loaded.pixels, sex)
         except BoneAgeError as exc:
             failures += 1
@@ -118,9 +126,7 @@ def cmd_example(args) -> int:
     from boneage.data.synthetic import write_example_radiograph
     from boneage.inference import normalize_sex
 
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise InputError("file exists; pass --force to overwrite it", out)
+    out = refuse_overwrite(args.output, args.force)
     try:
         write_example_radiograph(out, age_months=args.age, sex=normalize_sex(args.sex), size=args.size)
     except ValueError as exc:
@@ -167,22 +173,16 @@ def cmd_complexity(args) -> int:
 def cmd_explain(args) -> int:
     from boneage.evaluation.gradcam import explain_image, overlay_heatmap
     from boneage.inference import Predictor, normalize_sex
-    from boneage.io import read_image
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise InputError("the heat map is written as PNG; give --out a .png file name", out)
     if out.is_dir():
         raise InputError("is a directory; give --out a .png file name", out)
-    if out.exists() and not args.force:
-        raise InputError("file exists; pass --force to overwrite it", out)
+    refuse_overwrite(out, args.force)
     sex_arg = normalize_sex(args.sex) if args.sex is not None else None
     predictor = Predictor.from_file(args.model)
-    loaded = read_image(args.image)
-    sex = sex_arg or loaded.metadata.sex
-    if sex is None and predictor.uses_sex:
-        raise InputError("sex is unknown (no --sex given and the file has no sex tag); "
-                         "pass --sex M or --sex F", args.image)
+    loaded, sex = _read_with_sex(args.image, sex_arg, predictor)
     result, heat, pre = explain_image(predictor, loaded.pixels, sex)
     months = result.bone_age_months
     overlay_heatmap(pre, heat, out, title=f"{Path(args.image).name}: bone age {months:.1f} months "
@@ -209,9 +209,7 @@ def cmd_baseline(args) -> int:
 def cmd_train_unet(args) -> int:
     from boneage.segmentation.unet import train_hand_unet
 
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise InputError("file exists; pass --force to overwrite it", out)
+    out = refuse_overwrite(args.output, args.force)
     train_hand_unet(n_images=args.images, size=args.size, epochs=args.epochs, seed=args.seed, out=out)
     print(f"wrote hand-segmentation U-Net weights to {out} (trained on synthetic radiographs)")
     return 0

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from boneage.config import Recipe
 from boneage.data.labels import Sample
-from boneage.transforms import Transform, build_pipeline, extract_patches, make_views, patch_grid
+from boneage.transforms import Transform, build_pipeline, make_views, patch_grid
 
 
 def preprocess_array(image: np.ndarray, recipe: Recipe) -> np.ndarray:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from boneage.data.datasets import PreprocessedCache, training_dataset
 from boneage.data.labels import Sample, load_samples
 from boneage.data.split import train_val_split
 from boneage.errors import ConfigError, InputError
+from boneage.fileutils import atomic_path
 from boneage.inference.batch import predict_cached
 from boneage.inference.modelfile import build_model, save_model_file
 from boneage.losses import create_loss
@@ -94,21 +94,17 @@ def make_scheduler(recipe: Recipe, optimizer):
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
-    keys = list(rows[0])
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _init_weights(model: torch.nn.Module, path: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from boneage.fileutils import atomic_path
 from boneage.errors import InputError
 from boneage.evaluation.metrics import (
     DEFAULT_AGE_BINS_MONTHS,
@@ -54,19 +54,11 @@ def _new_figure(width: float = 6.4, height: float = 4.8) -> Figure:
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` to ``path`` as PNG atomically and release the figure."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # The temp file must live in the same folder: os.replace is only atomic within one
-    # filesystem. A leading dot keeps it out of globs like "*.png" while it is written.
-    # Not tempfile.mkstemp: its 0600 mode would carry over to the final PNG, whereas a
-    # plain exclusive open honours the user's umask like any other written file.
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with open(tmp, "xb") as fh:
+        # Not tempfile.mkstemp: its 0600 mode would carry over to the final PNG, whereas a
+        # plain exclusive open honours the user's umask like any other written file.
+        with atomic_path(out) as tmp, open(tmp, "xb") as fh:
             fig.savefig(fh, format="png", dpi=_DPI)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         fig.clear()
     return out

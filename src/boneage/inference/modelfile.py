@@ -8,7 +8,6 @@ interrupted save never leaves a truncated model behind.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from safetensors import safe_open
 
 from boneage.config import Recipe
 from boneage.errors import InputError
+from boneage.fileutils import atomic_path
 from boneage.models import create_model
 
 FORMAT_VERSION = "1"
@@ -32,9 +32,8 @@ def save_model_file(path: str | Path, model: torch.nn.Module, recipe: Recipe,
     meta = {"boneage_format": FORMAT_VERSION,
             "recipe": json.dumps(recipe.to_dict()),
             "info": json.dumps(info or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

@@ -7,14 +7,13 @@ before training starts.
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from boneage.errors import ConfigError
+from boneage.errors import ConfigError, unknown_name
 
 
 class RegressionLoss(nn.Module):
@@ -123,9 +122,7 @@ def list_losses() -> list[str]:
 def create_loss(name: str, **options) -> RegressionLoss:
     """Build a registered loss; a typo lists the valid names."""
     if name not in _LOSSES:
-        close = difflib.get_close_matches(name, list(_LOSSES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown loss {name!r}{hint}; valid names: {', '.join(list_losses())}")
+        raise unknown_name("loss", name, list(_LOSSES))
     try:
         return _LOSSES[name](**options)
     except (TypeError, ValueError) as exc:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 import torch.nn as nn
 
-from boneage.errors import ConfigError
+from boneage.errors import ConfigError, unknown_name
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -29,9 +28,7 @@ def list_models() -> list[str]:
 def create_model(name: str, **options) -> nn.Module:
     """Build a registered bone age model; a typo lists the valid names."""
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, list(_MODELS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown model {name!r}{hint}; valid names: {', '.join(list_models())}")
+        raise unknown_name("model", name, list(_MODELS))
     try:
         return _MODELS[name](**options)
     except TypeError as exc:

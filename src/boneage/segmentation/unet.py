@@ -13,7 +13,6 @@ Weights are saved as safetensors with the constructor options in the header meta
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as TF
 
+from boneage.fileutils import atomic_path
 from boneage.errors import InputError
 from boneage.segmentation.hull import Box, crop_to_box, largest_component, mask_box
 from boneage.transforms.functional import _check_image, resize
@@ -176,9 +176,8 @@ def save_hand_unet(model: HandUNet, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "options": json.dumps(model.options())}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

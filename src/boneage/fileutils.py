@@ -1,0 +1,37 @@
+"""Writing files so that an interruption never leaves a half-written one behind."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from boneage.errors import InputError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    The temporary file lives in the same folder because ``os.replace`` is atomic only within
+    one filesystem; its leading dot keeps it out of globs such as ``*.png`` meanwhile.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def refuse_overwrite(path: str | os.PathLike, force: bool = False) -> Path:
+    """``path`` as a Path, or an :class:`InputError` if it exists and ``force`` is not set."""
+    out = Path(path)
+    if out.exists() and not force:
+        raise InputError("file exists; pass --force to overwrite it", out)
+    return out
