@@ -140,6 +140,10 @@ def test_train_cli_writes_model_and_bad_config_is_one_line(capsys, tmp_path, syn
     code, stdout, _ = run(capsys, "info", out / "model.safetensors")
     info = json.loads(stdout)
     assert info["recipe"]["train"]["seed"] == 3 and info["recipe"]["target"]["mean"] > 0
+    code, stdout, _ = run(capsys, "compare", out)
+    row = stdout.strip().splitlines()[-1].split("|")
+    assert code == 0 and row[1].strip() == "run" and row[2].strip() == "small_cnn"
+    assert float(row[3]) == pytest.approx(info["info"]["val_mae"], abs=0.01)
     code, _, err = run(capsys, "train", cfg, "model.name=resnet81", "--out", tmp_path / "x")
     assert code == 2 and "unknown model 'resnet81'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()

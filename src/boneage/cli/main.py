@@ -215,6 +215,17 @@ def cmd_train_unet(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from boneage.evaluation.runs import runs_table, summarize_run
+
+    rows = [summarize_run(r) for r in args.runs]
+    if args.json:
+        _print_json(rows)
+    else:
+        print(runs_table(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="boneage", description="Pediatric bone age assessment from hand radiographs.")
     p.add_argument("--version", action="version", version=f"boneage {__version__}")
@@ -291,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_train_unet)
+
+    s = sub.add_parser("compare", help="a Markdown table comparing finished training runs")
+    s.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("models", help="list the registered model architectures")
     s.set_defaults(func=cmd_models)
