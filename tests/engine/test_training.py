@@ -140,3 +140,34 @@ def test_init_from_starts_where_another_model_ended(trained, learn_folder, tmp_p
     r.train.init_from = str(tmp_path / "missing.safetensors")
     with pytest.raises(InputError, match="model file not found"):
         fit(r, tmp_path / "ft2", progress=False, log=lambda *_: None)
+
+
+def test_early_stopping_and_schedules(learn_folder, tmp_path):
+    import torch
+
+    from boneage.engine import make_optimizer, make_scheduler
+    from boneage.errors import ConfigError
+
+    r = synthetic_recipe(learn_folder, epochs=10, early_stopping=2, max_steps_per_epoch=0)
+    r.data.limit = 40
+    res = fit(r, tmp_path / "es", progress=False, log=lambda *_: None)
+    # no step is taken, so validation never improves after epoch 1: stop after 1 + 2 epochs
+    assert res.epochs_run == 3 and res.best_epoch == 1
+
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    for name, cls in (("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)):
+        r.optim.name = name
+        assert isinstance(make_optimizer(r, params), cls)
+    r.optim.name = "sgd"
+    with pytest.raises(ConfigError, match="unknown optimizer 'sgd'"):
+        make_optimizer(r, params)
+    r.optim.name = "adam"
+    opt = make_optimizer(r, params)
+    r.schedule.name, r.schedule.step_size, r.schedule.gamma = "step", 2, 0.5
+    sched = make_scheduler(r, opt)
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.003 * 0.25)
+    r.schedule.name = "plateau"
+    assert isinstance(make_scheduler(r, opt), torch.optim.lr_scheduler.ReduceLROnPlateau)

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from boneage.config import PatchConfig, Recipe
+from boneage.errors import InputError
+from boneage.inference import Predictor, normalize_sex, read_model_metadata, save_model_file
+from boneage.models import create_model
+
+
+def make(flip=False, patches=None, aggregate="mean"):
+    torch.manual_seed(0)
+    r = Recipe.from_dict({"preprocess": [{"name": "resize", "size": 32}],
+                          "model": {"name": "small_cnn", "options": {"width": 4, "stages": 2}},
+                          "inference": {"aggregate": aggregate, "flip_tta": flip}})
+    r.patches = patches
+    r.target.mean, r.target.std = 100.0, 10.0
+    model = create_model("small_cnn", width=4, stages=2, in_chans=1).eval()
+    return model, r
+
+
+def raw(model, arr, male=1.0):
+    with torch.no_grad():
+        return float(model(torch.from_numpy(arr)[None, None], torch.tensor([male]))) * 10.0 + 100.0
+
+
+IMG = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+
+
+def test_flip_tta_averages_the_image_and_its_mirror():
+    model, r = make(flip=True)
+    p = Predictor(model, r)
+    pre = p.preprocess(IMG)
+    expected = (raw(model, pre) + raw(model, np.ascontiguousarray(pre[:, ::-1]))) / 2
+    out = p.predict(IMG, "M")
+    assert out.n_views == 2 and out.bone_age_months == pytest.approx(expected, abs=1e-4)
+
+
+def test_patch_median_over_grid():
+    model, r = make(patches=PatchConfig(n=4, size=16), aggregate="median")
+    p = Predictor(model, r)
+    pre = p.preprocess(IMG)
+    out = p.predict(IMG, "F")
+    assert out.n_views == 4 and out.sex == "F"
+    per = [raw(model, np.ascontiguousarray(pre[a:a + 16, b:b + 16]), 0.0) for a in (0, 16) for b in (0, 16)]
+    assert out.bone_age_months == pytest.approx(float(np.median(per)), abs=1e-4)
+    assert out.spread_months == pytest.approx(float(np.std(per)), abs=1e-4)
+
+
+def test_model_file_alone_reproduces_predictions(tmp_path):
+    model, r = make(flip=True)
+    path = save_model_file(tmp_path / "m.safetensors", model, r, info={"val_mae": 1.5})
+    a = Predictor(model, r).predict(IMG, "M").bone_age_months
+    loaded = Predictor.from_file(path)
+    assert loaded.predict(IMG, "M").bone_age_months == pytest.approx(a, abs=1e-5)
+    recipe, info = read_model_metadata(path)
+    assert recipe == r and info == {"val_mae": 1.5}
+
+
+def test_bad_model_files_and_sex(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(InputError, match="junk.safetensors: not a safetensors model file"):
+        read_model_metadata(junk)
+    with pytest.raises(InputError, match="model file not found"):
+        Predictor.from_file(tmp_path / "none.safetensors")
+    model, r = make()
+    with pytest.raises(InputError, match="sex is unknown"):
+        Predictor(model, r).predict(IMG, None)
+    with pytest.raises(InputError, match="sex must be M or F, got 'x'"):
+        normalize_sex("x")
+    assert normalize_sex("female") == "F" and normalize_sex(True) == "M"
