@@ -104,6 +104,7 @@ class InferenceConfig:
     aggregate: str = "median"      # mean | median | percentile (over patches / TTA views)
     percentile: float = 50.0
     flip_tta: bool = False
+    tta_angles: list[float] = field(default_factory=list)  # extra rotated views, degrees
     tune_percentile: bool = False  # after training, pick the percentile minimising validation MAE
 
 

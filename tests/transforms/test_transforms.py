@@ -126,6 +126,10 @@ def test_extract_patches_and_views():
     assert v.shape == (8, 4, 4)
     np.testing.assert_array_equal(v[4], p[0][:, ::-1])
     assert F.make_views(img).shape == (1, 6, 6)
+    rot = F.make_views(img, angles=[180.0])
+    assert rot.shape == (2, 6, 6)
+    np.testing.assert_allclose(rot[1], img[::-1, ::-1], atol=1e-5)
+    assert F.make_views(img, (4, 4), flip=True, angles=[90.0]).shape == (16, 4, 4)
 
 
 def test_build_transform_from_recipe_steps_and_errors():

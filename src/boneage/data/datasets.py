@@ -163,7 +163,7 @@ class ViewsDataset(_Base):
         k = int(self.indices[i])
         p = self.recipe.patches
         views = make_views(self.cache.image(k), (p.n, p.size) if p else None,
-                           self.recipe.inference.flip_tta)
+                           self.recipe.inference.flip_tta, self.recipe.inference.tta_angles)
         return {"views": self._tensor(views), **self._labels(k)}
 
 

@@ -93,7 +93,7 @@ class Predictor:
         r = self.recipe
         pre = self.preprocess(image)
         views = make_views(pre, (r.patches.n, r.patches.size) if r.patches else None,
-                           r.inference.flip_tta)
+                           r.inference.flip_tta, r.inference.tta_angles)
         out = []
         male = 1.0 if sex == "M" else 0.0
         for i in range(0, len(views), self.batch_size):

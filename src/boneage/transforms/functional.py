@@ -195,14 +195,16 @@ def extract_patches(image: np.ndarray, n: int, patch_size: int | Sequence[int]) 
 
 
 def make_views(image: np.ndarray, patches: tuple[int, int] | None = None,
-               flip: bool = False) -> np.ndarray:
+               flip: bool = False, angles: Sequence[float] = ()) -> np.ndarray:
     """The views a model sees of one preprocessed image at inference, shape (V, h, w).
 
     ``patches=(n, size)`` cuts the grid patches (else the whole image is one view);
-    ``flip=True`` appends the left-right mirror of every view (flip test-time augmentation).
+    ``angles`` adds the views of the image rotated by each angle (rotation test-time
+    augmentation, before patching); ``flip=True`` appends the left-right mirror of every view.
     """
     image = _check_image(image)
-    views = extract_patches(image, *patches) if patches else image[None].copy()
+    images = [image] + [rotate(image, a) for a in angles]
+    views = np.concatenate([extract_patches(im, *patches) if patches else im[None] for im in images])
     if flip:
         views = np.concatenate([views, views[:, :, ::-1]], axis=0)
     return np.ascontiguousarray(views, dtype=np.float32)
