@@ -168,3 +168,9 @@ def test_vgg16_at_128_uses_features_only():
     assert fmap.shape == (2, 512, 4, 4) and model.num_features == 512
     out = model(x, torch.tensor([1.0, 0.0]))
     assert out.shape == (2,) and torch.isfinite(out).all()
+
+
+def test_paper_models_are_registered():
+    from boneage.models import list_models
+
+    assert set(NEW_MODELS) <= set(list_models())
