@@ -10,7 +10,7 @@ LIMIT=${LIMIT:-3000}
 EPOCHS=${EPOCHS:-4}
 SAMPLES=${SAMPLES:-4000}
 mkdir -p "$OUT"
-for name in resnet18 resnet18-cam resnet18-cbam inception-v4; do
+for name in ${MODELS:-resnet18 resnet18-cam resnet18-cbam inception-v4}; do
   if [ ! -f "$OUT/$name/val_summary.json" ]; then
     resume=""; [ -f "$OUT/$name/checkpoint.pt" ] && resume="--resume"
     boneage train "configs/m2-$name-rsna100.yaml" data.root="$DATA" data.limit="$LIMIT" \
@@ -18,4 +18,4 @@ for name in resnet18 resnet18-cam resnet18-cbam inception-v4; do
       --out "$OUT/$name" --quiet $resume
   fi
 done
-boneage compare "$OUT"/resnet18 "$OUT"/resnet18-cam "$OUT"/resnet18-cbam "$OUT"/inception-v4
+boneage compare $(for n in ${MODELS:-resnet18 resnet18-cam resnet18-cbam inception-v4}; do [ -f "$OUT/$n/model.safetensors" ] && echo "$OUT/$n"; done)
