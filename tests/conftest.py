@@ -35,3 +35,31 @@ def synthetic_folder(tmp_path_factory) -> Path:
     from boneage.data.synthetic import write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("synth") / "set", 60, size=64, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(synthetic_folder, tmp_path_factory) -> Path:
+    """A small model trained for two epochs on synthetic images (fast, not accurate)."""
+    from boneage.config import Recipe
+    from boneage.engine import fit
+
+    recipe = Recipe.from_dict({
+        "name": "tiny", "data": {"root": str(synthetic_folder), "val_fraction": 0.2},
+        "preprocess": [{"name": "resize", "size": 32}],
+        "model": {"name": "small_cnn", "options": {"width": 4, "stages": 3}},
+        "train": {"epochs": 2, "batch_size": 16, "device": "cpu"},
+    })
+    return fit(recipe, tmp_path_factory.mktemp("tiny"), progress=False, log=lambda *_: None).model_path
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the ``boneage`` CLI in-process: ``cli("predict", path, ...) -> (code, stdout, stderr)``."""
+    from boneage.cli.main import main
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

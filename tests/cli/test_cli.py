@@ -7,68 +7,50 @@ import sys
 import numpy as np
 import pytest
 
-from boneage.cli.main import main
-from boneage.config import Recipe
-from boneage.engine import fit
 from boneage.io import write_dicom
 
 
-@pytest.fixture(scope="module")
-def tiny_model(synthetic_folder, tmp_path_factory):
-    """A small model trained for two epochs on synthetic images (fast, not accurate)."""
-    recipe = Recipe.from_dict({
-        "name": "tiny", "data": {"root": str(synthetic_folder), "val_fraction": 0.2},
-        "preprocess": [{"name": "resize", "size": 32}],
-        "model": {"name": "small_cnn", "options": {"width": 4, "stages": 3}},
-        "train": {"epochs": 2, "batch_size": 16, "device": "cpu"},
-    })
-    out = tmp_path_factory.mktemp("tiny")
-    return fit(recipe, out, progress=False, log=lambda *_: None).model_path
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def test_example_then_predict_json(capsys, tmp_path, tiny_model):
+def test_example_then_predict_json(cli, tmp_path, tiny_model):
     img = tmp_path / "hand.png"
-    code, out, _ = run(capsys, "example", img)
+    code, out, _ = cli("example", img)
     assert code == 0 and "SYNTHETIC" in out and img.stat().st_size > 0
-    code, out, err = run(capsys, "predict", img, img, "--sex", "F", "--model", tiny_model, "--json")
+    code, out, err = cli("predict", img, img, "--sex", "F", "--model", tiny_model, "--json")
     assert code == 0, err
     rows = [json.loads(line) for line in out.strip().splitlines()]
     assert len(rows) == 2 and rows[0]["image"] == str(img) and rows[0]["sex"] == "F"
     assert 0 < rows[0]["bone_age_months"] < 300 and rows[0] == rows[1]
-    code, out, _ = run(capsys, "predict", img, "--sex", "M", "--model", tiny_model)
+    code, out, _ = cli("predict", img, "--sex", "M", "--model", tiny_model)
     assert code == 0 and "bone age" in out and "months" in out
 
 
-def test_sex_comes_from_dicom_tags_or_is_a_clear_error(capsys, tmp_path, tiny_model):
+def test_sex_comes_from_dicom_tags_or_is_a_clear_error(cli, tmp_path, tiny_model):
     pixels = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     dcm = write_dicom(tmp_path / "m.dcm", pixels, photometric="MONOCHROME1", sex="M")
-    code, out, _ = run(capsys, "predict", dcm, "--model", tiny_model, "--json")
+    code, out, _ = cli("predict", dcm, "--model", tiny_model, "--json")
     assert code == 0 and json.loads(out)["sex"] == "M"
     nosex = write_dicom(tmp_path / "n.dcm", pixels)
-    code, out, err = run(capsys, "predict", nosex, "--model", tiny_model)
+    code, out, err = cli("predict", nosex, "--model", tiny_model)
     assert code == 2 and out == ""
     assert err.strip().count("\n") == 0 and "n.dcm" in err and "sex is unknown" in err
-    code, _, err = run(capsys, "predict", nosex, "--model", tiny_model, "--sex", "X")
+    code, _, err = cli("predict", nosex, "--model", tiny_model, "--sex", "X")
     assert code == 2 and "sex must be M or F, got 'X'" in err
 
 
 @pytest.mark.parametrize("content,phrase", [(b"", "cannot decode"), (b"\x89PNG\r\n\x1a\n\x00\x00", "cannot decode")])
-def test_unreadable_image_one_line_no_traceback(capsys, tmp_path, tiny_model, content, phrase):
+def test_unreadable_image_one_line_no_traceback(cli, tmp_path, tiny_model, content, phrase):
     bad = tmp_path / "broken.png"
     bad.write_bytes(content)
-    code, out, err = run(capsys, "predict", bad, "--sex", "M", "--model", tiny_model)
+    code, out, err = cli("predict", bad, "--sex", "M", "--model", tiny_model)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "broken.png" in err and phrase in err
     assert "Traceback" not in err
 
 
-def test_bad_dicom_volume_and_missing_pixels(capsys, tmp_path, tiny_model):
+def test_bad_dicom_volume_and_missing_pixels(cli, tmp_path, tiny_model):
     import pydicom
     from pydicom.dataset import FileMetaDataset
 
@@ -82,7 +64,7 @@ def test_bad_dicom_volume_and_missing_pixels(capsys, tmp_path, tiny_model):
     ds.PatientSex = "F"
     p = tmp_path / "empty.dcm"
     ds.save_as(p, enforce_file_format=True)
-    code, _, err = run(capsys, "predict", p, "--model", tiny_model)
+    code, _, err = cli("predict", p, "--model", tiny_model)
     assert code == 2 and "empty.dcm" in err and "no pixel data" in err
     ds.Rows, ds.Columns, ds.NumberOfFrames = 32, 32, 3
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
@@ -90,22 +72,22 @@ def test_bad_dicom_volume_and_missing_pixels(capsys, tmp_path, tiny_model):
     ds.PixelData = np.zeros((3, 32, 32), np.uint16).tobytes()
     v = tmp_path / "volume.dcm"
     ds.save_as(v, enforce_file_format=True)
-    code, _, err = run(capsys, "predict", v, "--model", tiny_model)
+    code, _, err = cli("predict", v, "--model", tiny_model)
     assert code == 2 and "volume.dcm" in err and "3-D volume of 3 frames" in err
 
 
-def test_absurdly_small_image(capsys, tmp_path, tiny_model):
+def test_absurdly_small_image(cli, tmp_path, tiny_model):
     import cv2
 
     p = tmp_path / "tiny.png"
     cv2.imwrite(str(p), np.zeros((4, 4), np.uint8))
-    code, _, err = run(capsys, "predict", p, "--sex", "M", "--model", tiny_model)
+    code, _, err = cli("predict", p, "--sex", "M", "--model", tiny_model)
     assert code == 2 and "tiny.png" in err and "too small" in err
 
 
-def test_evaluate_json_last_line_and_outputs(capsys, tmp_path, synthetic_folder, tiny_model):
+def test_evaluate_json_last_line_and_outputs(cli, tmp_path, synthetic_folder, tiny_model):
     out_dir = tmp_path / "eval"
-    code, out, err = run(capsys, "evaluate", synthetic_folder, "--model", tiny_model, "--json",
+    code, out, err = cli("evaluate", synthetic_folder, "--model", tiny_model, "--json",
                          "--quiet", "--out", out_dir)
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
@@ -116,41 +98,41 @@ def test_evaluate_json_last_line_and_outputs(capsys, tmp_path, synthetic_folder,
         assert (out_dir / name).stat().st_size > 0
 
 
-def test_evaluate_bad_folder_errors_and_leaves_nothing(capsys, tmp_path, tiny_model):
+def test_evaluate_bad_folder_errors_and_leaves_nothing(cli, tmp_path, tiny_model):
     (tmp_path / "d" / "images").mkdir(parents=True)
     (tmp_path / "d" / "labels.csv").write_text("id,boneage\n1,12\n")
     out_dir = tmp_path / "eval"
-    code, _, err = run(capsys, "evaluate", tmp_path / "d", "--model", tiny_model, "--out", out_dir)
+    code, _, err = cli("evaluate", tmp_path / "d", "--model", tiny_model, "--out", out_dir)
     assert code == 2 and "labels.csv: missing sex column" in err and not out_dir.exists()
     (tmp_path / "d" / "labels.csv").write_text("id,boneage,male\n1,12,True\n")
-    code, _, err = run(capsys, "evaluate", tmp_path / "d", "--model", tiny_model, "--out", out_dir)
+    code, _, err = cli("evaluate", tmp_path / "d", "--model", tiny_model, "--out", out_dir)
     assert code == 2 and "1 id(s) have no image" in err and not out_dir.exists()
 
 
-def test_train_cli_writes_model_and_bad_config_is_one_line(capsys, tmp_path, synthetic_folder):
+def test_train_cli_writes_model_and_bad_config_is_one_line(cli, tmp_path, synthetic_folder):
     cfg = tmp_path / "r.yaml"
     cfg.write_text(f"name: cli\ndata: {{root: {synthetic_folder}, val_fraction: 0.2}}\n"
                    "preprocess: [{name: resize, size: 32}]\n"
                    "model: {name: small_cnn, options: {width: 4, stages: 2}}\n"
                    "train: {epochs: 1, batch_size: 16, device: cpu}\n")
     out = tmp_path / "run"
-    code, stdout, err = run(capsys, "train", cfg, "train.seed=3", "--out", out, "--quiet")
+    code, stdout, err = cli("train", cfg, "train.seed=3", "--out", out, "--quiet")
     assert code == 0, err
     assert (out / "model.safetensors").is_file() and (out / "training_curves.png").is_file()
-    code, stdout, _ = run(capsys, "info", out / "model.safetensors")
+    code, stdout, _ = cli("info", out / "model.safetensors")
     info = json.loads(stdout)
     assert info["recipe"]["train"]["seed"] == 3 and info["recipe"]["target"]["mean"] > 0
-    code, stdout, _ = run(capsys, "compare", out)
+    code, stdout, _ = cli("compare", out)
     row = stdout.strip().splitlines()[-1].split("|")
     assert code == 0 and row[1].strip() == "run" and row[2].strip() == "small_cnn"
     assert float(row[3]) == pytest.approx(info["info"]["val_mae"], abs=0.01)
-    code, _, err = run(capsys, "train", cfg, "model.name=resnet81", "--out", tmp_path / "x")
+    code, _, err = cli("train", cfg, "model.name=resnet81", "--out", tmp_path / "x")
     assert code == 2 and "unknown model 'resnet81'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
 
-def test_models_lists_registry(capsys):
-    code, out, _ = run(capsys, "models")
+def test_models_lists_registry(cli):
+    code, out, _ = cli("models")
     assert code == 0 and "resnet18_cbam" in out.split()
 
 

@@ -105,35 +105,17 @@ def test_overlay_png_is_written(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["o.png"]  # no temp file left
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """small_cnn trained for one epoch on 40 synthetic 48 px images (fast, not accurate)."""
-    from boneage.data.synthetic import write_synthetic_dataset
-    from boneage.engine import fit
-
-    data = write_synthetic_dataset(tmp_path_factory.mktemp("synth") / "set", 40, size=48, seed=5)
-    recipe = Recipe.from_dict({
-        "name": "tiny", "data": {"root": str(data), "val_fraction": 0.2},
-        "preprocess": [{"name": "resize", "size": 32}],
-        "model": {"name": "small_cnn", "options": {"width": 4, "stages": 3}},
-        "train": {"epochs": 1, "batch_size": 16, "device": "cpu"},
-    })
-    return fit(recipe, tmp_path_factory.mktemp("tiny"), progress=False, log=lambda *_: None).model_path
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def test_explain_cli_end_to_end(capsys, tmp_path, tiny_model):
+def test_explain_cli_end_to_end(cli, tmp_path, tiny_model):
     from boneage.io import write_dicom
 
     img = tmp_path / "hand.png"
-    assert run(capsys, "example", img, "--size", "96")[0] == 0
+    assert cli("example", img, "--size", "96")[0] == 0
     heat = tmp_path / "heat.png"
-    code, out, err = run(capsys, "explain", img, "--sex", "F", "--model", tiny_model, "--out", heat)
+    code, out, err = cli("explain", img, "--sex", "F", "--model", tiny_model, "--out", heat)
     assert code == 0, err
     assert out.startswith(f"{img}: bone age ") and "months" in out and "sex F" in out
     assert out.strip().endswith(f"heat map: {heat}")
@@ -141,19 +123,19 @@ def test_explain_cli_end_to_end(capsys, tmp_path, tiny_model):
 
     # Refuses to overwrite, unless --force.
     before = heat.stat().st_mtime_ns
-    code, out, err = run(capsys, "explain", img, "--sex", "F", "--model", tiny_model, "--out", heat)
+    code, out, err = cli("explain", img, "--sex", "F", "--model", tiny_model, "--out", heat)
     assert code == 2 and out == "" and "file exists" in err and "--force" in err
     assert heat.stat().st_mtime_ns == before
-    code, _, err = run(capsys, "explain", img, "--sex", "M", "--model", tiny_model, "--out", heat, "--force")
+    code, _, err = cli("explain", img, "--sex", "M", "--model", tiny_model, "--out", heat, "--force")
     assert code == 0, err
 
     # Sex from the DICOM tag, or a one-line error when there is none.
     pixels = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     dcm = write_dicom(tmp_path / "m.dcm", pixels, sex="M")
-    code, out, err = run(capsys, "explain", dcm, "--model", tiny_model, "--out", tmp_path / "m.png")
+    code, out, err = cli("explain", dcm, "--model", tiny_model, "--out", tmp_path / "m.png")
     assert code == 0 and "sex M" in out, err
     nosex = write_dicom(tmp_path / "n.dcm", pixels)
-    code, out, err = run(capsys, "explain", nosex, "--model", tiny_model, "--out", tmp_path / "n.png")
+    code, out, err = cli("explain", nosex, "--model", tiny_model, "--out", tmp_path / "n.png")
     assert code == 2 and out == "" and not (tmp_path / "n.png").exists()
     assert err.strip().count("\n") == 0 and "n.dcm" in err and "sex is unknown" in err
 
