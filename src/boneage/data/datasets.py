@@ -21,6 +21,18 @@ from boneage.data.labels import Sample
 from boneage.transforms import Transform, build_pipeline, make_views, patch_grid
 
 
+def to_input_tensor(arr: np.ndarray, recipe: Recipe) -> torch.Tensor:
+    """Network input from [0, 1] image(s) (..., H, W): clip, normalise, replicate channels.
+
+    Shared by training, batch evaluation and the Predictor so all three feed the model alike.
+    """
+    x = (np.clip(arr, 0.0, 1.0) - np.float32(recipe.input_mean)) / np.float32(recipe.input_std)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(-3)  # (..., 1, H, W)
+    if recipe.channels > 1:
+        t = t.expand(*t.shape[:-3], recipe.channels, *t.shape[-2:]).contiguous()
+    return t
+
+
 def preprocess_array(image: np.ndarray, recipe: Recipe) -> np.ndarray:
     """Apply the recipe's deterministic preprocessing to a [0, 1] image."""
     return build_pipeline(recipe.preprocess)(image).astype(np.float32)
@@ -78,11 +90,7 @@ class _Base(Dataset):
         return np.random.default_rng([self.seed, self.epoch, i])
 
     def _tensor(self, arr: np.ndarray) -> torch.Tensor:
-        r = self.recipe
-        x = (arr - np.float32(r.input_mean)) / np.float32(r.input_std)
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        t = t.unsqueeze(-3)  # (..., 1, H, W)
-        return t.expand(*t.shape[:-3], r.channels, *t.shape[-2:]).contiguous() if r.channels > 1 else t
+        return to_input_tensor(arr, self.recipe)
 
     def _labels(self, k: int) -> dict:
         s = self.cache.samples[k]
@@ -104,7 +112,7 @@ class ImageDataset(_Base):
         img = self.cache.image(k)
         if self.augment is not None:
             img = self.augment(img, self._rng(i))
-        return {"image": self._tensor(np.clip(img, 0.0, 1.0)), **self._labels(k)}
+        return {"image": self._tensor(img), **self._labels(k)}
 
 
 class PatchDataset(_Base):
@@ -147,7 +155,7 @@ class PatchDataset(_Base):
         img = self.cache.image(k)[r:r + self.size, c:c + self.size]
         if self.augment is not None:
             img = self.augment(img, self._rng(i))
-        return {"image": self._tensor(np.clip(img, 0.0, 1.0)), **self._labels(k)}
+        return {"image": self._tensor(img), **self._labels(k)}
 
 
 class ViewsDataset(_Base):

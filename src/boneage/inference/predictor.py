@@ -82,10 +82,9 @@ class Predictor:
         return self._pre(np.asarray(image, dtype=np.float32))
 
     def _to_input(self, views: np.ndarray) -> torch.Tensor:
-        r = self.recipe
-        x = (np.clip(views, 0.0, 1.0) - np.float32(r.input_mean)) / np.float32(r.input_std)
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(1)
-        return t.expand(-1, r.channels, -1, -1) if r.channels > 1 else t
+        from boneage.data.datasets import to_input_tensor
+
+        return to_input_tensor(views, self.recipe)
 
     @torch.no_grad()
     def predict_views(self, image: np.ndarray, sex: str) -> np.ndarray:
