@@ -29,6 +29,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def read_safetensors_metadata(path: str | os.PathLike, what: str) -> dict[str, str]:
+    """Header metadata of a safetensors file; a missing or corrupt file is an InputError.
+
+    ``what`` names the kind of file in the messages ("model file", "hand U-Net weights file").
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found", path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise InputError(f"not a safetensors {what} ({exc})", path) from None
+
+
 def refuse_overwrite(path: str | os.PathLike, force: bool = False) -> Path:
     """``path`` as a Path, or an :class:`InputError` if it exists and ``force`` is not set."""
     out = Path(path)

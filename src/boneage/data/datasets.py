@@ -33,11 +33,6 @@ def to_input_tensor(arr: np.ndarray, recipe: Recipe) -> torch.Tensor:
     return t
 
 
-def preprocess_array(image: np.ndarray, recipe: Recipe) -> np.ndarray:
-    """Apply the recipe's deterministic preprocessing to a [0, 1] image."""
-    return build_pipeline(recipe.preprocess)(image).astype(np.float32)
-
-
 class PreprocessedCache:
     """Read and preprocess every sample once (threads: OpenCV releases the GIL)."""
 

@@ -13,11 +13,10 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from boneage.config import Recipe
 from boneage.errors import InputError
-from boneage.fileutils import atomic_path
+from boneage.fileutils import atomic_path, read_safetensors_metadata
 from boneage.models import create_model
 
 FORMAT_VERSION = "1"
@@ -39,14 +38,7 @@ def save_model_file(path: str | Path, model: torch.nn.Module, recipe: Recipe,
 
 def read_model_metadata(path: str | Path) -> tuple[Recipe, dict[str, Any]]:
     """The recipe and info stored in a model file, without loading the weights."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("model file not found", path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise InputError(f"not a safetensors model file ({exc})", path) from None
+    meta = read_safetensors_metadata(path, "model file")
     if meta.get("boneage_format") != FORMAT_VERSION or "recipe" not in meta:
         raise InputError("not a boneage model file (no embedded recipe)", path)
     return Recipe.from_dict(json.loads(meta["recipe"])), json.loads(meta.get("info", "{}"))

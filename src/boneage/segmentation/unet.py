@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as TF
 
-from boneage.fileutils import atomic_path
+from boneage.fileutils import atomic_path, read_safetensors_metadata
 from boneage.errors import InputError
 from boneage.segmentation.hull import Box, crop_to_box, largest_component, mask_box
 from boneage.transforms.functional import _check_image, resize
@@ -187,23 +187,14 @@ def load_hand_unet(path: str | Path) -> HandUNet:
     Raises:
         InputError: the file is missing, not safetensors, or not a hand U-Net file.
     """
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("hand U-Net weights file not found", path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise InputError(f"not a safetensors file ({exc})", path) from None
+    meta = read_safetensors_metadata(path, "hand U-Net weights file")
     if meta.get("format") != FORMAT or "options" not in meta:
         raise InputError(f"not a hand U-Net file (expected metadata format {FORMAT!r})", path)
     model = HandUNet(**json.loads(meta["options"]))
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(load_file(str(path), device="cpu"))
     except RuntimeError as exc:
         raise InputError(f"weights do not match the stored U-Net options ({exc})", path) from None
     return model.eval()
