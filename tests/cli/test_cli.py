@@ -126,6 +126,9 @@ def test_train_cli_writes_model_and_bad_config_is_one_line(cli, tmp_path, synthe
     row = stdout.strip().splitlines()[-1].split("|")
     assert code == 0 and row[1].strip() == "run" and row[2].strip() == "small_cnn"
     assert float(row[3]) == pytest.approx(info["info"]["val_mae"], abs=0.01)
+    code, stdout, _ = cli("compare", out, out)  # a run against itself: zero difference
+    assert [line.split("|")[-2].strip() for line in stdout.strip().splitlines()[-2:]] == [
+        "–", "+0.00 (+0.00 to +0.00)"]
     code, _, err = cli("train", cfg, "model.name=resnet81", "--out", tmp_path / "x")
     assert code == 2 and "unknown model 'resnet81'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()

@@ -140,3 +140,19 @@ def test_errors_are_input_errors():
         summarize([], [])
     with pytest.raises(InputError, match="1-D"):
         mae(np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+def test_paired_mae_difference_hand_computed():
+    from boneage.evaluation.metrics import paired_mae_difference
+
+    true = [0.0, 0.0, 0.0, 0.0]
+    # Every image is exactly 1 month better: every bootstrap round agrees.
+    assert paired_mae_difference([1, -1, 1, -1], [2, 2, -2, 2], true) == {"diff": -1.0, "low": -1.0, "high": -1.0}
+    # Per-image differences -2 and 0: the mean is -1, resamples range over [-2, 0].
+    d = paired_mae_difference([1, 3], [3, 3], [0, 0], n_boot=500)
+    assert d["diff"] == -1.0 and -2.0 <= d["low"] < -1.0 < d["high"] <= 0.0
+    assert d == paired_mae_difference([1, 3], [3, 3], [0, 0], n_boot=500)  # seeded
+    with pytest.raises(InputError, match="length mismatch"):
+        paired_mae_difference([1, 2], [1, 2, 3], [0, 0])
+    with pytest.raises(InputError, match="level must be in \\(0, 1\\), got 95"):
+        paired_mae_difference([1], [1], [0], level=95)

@@ -216,11 +216,11 @@ def cmd_train_unet(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from boneage.evaluation.runs import runs_table, summarize_run
+    from boneage.evaluation.runs import add_differences, runs_table, summarize_run
 
-    rows = [summarize_run(r) for r in args.runs]
+    rows = add_differences([summarize_run(r) for r in args.runs])
     if args.json:
-        _print_json(rows)
+        _print_json([{k: v for k, v in r.items() if k != "val_predictions"} for r in rows])
     else:
         print(runs_table(rows))
     return 0
@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_train_unet)
 
-    s = sub.add_parser("compare", help="a Markdown table comparing finished training runs")
+    s = sub.add_parser("compare", help="a Markdown table comparing finished training runs "
+                       "(the first is the reference for the paired differences)")
     s.add_argument("runs", nargs="+", metavar="RUN_DIR")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_compare)

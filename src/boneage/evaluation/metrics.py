@@ -26,6 +26,7 @@ __all__ = [
     "mean_error",
     "mae_by_sex",
     "mae_by_age_bin",
+    "paired_mae_difference",
     "summarize",
     "format_summary",
 ]
@@ -191,6 +192,32 @@ def mae_by_age_bin(
             }
         )
     return rows
+
+
+def paired_mae_difference(pred: Any, pred_ref: Any, true: Any, *, n_boot: int = 2000,
+                          level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """MAE(pred) - MAE(pred_ref) on the same images, with a paired bootstrap interval.
+
+    Both models are scored on the same resampled images in every bootstrap round, so the
+    interval reflects how much the difference depends on which images happened to be in the
+    validation set: an interval that contains 0 means the set cannot tell the models apart.
+    It says nothing about training noise (another seed), which a single run cannot measure.
+
+    Returns ``{"diff", "low", "high"}`` in months; negative means ``pred`` is better.
+    """
+    p, t = _pair(pred, true)
+    r, _ = _pair(pred_ref, true)
+    if n_boot < 1:
+        raise InputError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level}")
+    per_image = np.abs(p - t) - np.abs(r - t)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, per_image.size, size=(n_boot, per_image.size))
+    boots = per_image[idx].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(boots, [tail, 100 - tail])
+    return {"diff": float(per_image.mean()), "low": float(low), "high": float(high)}
 
 
 def summarize(

@@ -20,6 +20,10 @@ def summarize_run(run_dir: str | Path) -> dict:
     recipe, info = read_model_metadata(model)
     history = list(csv.DictReader(open(run / "metrics.csv"))) if (run / "metrics.csv").is_file() else []
     summary = json.loads((run / "val_summary.json").read_text()) if (run / "val_summary.json").is_file() else {}
+    preds = {}
+    if (run / "val_predictions.csv").is_file():
+        preds = {r["id"]: (float(r["boneage"]), float(r["predicted"]))
+                 for r in csv.DictReader(open(run / "val_predictions.csv"))}
     return {
         "run": run.name, "recipe": recipe.name, "model": recipe.model.name,
         "val_mae": info.get("val_mae"), "by_aggregate": info.get("val_mae_by_aggregate", {}),
@@ -27,7 +31,31 @@ def summarize_run(run_dir: str | Path) -> dict:
         "best_epoch": info.get("epoch"), "epochs": len(history),
         "train_seconds": round(sum(float(h["seconds"]) for h in history), 1),
         "n_train": info.get("n_train"), "n_val": info.get("n_val"), "device": info.get("device"),
+        "val_predictions": preds,
     }
+
+
+def add_differences(rows: list[dict], n_boot: int = 2000) -> list[dict]:
+    """Give every row after the first ``diff_vs_first``: its MAE minus the first run's on the
+    same validation images, with a 95 % paired bootstrap interval (None when the two runs
+    were validated on different images, or either has no saved predictions).
+    """
+    from boneage.evaluation.metrics import paired_mae_difference
+
+    ref = rows[0]["val_predictions"] if rows else {}
+    for i, row in enumerate(rows):
+        preds = row["val_predictions"]
+        row["diff_vs_first"] = None
+        if i == 0 or not preds or set(preds) != set(ref):
+            continue
+        ids = sorted(ref)
+        row["diff_vs_first"] = paired_mae_difference(
+            [preds[k][1] for k in ids], [ref[k][1] for k in ids], [ref[k][0] for k in ids], n_boot=n_boot)
+    return rows
+
+
+def _diff_text(d: dict | None) -> str:
+    return "–" if d is None else f"{d['diff']:+.2f} ({d['low']:+.2f} to {d['high']:+.2f})"
 
 
 def runs_table(rows: list[dict]) -> str:
@@ -36,7 +64,7 @@ def runs_table(rows: list[dict]) -> str:
         return "–" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
     head = ("| run | model | val MAE | mean of views | median of views | tuned percentile | "
-            "MAE male | MAE female | epochs (best) | train s | device |")
+            "MAE male | MAE female | epochs (best) | train s | device | Δ vs first run (95 % CI) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         agg = r["by_aggregate"]
@@ -44,5 +72,6 @@ def runs_table(rows: list[dict]) -> str:
         tuned_txt = f"{tuned[1]:.2f} (p{tuned[0].split('_')[1]})" if tuned else "–"
         lines.append(f"| {r['run']} | {r['model']} | {f(r['val_mae'])} | {f(agg.get('mean'))} | "
                      f"{f(agg.get('median'))} | {tuned_txt} | {f(r['mae_male'])} | {f(r['mae_female'])} | "
-                     f"{r['epochs']} ({f(r['best_epoch'])}) | {f(r['train_seconds'])} | {f(r['device'])} |")
+                     f"{r['epochs']} ({f(r['best_epoch'])}) | {f(r['train_seconds'])} | {f(r['device'])} | "
+                     f"{_diff_text(r.get('diff_vs_first'))} |")
     return "\n".join(lines)
