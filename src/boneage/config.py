@@ -89,6 +89,9 @@ class TrainConfig:
     amp: bool = False              # mixed precision on CUDA
     max_steps_per_epoch: int | None = None
     init_from: str | None = None   # model file whose weights start this run (fine-tuning)
+    # Before each validation, recompute BatchNorm statistics over this many training batches
+    # (0: keep the running averages, which lag the weights under a high constant lr).
+    bn_recalibration_batches: int = 0
 
 
 @dataclass

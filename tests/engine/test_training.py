@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from boneage.config import Recipe
 from boneage.engine import fit
@@ -171,3 +172,44 @@ def test_early_stopping_and_schedules(learn_folder, tmp_path):
     assert opt.param_groups[0]["lr"] == pytest.approx(0.003 * 0.25)
     r.schedule.name = "plateau"
     assert isinstance(make_scheduler(r, opt), torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+class _BNOnly(torch.nn.Module):
+    """The smallest model with BatchNorm that takes (image, sex) like every registered model."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(1)
+
+    def forward(self, x, sex):
+        return self.bn(x).mean(dim=(1, 2, 3))
+
+
+def test_recalibrate_batchnorm_sets_the_plain_average_of_batch_statistics():
+    from boneage.engine.trainer import recalibrate_batchnorm
+
+    model = _BNOnly().eval()
+    model.bn.running_mean.fill_(100.0)  # stale statistics, as after fast weight updates
+    sex = torch.zeros(4)
+    batches = [{"image": torch.full((4, 1, 3, 3), v), "sex": sex} for v in (2.0, 4.0)]
+    assert recalibrate_batchnorm(model, batches, torch.device("cpu")) == 2
+    # Each batch is constant: means 2 and 4 average to 3 with zero variance.
+    assert model.bn.running_mean.item() == pytest.approx(3.0)
+    assert model.bn.running_var.item() == pytest.approx(0.0)
+    assert model.bn.momentum == 0.1 and not model.training
+    with pytest.raises(ValueError, match="at least one batch"):
+        recalibrate_batchnorm(model, [], torch.device("cpu"))
+    assert model.bn.running_mean.item() == pytest.approx(3.0)  # untouched by the refusal
+
+
+def test_bn_recalibration_option_in_training(learn_folder, tmp_path):
+    from boneage.errors import ConfigError
+
+    recipe = synthetic_recipe(learn_folder, epochs=1, bn_recalibration_batches=2)
+    recipe.data.limit = 80
+    res = fit(recipe, tmp_path / "ok", progress=False, log=lambda *_: None)
+    assert res.best_val_mae is not None and np.isfinite(res.best_val_mae)
+    with pytest.raises(ConfigError, match="bn_recalibration_batches must be >= 0, got -1"):
+        fit(synthetic_recipe(learn_folder, bn_recalibration_batches=-1), tmp_path / "bad",
+            progress=False, log=lambda *_: None)
+    assert not (tmp_path / "bad").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import itertools
 import json
 import random
 import time
@@ -120,6 +121,40 @@ def _init_weights(model: torch.nn.Module, path: str) -> None:
                          f"unexpected {unexpected[:3]})", path)
 
 
+def recalibrate_batchnorm(model: torch.nn.Module, batches, device: torch.device) -> int:
+    """Replace every BatchNorm layer's running mean and variance by their plain average over
+    ``batches`` (dicts with ``image`` and ``sex``), as "precise BN" does; returns the count used.
+
+    The exponential running averages trail the weights by ~1/momentum steps; when the
+    weights move fast (from scratch, high constant learning rate) eval-mode predictions can
+    be far worse than the model is. Weights are untouched.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("recalibrate_batchnorm needs at least one batch")
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    used = 0
+    try:
+        with torch.no_grad():
+            for batch in itertools.chain([first], batches):
+                model(batch["image"].to(device), batch["sex"].to(device))
+                used += 1
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return used
+
+
 def prepare_recipe(recipe: Recipe, train_ages: np.ndarray) -> Recipe:
     """A copy of the recipe with target scaling filled in from the training labels."""
     recipe = copy.deepcopy(recipe)
@@ -146,6 +181,8 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: 
         raise ConfigError(f"train.epochs must be >= 1, got {tc.epochs}")
     if tc.batch_size < 1:
         raise ConfigError(f"train.batch_size must be >= 1, got {tc.batch_size}")
+    if tc.bn_recalibration_batches < 0:
+        raise ConfigError(f"train.bn_recalibration_batches must be >= 0, got {tc.bn_recalibration_batches}")
     seed_everything(tc.seed)
     device = resolve_device(tc.device)
 
@@ -228,6 +265,10 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: 
                 it.set_postfix(loss=f"{total / count:.4f}")
         row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_loss": None,
                "val_mae": None, "lr": optimizer.param_groups[0]["lr"]}
+        if tc.bn_recalibration_batches:
+            recal = DataLoader(train_ds, batch_size=tc.batch_size, shuffle=True, num_workers=tc.num_workers,
+                               generator=torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch + 500_009))
+            recalibrate_batchnorm(model, itertools.islice(recal, tc.bn_recalibration_batches), device)
         if len(val_idx):
             preds, _ = predict_cached(model, recipe, cache, val_idx, device, tc.batch_size)
             t = recipe.target
