@@ -214,7 +214,9 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: 
     best_mae, best_epoch, bad_epochs, start_epoch = None, None, 0, 0
     if resume:
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state["recipe"] != recipe.to_dict():
+        # Through from_dict, so a checkpoint from before a new recipe field gained its
+        # default still resumes.
+        if Recipe.from_dict(state["recipe"]).to_dict() != recipe.to_dict():
             raise InputError("the checkpoint was trained with a different recipe; "
                              "resume with the same config and overrides", ckpt_path)
         model.load_state_dict(state["model"])
