@@ -120,6 +120,10 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: list[Any] = field(default_factory=list)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # The canonical preparation: deterministic steps applied after augmentation at training
+    # and to every view at inference, so both reach the network through the same final
+    # filter whatever happened to the image before.
+    canonical: list[Any] = field(default_factory=list)
     patches: PatchConfig | None = None
     channels: int = 1              # gray replicated to this many channels for the backbone
     input_mean: float = 0.0        # network input = (image - input_mean) / input_std, after augmentation

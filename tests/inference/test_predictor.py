@@ -70,3 +70,39 @@ def test_bad_model_files_and_sex(tmp_path):
     with pytest.raises(InputError, match="sex must be M or F, got 'x'"):
         normalize_sex("x")
     assert normalize_sex("female") == "F" and normalize_sex(True) == "M"
+
+
+def test_canonical_preparation_runs_on_every_view_before_the_network():
+    model, r = make(flip=True)
+    r.inference.tta_angles = [-5.0, 5.0]
+    r.preprocess = [{"name": "resize", "size": 30}]
+    r.canonical = [{"name": "lowpass_resize", "size": 32, "sigma": 1.0}]
+    p = Predictor(model, r)
+    views = p.views(IMG)
+    assert views.shape == (6, 32, 32)
+    from boneage.transforms import functional as F
+    pre = F.resize(IMG, 30)
+    np.testing.assert_allclose(views[0], F.lowpass_resize(pre, 32, 1.0), atol=1e-6)
+    np.testing.assert_allclose(views[1], F.lowpass_resize(F.rotate(pre, -5.0), 32, 1.0), atol=1e-6)
+    np.testing.assert_allclose(views[3], views[0][:, ::-1], atol=1e-6)
+    expected = np.mean([raw(model, np.ascontiguousarray(v)) for v in views])
+    assert p.predict(IMG, "M").bone_age_months == pytest.approx(expected, abs=1e-4)
+
+
+def test_predict_batch_equals_one_by_one_with_patches_flips_and_rotations():
+    model, r = make(flip=True, patches=PatchConfig(n=4, size=16), aggregate="median")
+    r.inference.tta_angles = [7.0]
+    p = Predictor(model, r, batch_size=5)
+    rng = np.random.default_rng(4)
+    images = [rng.random((40 + 3 * i, 36)).astype(np.float32) for i in range(3)]
+    sexes = ["M", "F", "male"]
+    batch = p.predict_batch(images, sexes)
+    single = [p.predict(im, s) for im, s in zip(images, sexes)]
+    assert [b.n_views for b in batch] == [16, 16, 16]
+    for b, s in zip(batch, single):
+        assert b.sex == s.sex
+        assert b.bone_age_months == pytest.approx(s.bone_age_months, abs=1e-4)
+        assert b.spread_months == pytest.approx(s.spread_months, abs=1e-4)
+    with pytest.raises(InputError, match="got 3 images but 2 sexes"):
+        p.predict_batch(images, ["M", "F"])
+    assert p.predict_batch([], []) == []

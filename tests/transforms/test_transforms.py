@@ -135,8 +135,8 @@ def test_extract_patches_and_views():
 def test_build_transform_from_recipe_steps_and_errors():
     t = build_transform({"name": "crop", "top": 0.05, "bottom": 0.05, "left": 0.05, "right": 0.05})
     assert t(ramp(20, 20)).shape == (18, 18)
-    with pytest.raises(ConfigError, match="unknown transform 'sharpen'; valid names: .*blur"):
-        build_transform({"name": "sharpen"})
+    with pytest.raises(ConfigError, match="unknown transform 'emboss'; valid names: .*blur"):
+        build_transform({"name": "emboss"})
     with pytest.raises(ConfigError, match="no parameter"):
         build_transform({"name": "resize", "size": 10, "colour": 1})
     with pytest.raises(ConfigError, match="clip_limit must be > 0"):

@@ -100,16 +100,39 @@ def cmd_evaluate(args) -> int:
 
 
 def _holdout(samples, predictor):
-    """The images the model held back for validation, re-derived from its stored split."""
-    from boneage.data.split import train_val_split
+    from boneage.data.split import holdout_subset
 
-    info, data = predictor.info, predictor.recipe.data
-    n_trained = info.get("n_train", 0) + info.get("n_val", 0)
-    if len(samples) != n_trained:
-        raise InputError(f"--holdout needs the folder the model was trained on ({n_trained} labelled "
-                         f"images); this one has {len(samples)}")
-    _, val_idx = train_val_split(len(samples), data.val_fraction, data.split_seed)
-    return [samples[i] for i in val_idx]
+    return holdout_subset(samples, predictor.recipe.data, predictor.info)
+
+
+def cmd_robustness(args) -> int:
+    from boneage.data.labels import load_samples
+    from boneage.evaluation.robustness import (
+        format_robustness, paired_consistency, resolve_preparations, run_robustness,
+        write_robustness_report,
+    )
+    from boneage.inference import Predictor
+
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be >= 1, got {args.limit}")
+    preps = resolve_preparations(
+        [n.strip() for n in args.preparations.split(",") if n.strip()] if args.preparations else None)
+    predictor = Predictor.from_file(args.model)
+    samples = load_samples(args.data_dir, args.csv, args.images, None if args.holdout else args.limit)
+    if args.holdout:
+        samples = _holdout(samples, predictor)[:args.limit]
+    paired = load_samples(args.pair_with) if args.pair_with else None
+    result = run_robustness(predictor, samples, preps, progress=not args.quiet)
+    pairs = paired_consistency(predictor, samples, paired) if paired is not None else None
+    if args.out:
+        write_robustness_report(result, args.out, pairs, title=args.title or "")
+    if args.json:
+        _print_json({"grid": result["grid"], "rows": result["rows"], "pairs": pairs})
+    else:
+        print(format_robustness(result, pairs))
+        if args.out:
+            print(f"report: {Path(args.out) / 'robustness.md'} (+ .csv, .json, .png)")
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -252,6 +275,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_evaluate)
 
+    s = sub.add_parser("robustness", help="how far the bone age moves when the same radiographs are "
+                       "prepared differently (resampling, blur, JPEG, bit depth, DICOM, markers, ...)")
+    s.add_argument("data_dir", metavar="DATA_DIR", nargs="?")
+    s.add_argument("--csv", help="label CSV in any RSNA layout (default DATA_DIR/labels.csv)")
+    s.add_argument("--images", help="image folder (default DATA_DIR/images)")
+    s.add_argument("--model", help="model file (default: the bundled model)")
+    s.add_argument("--holdout", action="store_true",
+                   help="only the images the model held back when it was trained on this folder")
+    s.add_argument("--limit", type=int, help="assess only the first N labelled images")
+    s.add_argument("--preparations", metavar="NAMES",
+                   help="comma-separated preparations (default: all; see docs/robustness.md)")
+    s.add_argument("--pair-with", metavar="DIR",
+                   help="a labelled folder holding other preparations of the same ids "
+                        "(e.g. rsna-100px for rsna-raw13): reports their paired difference")
+    s.add_argument("--out", help="write robustness.md/.csv/.json, per-image predictions and robustness.png here")
+    s.add_argument("--title", help="title of the report and plot")
+    s.add_argument("--json", action="store_true", help="print the rows as JSON")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_robustness)
+
     s = sub.add_parser("train", help="train a recipe (YAML) and write a model file, metrics and plots")
     s.add_argument("config", metavar="CONFIG")
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=5 data.root=/data")
@@ -320,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "evaluate" and not (args.data_dir or args.csv):
-        print("boneage: error: evaluate needs DATA_DIR or --csv", file=sys.stderr)
+    if args.command in ("evaluate", "robustness") and not (args.data_dir or args.csv):
+        print(f"boneage: error: {args.command} needs DATA_DIR or --csv", file=sys.stderr)
         return EXIT_USER_ERROR
     try:
         return args.func(args)

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from boneage.config import Recipe
 from boneage.data.labels import Sample
+from boneage.errors import ConfigError
 from boneage.transforms import Transform, build_pipeline, make_views, patch_grid
 
 
@@ -31,6 +32,17 @@ def to_input_tensor(arr: np.ndarray, recipe: Recipe) -> torch.Tensor:
     if recipe.channels > 1:
         t = t.expand(*t.shape[:-3], recipe.channels, *t.shape[-2:]).contiguous()
     return t
+
+
+def canonical_pipeline(recipe: Recipe) -> Transform | None:
+    """The recipe's canonical preparation (after augmentation, before the network), or None."""
+    if not recipe.canonical:
+        return None
+    pipeline = build_pipeline(recipe.canonical)
+    if pipeline.random:
+        raise ConfigError("canonical steps must be deterministic (they run at inference too); "
+                          f"got {[t for t in pipeline.transforms if t.random]}")
+    return pipeline
 
 
 class PreprocessedCache:
@@ -71,6 +83,7 @@ class _Base(Dataset):
         self.augment: Transform | None = (
             build_pipeline(recipe.augment.steps, recipe.augment.mode)
             if augment and recipe.augment.steps else None)
+        self.canonical: Transform | None = canonical_pipeline(recipe)
         self.seed = seed
         self.epoch = 0
         t = recipe.target
@@ -86,6 +99,14 @@ class _Base(Dataset):
 
     def _tensor(self, arr: np.ndarray) -> torch.Tensor:
         return to_input_tensor(arr, self.recipe)
+
+    def _finish(self, img: np.ndarray, i: int) -> torch.Tensor:
+        """Augment (training only), apply the canonical preparation, make the tensor."""
+        if self.augment is not None:
+            img = self.augment(img, self._rng(i))
+        if self.canonical is not None:
+            img = self.canonical(img)
+        return self._tensor(img)
 
     def _labels(self, k: int) -> dict:
         s = self.cache.samples[k]
@@ -104,10 +125,7 @@ class ImageDataset(_Base):
 
     def __getitem__(self, i: int) -> dict:
         k = int(self.indices[i])
-        img = self.cache.image(k)
-        if self.augment is not None:
-            img = self.augment(img, self._rng(i))
-        return {"image": self._tensor(img), **self._labels(k)}
+        return {"image": self._finish(self.cache.image(k), i), **self._labels(k)}
 
 
 class PatchDataset(_Base):
@@ -148,9 +166,7 @@ class PatchDataset(_Base):
         k = int(self.indices[img_pos])
         r, c = self.corners[patch]
         img = self.cache.image(k)[r:r + self.size, c:c + self.size]
-        if self.augment is not None:
-            img = self.augment(img, self._rng(i))
-        return {"image": self._tensor(img), **self._labels(k)}
+        return {"image": self._finish(img, i), **self._labels(k)}
 
 
 class ViewsDataset(_Base):
@@ -166,7 +182,8 @@ class ViewsDataset(_Base):
         k = int(self.indices[i])
         p = self.recipe.patches
         views = make_views(self.cache.image(k), (p.n, p.size) if p else None,
-                           self.recipe.inference.flip_tta, self.recipe.inference.tta_angles)
+                           self.recipe.inference.flip_tta, self.recipe.inference.tta_angles,
+                           self.canonical)
         return {"views": self._tensor(views), **self._labels(k)}
 
 

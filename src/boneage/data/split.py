@@ -19,3 +19,19 @@ def train_val_split(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[n
     if val_fraction > 0 and n >= 2:
         n_val = min(max(n_val, 1), n - 1)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def holdout_subset(samples: list, data_config, info: dict) -> list:
+    """The samples a model held back for validation, re-derived from its stored split.
+
+    ``data_config`` is the model recipe's ``data`` section and ``info`` its stored training
+    facts (``n_train`` + ``n_val`` must equal ``len(samples)``: the same labelled folder).
+    """
+    from boneage.errors import InputError
+
+    n_trained = info.get("n_train", 0) + info.get("n_val", 0)
+    if len(samples) != n_trained:
+        raise InputError(f"the held-back images can only be found in the folder the model was "
+                         f"trained on ({n_trained} labelled images); this one has {len(samples)}")
+    _, val_idx = train_val_split(len(samples), data_config.val_fraction, data_config.split_seed)
+    return [samples[i] for i in val_idx]

@@ -143,6 +143,9 @@ def explain_image(predictor, image: np.ndarray, sex):
         views = extract_patches(pre, n, size)
     else:
         corners, views = [(0, 0)], pre[None]
+    size_of = [v.shape for v in views]
+    if predictor._canonical is not None:
+        views = np.stack([predictor._canonical(v) for v in views])
     male = 1.0 if prediction.sex == "M" else 0.0
     maps = []
     for i in range(0, len(views), predictor.batch_size):
@@ -151,8 +154,9 @@ def explain_image(predictor, image: np.ndarray, sex):
     maps = np.concatenate(maps)
     total = np.zeros((h, w), dtype=np.float64)
     count = np.zeros((h, w), dtype=np.float64)
-    for (r, c), m in zip(corners, maps):
-        ph, pw = m.shape
+    for (r, c), m, (ph, pw) in zip(corners, maps, size_of):
+        if m.shape != (ph, pw):  # the canonical preparation resized the view
+            m = cv2.resize(m, (pw, ph), interpolation=cv2.INTER_LINEAR)
         total[r:r + ph, c:c + pw] += m
         count[r:r + ph, c:c + pw] += 1
     heat = np.divide(total, count, out=np.zeros_like(total), where=count > 0)

@@ -36,6 +36,7 @@ __all__ = [
     "plot_bland_altman",
     "plot_error_by_age_bin",
     "plot_training_curves",
+    "plot_robustness",
 ]
 
 # Colour-blind-safe pair (Okabe-Ito) so sex groups stay distinguishable for everyone.
@@ -300,4 +301,42 @@ def plot_training_curves(
     ax.legend(handles=handles, labels=[h.get_label() for h in handles],
               loc="upper right", fontsize="small")
     ax.set_title("Training curves")
+    return _save(fig, path)
+
+
+def plot_robustness(rows: list[dict], path: str | os.PathLike, *, limit: float = 3.0,
+                    pairs: dict | None = None, title: str = "") -> Path:
+    """Horizontal bars of each preparation's mean shift against the as-stored estimates,
+    with its 95 % interval and the ±``limit`` band shaded; a paired comparison (e.g. raw
+    radiographs against their 100-px copies) is drawn as its own bar at the top.
+
+    Returns:
+        The written path.
+    """
+    labels = [r["preparation"] for r in rows]
+    shifts = [r["mean_shift"] for r in rows]
+    lows = [r["mean_shift"] - r["shift_ci95"][0] for r in rows]
+    highs = [r["shift_ci95"][1] - r["mean_shift"] for r in rows]
+    if pairs:
+        labels.append(f"paired ids (n={pairs['n']})")
+        shifts.append(pairs["mean_difference"])
+        lo, hi = pairs.get("difference_ci95", (pairs["mean_difference"],) * 2)
+        lows.append(pairs["mean_difference"] - lo)
+        highs.append(hi - pairs["mean_difference"])
+    y = np.arange(len(labels))[::-1]
+    fig = _new_figure(7.0, max(3.0, 0.28 * len(labels) + 1.2))
+    ax = fig.add_subplot()
+    ax.axvspan(-limit, limit, color="#009E73", alpha=0.12, label=f"within ±{limit:g} months")
+    colours = ["#D55E00" if abs(s) > limit else _ALL_COLOUR for s in shifts]
+    ax.barh(y, shifts, xerr=[lows, highs], color=colours, height=0.7, capsize=2,
+            error_kw={"elinewidth": 0.8})
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(y, labels, fontsize="small")
+    ax.set_xlabel("mean shift of the bone age estimate (months)")
+    reach = max([limit * 1.5] + [abs(s) + e for s, e in zip(shifts, highs)] + [abs(s) + e for s, e in zip(shifts, lows)])
+    ax.set_xlim(-reach * 1.1, reach * 1.1)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="x-small")
+    n = rows[0]["n"] if rows else 0
+    ax.set_title(title or f"Same radiographs, prepared differently (n={n})", fontsize=10)
     return _save(fig, path)

@@ -61,6 +61,9 @@ class Predictor:
         self.batch_size = batch_size
         self.info = info or {}
         self._pre = build_pipeline(recipe.preprocess)
+        from boneage.data.datasets import canonical_pipeline
+
+        self._canonical = canonical_pipeline(recipe)
         if recipe.target.mean is None or recipe.target.std is None:
             raise ValueError("recipe has no target scaling; was the model trained?")
 
@@ -86,34 +89,67 @@ class Predictor:
 
         return to_input_tensor(views, self.recipe)
 
-    @torch.no_grad()
-    def predict_views(self, image: np.ndarray, sex: str) -> np.ndarray:
-        """Bone age in months for each view (patch and/or flip) of a raw [0, 1] image."""
+    def views(self, image: np.ndarray) -> np.ndarray:
+        """Every view the model sees of a raw [0, 1] image (patches, TTA rotations, flips),
+        after the recipe's preprocessing and canonical preparation, shape (V, h, w)."""
         r = self.recipe
-        pre = self.preprocess(image)
-        views = make_views(pre, (r.patches.n, r.patches.size) if r.patches else None,
-                           r.inference.flip_tta, r.inference.tta_angles)
+        return make_views(self.preprocess(image), (r.patches.n, r.patches.size) if r.patches else None,
+                          r.inference.flip_tta, r.inference.tta_angles, self._canonical)
+
+    @torch.no_grad()
+    def _run(self, views: np.ndarray, male: np.ndarray) -> np.ndarray:
+        """Bone age in months for a stack of views with one sex flag (1 = male) per view."""
         out = []
-        male = 1.0 if sex == "M" else 0.0
         for i in range(0, len(views), self.batch_size):
             x = self._to_input(views[i:i + self.batch_size]).to(self.device)
-            s = torch.full((x.shape[0],), male, device=self.device)
+            s = torch.as_tensor(male[i:i + self.batch_size], dtype=torch.float32, device=self.device)
             out.append(self.model(x, s).float().cpu().numpy())
-        scaled = np.concatenate(out)
-        return scaled * r.target.std + r.target.mean
+        t = self.recipe.target
+        return np.concatenate(out) * t.std + t.mean
 
-    def predict(self, image: np.ndarray, sex: str | bool | None) -> Prediction:
-        """Bone age of one radiograph given as a 2-D float array in [0, 1]."""
+    def predict_views(self, image: np.ndarray, sex: str) -> np.ndarray:
+        """Bone age in months for each view (patch and/or flip) of a raw [0, 1] image."""
+        views = self.views(image)
+        return self._run(views, np.full(len(views), 1.0 if sex == "M" else 0.0, np.float32))
+
+    def _settle_sex(self, sex) -> str:
         sex_n = normalize_sex(sex)
         if sex_n is None:
             if self.uses_sex:
                 raise InputError("sex is unknown: give it with --sex M|F (the file does not say)")
             sex_n = "F"  # ignored by a model without the sex branch
+        return sex_n
+
+    @staticmethod
+    def _check_array(image) -> np.ndarray:
         image = np.asarray(image)
         if image.ndim != 2:
             raise InputError(f"expected a 2-D grayscale image, got shape {image.shape}")
-        per_view = self.predict_views(image, sex_n)
+        return image
+
+    def _result(self, per_view: np.ndarray, sex: str) -> Prediction:
         inf = self.recipe.inference
         value = aggregate(per_view, inf.aggregate, inf.percentile)
-        return Prediction(bone_age_months=float(value), sex=sex_n,
+        return Prediction(bone_age_months=float(value), sex=sex,
                           spread_months=float(per_view.std()), n_views=int(per_view.size))
+
+    def predict(self, image: np.ndarray, sex: str | bool | None) -> Prediction:
+        """Bone age of one radiograph given as a 2-D float array in [0, 1]."""
+        sex_n = self._settle_sex(sex)
+        return self._result(self.predict_views(self._check_array(image), sex_n), sex_n)
+
+    def predict_batch(self, images, sexes) -> list[Prediction]:
+        """Bone ages of several radiographs, their views batched together; each result equals
+        :meth:`predict` of that image alone (same views, TTA and aggregation)."""
+        images, sexes = list(images), list(sexes)
+        if len(images) != len(sexes):
+            raise InputError(f"got {len(images)} images but {len(sexes)} sexes")
+        settled = [self._settle_sex(s) for s in sexes]
+        stacks = [self.views(self._check_array(im)) for im in images]
+        if not stacks:
+            return []
+        male = np.concatenate([np.full(len(v), 1.0 if s == "M" else 0.0, np.float32)
+                               for v, s in zip(stacks, settled)])
+        months = self._run(np.concatenate(stacks), male)
+        split = np.split(months, np.cumsum([len(v) for v in stacks])[:-1])
+        return [self._result(m, s) for m, s in zip(split, settled)]

@@ -148,17 +148,21 @@ class RandRotate(Transform):
 
 
 class RandGaussianBlur(Transform):
-    """Gaussian blur with sigma drawn uniformly from [sigma_min, sigma_max]."""
+    """Gaussian blur with sigma drawn uniformly from [sigma_min, sigma_max], with probability ``p``."""
 
     random = True
 
-    def __init__(self, sigma_min: float = 0.2, sigma_max: float = 1.0):
+    def __init__(self, sigma_min: float = 0.2, sigma_max: float = 1.0, p: float = 1.0):
         if not 0 < sigma_min <= sigma_max:
             raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
-        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        _check_prob(p)
+        self.sigma_min, self.sigma_max, self.p = sigma_min, sigma_max, p
 
     def __call__(self, image, rng=None):
-        return F.gaussian_blur(image, _rng(rng).uniform(self.sigma_min, self.sigma_max))
+        rng = _rng(rng)
+        if rng.random() >= self.p:
+            return image
+        return F.gaussian_blur(image, rng.uniform(self.sigma_min, self.sigma_max))
 
 
 class RandZoom(Transform):
@@ -173,6 +177,218 @@ class RandZoom(Transform):
 
     def __call__(self, image, rng=None):
         return F.zoom(image, _rng(rng).uniform(self.min_factor, self.max_factor), self.fill)
+
+
+class Resample(Transform):
+    """Resize with one named method (nearest, area, linear, cubic, lanczos), aliasing and all."""
+
+    def __init__(self, size: int | Sequence[int], method: str = "area"):
+        F._as_size(size)
+        _check_methods([method], "method")
+        self.size, self.method = size, method
+
+    def __call__(self, image, rng=None):
+        return F.resample(image, self.size, self.method)
+
+
+class LowpassResize(Transform):
+    """The canonical preparation: anti-aliased resize to ``size``, then a Gaussian blur ``sigma``
+    (output pixels). Used after augmentation at training and identically at inference."""
+
+    def __init__(self, size: int | Sequence[int], sigma: float = 1.0):
+        F._as_size(size)
+        if not sigma >= 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        self.size, self.sigma = size, sigma
+
+    def __call__(self, image, rng=None):
+        return F.lowpass_resize(image, self.size, self.sigma)
+
+
+class _RandomStep(Transform):
+    """An augmentation applied with probability ``p``; subclasses draw parameters in ``_apply``."""
+
+    random = True
+
+    def __init__(self, p: float):
+        _check_prob(p)
+        self.p = p
+
+    def __call__(self, image, rng=None):
+        rng = _rng(rng)
+        if rng.random() >= self.p:
+            return image
+        return self._apply(image, rng)
+
+    def _apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RandRescale(_RandomStep):
+    """Imitate how the image was resampled before it reached us: resample to a random
+    ``factor`` in [factor_min, factor_max] of its size with one of ``first`` and back with one
+    of ``second`` (e.g. nearest-neighbour copies of larger originals, enlarged small images)."""
+
+    def __init__(self, factor_min: float = 0.6, factor_max: float = 4.0,
+                 first: Sequence[str] = ("linear", "cubic", "area", "nearest"),
+                 second: Sequence[str] = ("nearest", "area", "linear", "cubic"), p: float = 0.5):
+        super().__init__(p)
+        if not 0.1 <= factor_min <= factor_max <= 16:
+            raise ValueError(f"need 0.1 <= factor_min <= factor_max <= 16, got {factor_min}, {factor_max}")
+        self.first, self.second = list(_check_methods(first, "first")), list(_check_methods(second, "second"))
+        self.factor_min, self.factor_max = factor_min, factor_max
+
+    def _apply(self, image, rng):
+        # Log-uniform: shrinking from 2x and from 4x are equally likely.
+        factor = float(np.exp(rng.uniform(np.log(self.factor_min), np.log(self.factor_max))))
+        return F.rescale_roundtrip(image, factor, self.first[rng.integers(len(self.first))],
+                                   self.second[rng.integers(len(self.second))])
+
+
+class RandSharpen(_RandomStep):
+    """Unsharp masking with an amount drawn from [amount_min, amount_max] (edge enhancement
+    that many X-ray consoles apply)."""
+
+    def __init__(self, amount_min: float = 0.3, amount_max: float = 1.5, sigma: float = 1.0, p: float = 0.5):
+        super().__init__(p)
+        if not 0 <= amount_min <= amount_max:
+            raise ValueError(f"need 0 <= amount_min <= amount_max, got {amount_min}, {amount_max}")
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self.amount_min, self.amount_max, self.sigma = amount_min, amount_max, sigma
+
+    def _apply(self, image, rng):
+        return F.sharpen(image, rng.uniform(self.amount_min, self.amount_max), self.sigma)
+
+
+class RandNoise(_RandomStep):
+    """Gaussian noise with a standard deviation drawn from [std_min, std_max]."""
+
+    def __init__(self, std_min: float = 0.005, std_max: float = 0.03, p: float = 0.5):
+        super().__init__(p)
+        if not 0 <= std_min <= std_max <= 1:
+            raise ValueError(f"need 0 <= std_min <= std_max <= 1, got {std_min}, {std_max}")
+        self.std_min, self.std_max = std_min, std_max
+
+    def _apply(self, image, rng):
+        return F.add_noise(image, rng.uniform(self.std_min, self.std_max), rng)
+
+
+class RandJPEG(_RandomStep):
+    """JPEG round trip at a quality drawn from [quality_min, quality_max] (1-100)."""
+
+    def __init__(self, quality_min: int = 30, quality_max: int = 95, p: float = 0.5):
+        super().__init__(p)
+        for name, q in (("quality_min", quality_min), ("quality_max", quality_max)):
+            if not (isinstance(q, int) and 1 <= q <= 100):
+                raise ValueError(f"JPEG {name} must be an integer in 1-100, got {q!r}")
+        if quality_min > quality_max:
+            raise ValueError(f"need quality_min <= quality_max, got {quality_min}, {quality_max}")
+        self.quality_min, self.quality_max = quality_min, quality_max
+
+    def _apply(self, image, rng):
+        return F.jpeg_compress(image, int(rng.integers(self.quality_min, self.quality_max + 1)))
+
+
+class RandQuantize(_RandomStep):
+    """Quantise to one of ``bits`` (e.g. 6, 8, 12, 16): sources of different bit depth."""
+
+    def __init__(self, bits: Sequence[int] = (6, 8, 12, 16), p: float = 0.3):
+        super().__init__(p)
+        bits = list(bits)
+        if not bits or any(not (isinstance(b, int) and 1 <= b <= 16) for b in bits):
+            raise ValueError(f"bits must be a non-empty list of integers in 1-16, got {bits!r}")
+        self.bits = bits
+
+    def _apply(self, image, rng):
+        return F.quantize(image, self.bits[rng.integers(len(self.bits))])
+
+
+class RandGamma(_RandomStep):
+    """Gamma drawn log-uniformly from [gamma_min, gamma_max] (both > 0)."""
+
+    def __init__(self, gamma_min: float = 0.7, gamma_max: float = 1.4, p: float = 0.5):
+        super().__init__(p)
+        if not 0 < gamma_min <= gamma_max:
+            raise ValueError(f"need 0 < gamma_min <= gamma_max, got {gamma_min}, {gamma_max}")
+        self.gamma_min, self.gamma_max = gamma_min, gamma_max
+
+    def _apply(self, image, rng):
+        return F.adjust_gamma(image, float(np.exp(rng.uniform(np.log(self.gamma_min), np.log(self.gamma_max)))))
+
+
+class RandWindow(_RandomStep):
+    """A random display window: ``low`` from [-shift, shift], ``high`` from [1 - shift, 1 + shift].
+
+    Windows wider than [0, 1] flatten the contrast (a 12- or 16-bit source shown through its
+    full range), narrower ones stretch it.
+    """
+
+    def __init__(self, shift: float = 0.15, p: float = 0.5):
+        super().__init__(p)
+        if not 0 <= shift < 0.5:
+            raise ValueError(f"window shift must be in [0, 0.5), got {shift}")
+        self.shift = shift
+
+    def _apply(self, image, rng):
+        low = rng.uniform(-self.shift, self.shift)
+        high = rng.uniform(1 - self.shift, 1 + self.shift)
+        return F.window(image, low, high)
+
+
+class RandBorder(_RandomStep):
+    """A frame of width in [width_min, width_max] (fraction) in black or white."""
+
+    def __init__(self, width_min: float = 0.01, width_max: float = 0.06,
+                 values: Sequence[float] = (0.0, 1.0), p: float = 0.2):
+        super().__init__(p)
+        if not 0 <= width_min <= width_max < 0.5:
+            raise ValueError(f"need 0 <= width_min <= width_max < 0.5, got {width_min}, {width_max}")
+        self.width_min, self.width_max, self.values = width_min, width_max, _check_values(values)
+
+    def _apply(self, image, rng):
+        return F.add_border(image, rng.uniform(self.width_min, self.width_max),
+                            self.values[rng.integers(len(self.values))])
+
+
+class RandPad(_RandomStep):
+    """Pad random sides by up to ``max_fraction`` with black or white, then squash back to the
+    input's size: a source padded (e.g. to a square) before it was shrunk."""
+
+    def __init__(self, max_fraction: float = 0.25, values: Sequence[float] = (0.0, 1.0), p: float = 0.2):
+        super().__init__(p)
+        if not 0 <= max_fraction <= 2:
+            raise ValueError(f"max_fraction must be in [0, 2], got {max_fraction}")
+        self.max_fraction, self.values = max_fraction, _check_values(values)
+
+    def _apply(self, image, rng):
+        sides = rng.uniform(0, self.max_fraction, size=4) * (rng.random(4) < 0.5)
+        value = self.values[rng.integers(len(self.values))]
+        return F.resize(F.pad(image, *sides, value=value), image.shape)
+
+
+class RandMarker(_RandomStep):
+    """Burn one of ``texts`` into a random corner at a height in [size_min, size_max] and an
+    intensity in [value_min, value_max]."""
+
+    def __init__(self, texts: Sequence[str] = ("L", "R", "LT", "RT", "PA"), size_min: float = 0.04,
+                 size_max: float = 0.12, value_min: float = 0.7, value_max: float = 1.0, p: float = 0.3):
+        super().__init__(p)
+        texts = list(texts)
+        if not texts or any(not isinstance(t, str) or not t for t in texts):
+            raise ValueError(f"texts must be a non-empty list of non-empty strings, got {texts!r}")
+        if not 0 < size_min <= size_max <= 0.5:
+            raise ValueError(f"need 0 < size_min <= size_max <= 0.5, got {size_min}, {size_max}")
+        if not 0 <= value_min <= value_max <= 1:
+            raise ValueError(f"need 0 <= value_min <= value_max <= 1, got {value_min}, {value_max}")
+        self.texts, self.size_min, self.size_max = texts, size_min, size_max
+        self.value_min, self.value_max = value_min, value_max
+
+    def _apply(self, image, rng):
+        return F.burn_marker(image, self.texts[rng.integers(len(self.texts))],
+                             F.MARKER_CORNERS[rng.integers(len(F.MARKER_CORNERS))],
+                             rng.uniform(self.size_min, self.size_max),
+                             rng.uniform(self.value_min, self.value_max))
 
 
 class Compose(Transform):
@@ -211,6 +427,22 @@ def _check_prob(p: float) -> None:
         raise ValueError(f"probability p must be in [0, 1], got {p}")
 
 
+def _check_methods(methods: Sequence[str], what: str) -> Sequence[str]:
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    bad = [m for m in methods if m not in F.RESAMPLE_METHODS]
+    if not methods or bad:
+        raise ValueError(f"{what} must name resampling methods from {sorted(F.RESAMPLE_METHODS)}, "
+                         f"got {bad or methods!r}")
+    return methods
+
+
+def _check_values(values: Sequence[float]) -> list[float]:
+    values = [float(v) for v in values]
+    if not values or any(not 0 <= v <= 1 for v in values):
+        raise ValueError(f"values must be a non-empty list of intensities in [0, 1], got {values!r}")
+    return values
+
+
 #: Recipe names of transforms; a recipe step is ``{"name": <key>, **params}``.
 TRANSFORMS: dict[str, type[Transform]] = {
     "identity": Identity,
@@ -224,6 +456,18 @@ TRANSFORMS: dict[str, type[Transform]] = {
     "rotate": RandRotate,
     "blur": RandGaussianBlur,
     "zoom": RandZoom,
+    "resample": Resample,
+    "lowpass_resize": LowpassResize,
+    "rescale": RandRescale,
+    "sharpen": RandSharpen,
+    "noise": RandNoise,
+    "jpeg": RandJPEG,
+    "quantize": RandQuantize,
+    "gamma": RandGamma,
+    "window": RandWindow,
+    "border": RandBorder,
+    "pad": RandPad,
+    "marker": RandMarker,
 }
 
 

@@ -8,12 +8,23 @@ stack), never modifies its input, and raises ``ValueError`` naming the bad value
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
 RESIZE_MODES = ("squash", "pad")
+
+#: OpenCV interpolation of each resampling method a scanner, PACS or script may have used.
+#: ``nearest`` samples pixel centres as Pillow's ``Image.NEAREST`` does (how rsna-100px was
+#: made), which plain ``INTER_NEAREST`` does not.
+RESAMPLE_METHODS: dict[str, int] = {
+    "nearest": cv2.INTER_NEAREST_EXACT,
+    "area": cv2.INTER_AREA,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -88,6 +99,192 @@ def _cv_resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
     shrinking = h * w < image.shape[0] * image.shape[1]
     interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(image, (w, h), interpolation=interp).astype(np.float32, copy=False)
+
+
+def resample(image: np.ndarray, size: int | Sequence[int], method: str = "area") -> np.ndarray:
+    """Resize to ``size`` with one named method of :data:`RESAMPLE_METHODS` (aspect squashed).
+
+    Unlike :func:`resize`, which always picks the anti-aliased method, this reproduces how an
+    image may have been prepared elsewhere, aliasing included. Cubic and Lanczos overshoot is
+    clipped back to [0, 1].
+    """
+    image = _check_image(image)
+    if method not in RESAMPLE_METHODS:
+        raise ValueError(f"resampling method must be one of {sorted(RESAMPLE_METHODS)}, got {method!r}")
+    th, tw = _as_size(size)
+    if image.shape == (th, tw):
+        return image.copy()
+    out = cv2.resize(image, (tw, th), interpolation=RESAMPLE_METHODS[method])
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def rescale_roundtrip(image: np.ndarray, factor: float, first: str = "linear",
+                      second: str = "area") -> np.ndarray:
+    """Resample to ``factor`` times the size with ``first``, then back with ``second``.
+
+    ``factor > 1`` imitates an image shrunk to this size from a larger source
+    (``second`` decides whether it aliases); ``factor < 1`` loses resolution, as an image
+    enlarged from a smaller source does. The output has the input's shape.
+    """
+    image = _check_image(image)
+    if not 0.1 <= factor <= 16:
+        raise ValueError(f"rescale factor must be in [0.1, 16], got {factor}")
+    h, w = image.shape
+    mid = (max(1, int(round(h * factor))), max(1, int(round(w * factor))))
+    return resample(resample(image, mid, first), (h, w), second)
+
+
+def lowpass_resize(image: np.ndarray, size: int | Sequence[int], sigma: float) -> np.ndarray:
+    """The canonical preparation: anti-aliased resize to ``size``, then a Gaussian low-pass.
+
+    ``sigma`` is in output pixels. Whatever way an image reached this size (aliased
+    nearest-neighbour copies, area-averaged or Lanczos-shrunk originals), the blur removes the
+    frequencies where those preparations differ, so the network cannot learn them as a cue.
+    ``sigma=0`` is a plain :func:`resize`.
+    """
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    out = resize(image, size)
+    return gaussian_blur(out, sigma) if sigma > 0 else out
+
+
+def sharpen(image: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
+    """Unsharp mask: ``image + amount * (image - blur(image, sigma))``, clipped to [0, 1]."""
+    image = _check_image(image)
+    if not amount >= 0:
+        raise ValueError(f"sharpen amount must be >= 0, got {amount}")
+    detail = image - gaussian_blur(image, sigma)
+    return np.clip(image + np.float32(amount) * detail, 0.0, 1.0)
+
+
+def add_noise(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """Add zero-mean Gaussian noise of standard deviation ``std`` (intensity units), clipped."""
+    image = _check_image(image)
+    if not std >= 0:
+        raise ValueError(f"noise std must be >= 0, got {std}")
+    noise = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(std)
+    return np.clip(image + noise, 0.0, 1.0)
+
+
+def jpeg_compress(image: np.ndarray, quality: int) -> np.ndarray:
+    """Round-trip through 8-bit JPEG at ``quality`` (1-100): block artefacts and ringing."""
+    image = _check_image(image)
+    if not (isinstance(quality, (int, np.integer)) and 1 <= quality <= 100):
+        raise ValueError(f"JPEG quality must be an integer in 1-100, got {quality!r}")
+    u8 = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover - OpenCV encodes any 2-D uint8 array
+        raise ValueError("JPEG encoding failed")
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+
+
+def quantize(image: np.ndarray, bits: int) -> np.ndarray:
+    """Round intensities to ``2**bits`` levels (1-16 bits), as a source of that depth stores them."""
+    image = _check_image(image)
+    if not (isinstance(bits, (int, np.integer)) and 1 <= bits <= 16):
+        raise ValueError(f"bits must be an integer in 1-16, got {bits!r}")
+    levels = np.float32(2 ** int(bits) - 1)
+    return np.round(np.clip(image, 0.0, 1.0) * levels) / levels
+
+
+def adjust_gamma(image: np.ndarray, gamma: float) -> np.ndarray:
+    """``image ** gamma``: below 1 brightens the soft tissue, above 1 darkens it."""
+    image = _check_image(image)
+    if not gamma > 0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    return np.power(np.clip(image, 0.0, 1.0), np.float32(gamma))
+
+
+def window(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map [low, high] linearly onto [0, 1] and clip: a display window or contrast change.
+
+    ``low < 0`` or ``high > 1`` lowers the contrast (the image no longer fills [0, 1], as a
+    12-bit detector read through a wide window does); inside [0, 1] it raises it.
+    """
+    image = _check_image(image)
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise ValueError(f"window needs finite low < high, got low={low}, high={high}")
+    return np.clip((image - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
+
+
+def add_border(image: np.ndarray, width: float, value: float = 0.0) -> np.ndarray:
+    """Overwrite a frame of ``width`` (fraction of each side) with ``value``: collimator edges."""
+    image = _check_image(image)
+    if not 0 <= width < 0.5:
+        raise ValueError(f"border width must be a fraction in [0, 0.5), got {width}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"border value must be in [0, 1], got {value}")
+    out = image.copy()
+    h, w = out.shape
+    bh, bw = int(round(h * width)), int(round(w * width))
+    if bh:
+        out[:bh], out[h - bh:] = value, value
+    if bw:
+        out[:, :bw], out[:, w - bw:] = value, value
+    return out
+
+
+def pad(image: np.ndarray, top: float = 0.0, bottom: float = 0.0, left: float = 0.0,
+        right: float = 0.0, value: float = 0.0) -> np.ndarray:
+    """Add margins (fractions of the height / width) filled with ``value``; the image grows."""
+    image = _check_image(image)
+    for name, v in (("top", top), ("bottom", bottom), ("left", left), ("right", right)):
+        if not 0 <= v <= 2:
+            raise ValueError(f"padding {name} must be a fraction in [0, 2], got {v}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"padding value must be in [0, 1], got {value}")
+    h, w = image.shape
+    t, b = int(round(h * top)), int(round(h * bottom))
+    le, r = int(round(w * left)), int(round(w * right))
+    return cv2.copyMakeBorder(image, t, b, le, r, cv2.BORDER_CONSTANT, value=float(value))
+
+
+def pad_to_square(image: np.ndarray, value: float = 0.0) -> np.ndarray:
+    """Pad the shorter side equally on both ends so the image becomes square."""
+    image = _check_image(image)
+    h, w = image.shape
+    if h == w:
+        return image.copy()
+    extra = abs(h - w)
+    a, b = extra // 2, extra - extra // 2
+    t, bo, le, r = (a, b, 0, 0) if h < w else (0, 0, a, b)
+    return cv2.copyMakeBorder(image, t, bo, le, r, cv2.BORDER_CONSTANT, value=float(value))
+
+
+MARKER_CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+
+
+def burn_marker(image: np.ndarray, text: str = "L", corner: str = "top_left", size: float = 0.08,
+                value: float = 1.0) -> np.ndarray:
+    """Burn a laterality marker or label (``text``) into a corner, ``size`` × the image height.
+
+    Real radiographs carry such letters, often brighter than bone; a model must not read age
+    from them.
+    """
+    image = _check_image(image)
+    if corner not in MARKER_CORNERS:
+        raise ValueError(f"marker corner must be one of {MARKER_CORNERS}, got {corner!r}")
+    if not 0 < size <= 0.5:
+        raise ValueError(f"marker size must be in (0, 0.5], got {size}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"marker value must be in [0, 1], got {value}")
+    if not text:
+        raise ValueError("marker text must not be empty")
+    out = image
+    h, w = out.shape
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (tw, th), _ = cv2.getTextSize(text, font, 1.0, 2)
+    scale = max(size * h / th, 0.1)
+    thickness = max(1, int(round(scale * 2)))
+    (tw, th), base = cv2.getTextSize(text, font, scale, thickness)
+    margin = max(1, int(round(0.03 * min(h, w))))
+    x = margin if corner.endswith("left") else max(0, w - tw - margin)
+    y = th + margin if corner.startswith("top") else max(th, h - base - margin)
+    # OpenCV draws text on 8-bit images only: draw an anti-aliased mask, then blend.
+    mask = np.zeros((h, w), np.uint8)
+    cv2.putText(mask, text, (int(x), int(y)), font, scale, 255, thickness, cv2.LINE_AA)
+    alpha = mask.astype(np.float32) / 255.0
+    return out * (1.0 - alpha) + np.float32(value) * alpha
 
 
 def clahe(image: np.ndarray, clip_limit: float = 2.0, tile_grid: int = 8) -> np.ndarray:
@@ -195,16 +392,22 @@ def extract_patches(image: np.ndarray, n: int, patch_size: int | Sequence[int]) 
 
 
 def make_views(image: np.ndarray, patches: tuple[int, int] | None = None,
-               flip: bool = False, angles: Sequence[float] = ()) -> np.ndarray:
+               flip: bool = False, angles: Sequence[float] = (),
+               finalize: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """The views a model sees of one preprocessed image at inference, shape (V, h, w).
 
     ``patches=(n, size)`` cuts the grid patches (else the whole image is one view);
     ``angles`` adds the views of the image rotated by each angle (rotation test-time
-    augmentation, before patching); ``flip=True`` appends the left-right mirror of every view.
+    augmentation, before patching); ``finalize`` (the recipe's canonical preparation) is
+    applied to every view, as training applies it after augmentation; ``flip=True`` appends
+    the left-right mirror of every view.
     """
     image = _check_image(image)
     images = [image] + [rotate(image, a) for a in angles]
-    views = np.concatenate([extract_patches(im, *patches) if patches else im[None] for im in images])
+    views = [v for im in images for v in (extract_patches(im, *patches) if patches else im[None])]
+    if finalize is not None:
+        views = [finalize(v) for v in views]
+    views = np.stack(views)
     if flip:
         views = np.concatenate([views, views[:, :, ::-1]], axis=0)
     return np.ascontiguousarray(views, dtype=np.float32)

@@ -1,0 +1,161 @@
+"""Preparation augmentations and the canonical preparation (issue 8)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from boneage.errors import ConfigError
+from boneage.transforms import build_transform, functional as F
+
+
+def textured(size=96, seed=0):
+    """A smooth blob with fine texture: what aliasing turns into a different image."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    blob = np.exp(-((yy - 0.5) ** 2 + (xx - 0.5) ** 2) / 0.08)
+    fine = 0.5 + 0.5 * np.sin(2 * np.pi * 0.45 * np.arange(size))[None, :] * np.ones((size, 1))
+    return np.clip(0.6 * blob + 0.25 * fine + 0.05 * rng.random((size, size)), 0, 1).astype(np.float32)
+
+
+def test_nearest_resample_matches_pillow_nearest():
+    # rsna-100px was made with Pillow's NEAREST; ours must reproduce that sampling exactly.
+    img = (np.random.default_rng(1).random((250, 190)) * 255).astype(np.uint8)
+    ours = F.resample(img.astype(np.float32) / 255, 100, "nearest")
+    pil = np.asarray(Image.fromarray(img).resize((100, 100), Image.NEAREST)).astype(np.float32) / 255
+    np.testing.assert_array_equal(ours, pil)
+
+
+@pytest.mark.parametrize("method", sorted(F.RESAMPLE_METHODS))
+def test_resample_shape_and_range(method):
+    out = F.resample(textured(), (40, 30), method)
+    assert out.shape == (40, 30) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_resample_rejects_unknown_method():
+    with pytest.raises(ValueError, match=r"resampling method must be one of .*got 'bilinear'"):
+        F.resample(textured(), 10, "bilinear")
+
+
+def test_rescale_roundtrip_nearest_differs_from_area_and_keeps_shape():
+    img = textured()
+    nn = F.rescale_roundtrip(img, 0.3, "linear", "nearest")
+    ar = F.rescale_roundtrip(img, 0.3, "area", "area")
+    assert nn.shape == ar.shape == img.shape
+    assert np.abs(nn - ar).mean() > 1e-3
+    with pytest.raises(ValueError, match="rescale factor must be in"):
+        F.rescale_roundtrip(img, 0.0)
+
+
+def test_canonical_preparation_makes_nearest_and_area_copies_nearly_equal():
+    # One source, shrunk twice as real pipelines do: aliased (nearest) and anti-aliased (area).
+    src = np.clip(textured(1000, seed=2) + 0.05 * np.random.default_rng(3).standard_normal((1000, 1000)),
+                  0, 1).astype(np.float32)
+    nn, ar = F.resample(src, 100, "nearest"), F.resample(src, 100, "area")
+    before = np.sqrt(np.mean((nn - ar) ** 2))
+    cn, ca = F.lowpass_resize(nn, 112, 1.1), F.lowpass_resize(ar, 112, 1.1)
+    after = np.sqrt(np.mean((cn - ca) ** 2))
+    assert cn.shape == (112, 112)
+    assert after < 0.3 * before
+    assert after < 0.02
+    # sigma 0 is a plain resize: it keeps the difference
+    assert np.sqrt(np.mean((F.lowpass_resize(nn, 112, 0) - F.lowpass_resize(ar, 112, 0)) ** 2)) > 2 * after
+
+
+def test_sharpen_hand_computed_and_noise_statistics():
+    img = np.full((9, 9), 0.5, np.float32)
+    img[4, 4] = 0.6
+    out = F.sharpen(img, 1.0, 1.0)
+    assert out[4, 4] > 0.6 and np.isclose(out[0, 0], 0.5, atol=1e-3)
+    assert np.array_equal(F.sharpen(img, 0.0), img)
+    noisy = F.add_noise(np.full((200, 200), 0.5, np.float32), 0.02, np.random.default_rng(0))
+    assert abs(noisy.std() - 0.02) < 0.002 and abs(noisy.mean() - 0.5) < 0.001
+
+
+def test_jpeg_quantize_gamma_window_by_hand():
+    img = textured()
+    assert np.abs(F.jpeg_compress(img, 10) - img).mean() > np.abs(F.jpeg_compress(img, 95) - img).mean()
+    q = F.quantize(np.array([[0.0, 0.2, 0.5, 1.0]], np.float32), 2)  # 4 levels: 0, 1/3, 2/3, 1
+    np.testing.assert_allclose(q, [[0.0, 1 / 3, 2 / 3, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(F.adjust_gamma(np.array([[0.25, 1.0]], np.float32), 0.5), [[0.5, 1.0]])
+    np.testing.assert_allclose(F.window(np.array([[0.1, 0.5, 0.9]], np.float32), 0.1, 0.9), [[0.0, 0.5, 1.0]])
+
+
+def test_border_pad_and_marker_change_only_what_they_say():
+    img = np.full((50, 40), 0.5, np.float32)
+    b = F.add_border(img, 0.1, 1.0)
+    assert np.all(b[:5] == 1.0) and np.all(b[:, :4] == 1.0) and np.all(b[5:45, 4:36] == 0.5)
+    p = F.pad(img, top=0.2, left=0.5, value=0.0)
+    assert p.shape == (60, 60) and np.all(p[:10] == 0) and np.all(p[10:, 20:] == 0.5)
+    assert F.pad_to_square(img).shape == (50, 50)
+    m = F.burn_marker(img, "L", "bottom_right", 0.2, 1.0)
+    changed = np.argwhere(m != img)
+    assert len(changed) > 10 and m.max() > 0.9
+    assert changed[:, 0].min() >= 25 and changed[:, 1].min() >= 20  # bottom-right quadrant
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: F.adjust_gamma(textured(), 0), "gamma must be > 0, got 0"),
+    (lambda: F.adjust_gamma(textured(), -1.5), "gamma must be > 0, got -1.5"),
+    (lambda: F.jpeg_compress(textured(), 0), "JPEG quality must be an integer in 1-100, got 0"),
+    (lambda: F.jpeg_compress(textured(), 101), "JPEG quality must be an integer in 1-100, got 101"),
+    (lambda: F.quantize(textured(), 17), "bits must be an integer in 1-16, got 17"),
+    (lambda: F.window(textured(), 0.5, 0.5), "window needs finite low < high"),
+    (lambda: F.add_border(textured(), 0.6), "border width must be a fraction in"),
+    (lambda: F.burn_marker(textured(), corner="middle"), "marker corner must be one of"),
+    (lambda: F.lowpass_resize(textured(), 10, -1), "sigma must be >= 0, got -1"),
+])
+def test_out_of_range_parameters_name_the_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# Each random recipe step: shape and range kept, same seed -> same output, and its parameter
+# really changes the output.
+RANDOM_STEPS = [
+    ({"name": "rescale", "p": 1.0}, {"name": "rescale", "p": 1.0, "factor_min": 1.0, "factor_max": 1.0,
+                                     "first": ["linear"], "second": ["linear"]}),
+    ({"name": "sharpen", "p": 1.0, "amount_min": 1.5, "amount_max": 1.5},
+     {"name": "sharpen", "p": 1.0, "amount_min": 0.0, "amount_max": 0.0}),
+    ({"name": "noise", "p": 1.0, "std_min": 0.05, "std_max": 0.05},
+     {"name": "noise", "p": 1.0, "std_min": 0.0, "std_max": 0.0}),
+    ({"name": "jpeg", "p": 1.0, "quality_min": 10, "quality_max": 10},
+     {"name": "jpeg", "p": 1.0, "quality_min": 100, "quality_max": 100}),
+    ({"name": "quantize", "p": 1.0, "bits": [3]}, {"name": "quantize", "p": 1.0, "bits": [16]}),
+    ({"name": "gamma", "p": 1.0, "gamma_min": 0.5, "gamma_max": 0.5},
+     {"name": "gamma", "p": 1.0, "gamma_min": 1.0, "gamma_max": 1.0}),
+    ({"name": "window", "p": 1.0, "shift": 0.3}, {"name": "window", "p": 1.0, "shift": 0.0}),
+    ({"name": "border", "p": 1.0, "width_min": 0.1, "width_max": 0.1},
+     {"name": "border", "p": 1.0, "width_min": 0.0, "width_max": 0.0}),
+    ({"name": "pad", "p": 1.0, "max_fraction": 0.5}, {"name": "pad", "p": 1.0, "max_fraction": 0.0}),
+    ({"name": "marker", "p": 1.0, "size_min": 0.2, "size_max": 0.2},
+     {"name": "marker", "p": 0.0}),
+    ({"name": "blur", "p": 1.0, "sigma_min": 1.5, "sigma_max": 1.5},
+     {"name": "blur", "p": 0.0}),
+]
+
+
+@pytest.mark.parametrize("strong, neutral", RANDOM_STEPS, ids=[s["name"] for s, _ in RANDOM_STEPS])
+def test_random_preparation_steps(strong, neutral):
+    img = textured()
+    t = build_transform(strong)
+    a = t(img, np.random.default_rng(5))
+    b = t(img, np.random.default_rng(5))
+    assert a.shape == img.shape and a.dtype == np.float32
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    np.testing.assert_array_equal(a, b)
+    n = build_transform(neutral)(img, np.random.default_rng(5))
+    assert np.abs(a - img).mean() > 5 * max(np.abs(n - img).mean(), 1e-4)
+
+
+def test_probability_zero_is_identity_and_bad_values_are_config_errors():
+    img = textured()
+    assert build_transform({"name": "jpeg", "p": 0.0})(img, np.random.default_rng(0)) is img
+    for spec, text in [({"name": "gamma", "gamma_min": 0}, "need 0 < gamma_min"),
+                       ({"name": "jpeg", "quality_min": 0}, "1-100, got 0"),
+                       ({"name": "rescale", "second": ["bicubic"]}, "bicubic"),
+                       ({"name": "noise", "p": 2}, "probability p must be in")]:
+        with pytest.raises(ConfigError, match=text):
+            build_transform(spec)
+    with pytest.raises(ConfigError, match="unknown transform 'jpg'"):
+        build_transform({"name": "jpg"})
