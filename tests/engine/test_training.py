@@ -161,8 +161,8 @@ def test_early_stopping_and_schedules(learn_folder, tmp_path):
     for name, cls in (("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)):
         r.optim.name = name
         assert isinstance(make_optimizer(r, params), cls)
-    r.optim.name = "sgd"
-    with pytest.raises(ConfigError, match="unknown optimizer 'sgd'"):
+    r.optim.name = "adamm"
+    with pytest.raises(ConfigError, match="unknown optimizer 'adamm' \\(did you mean 'adam'\\?\\)"):
         make_optimizer(r, params)
     r.optim.name = "adam"
     opt = make_optimizer(r, params)

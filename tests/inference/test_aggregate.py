@@ -19,7 +19,7 @@ def test_aggregate_errors():
         aggregate([], "median")
     with pytest.raises(ValueError, match="percentile must be in"):
         aggregate([1.0], "percentile", 120)
-    with pytest.raises(ValueError, match="aggregate must be one of"):
+    with pytest.raises(ValueError, match="unknown aggregate .mode.; valid names: mean, median, percentile"):
         aggregate([1.0], "mode")
 
 

@@ -34,6 +34,7 @@ from boneage.fileutils import atomic_path
 from boneage.inference.batch import predict_cached
 from boneage.inference.modelfile import build_model, save_model_file
 from boneage.losses import create_loss
+from boneage.registry import Registry
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.safetensors"
@@ -66,32 +67,51 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+OPTIMIZERS: Registry = Registry("optimizer")
+OPTIMIZERS.add("adam", torch.optim.Adam)
+OPTIMIZERS.add("adamw", torch.optim.AdamW)
+OPTIMIZERS.add("rmsprop", torch.optim.RMSprop)
+OPTIMIZERS.add("sgd", torch.optim.SGD)
+
+SCHEDULES: Registry = Registry("schedule")
+
+
+@SCHEDULES.register("none")
+def _no_schedule(optimizer, recipe: Recipe):
+    return None
+
+
+@SCHEDULES.register("step")
+def _step_schedule(optimizer, recipe: Recipe):
+    s = recipe.schedule
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+
+
+@SCHEDULES.register("plateau")
+def _plateau_schedule(optimizer, recipe: Recipe):
+    s = recipe.schedule
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=s.gamma, patience=s.patience, min_lr=s.min_lr)
+
+
+@SCHEDULES.register("cosine")
+def _cosine_schedule(optimizer, recipe: Recipe):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(1, recipe.train.epochs), eta_min=recipe.schedule.min_lr)
+
+
 def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
+    """The recipe's optimiser over ``params`` (parameters or named parameter groups)."""
     o = recipe.optim
     if not o.lr > 0:
         raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-    if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    if o.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=o.lr, weight_decay=o.weight_decay)
-    raise ConfigError(f"unknown optimizer {o.name!r}; valid: adam, adamw, rmsprop")
+    return OPTIMIZERS.create(o.name, where="optim.name", strict=False, params=params, lr=o.lr,
+                             weight_decay=o.weight_decay)
 
 
 def make_scheduler(recipe: Recipe, optimizer):
-    s = recipe.schedule
-    if s.name == "none":
-        return None
-    if s.name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
-    if s.name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=s.gamma, patience=s.patience, min_lr=s.min_lr)
-    if s.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, recipe.train.epochs), eta_min=s.min_lr)
-    raise ConfigError(f"unknown schedule {s.name!r}; valid: none, step, plateau, cosine")
+    """The recipe's learning-rate schedule (None for ``none``)."""
+    return SCHEDULES.create(recipe.schedule.name, where="schedule.name", optimizer=optimizer, recipe=recipe)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:

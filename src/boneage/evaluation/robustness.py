@@ -24,7 +24,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from boneage.errors import InputError, unknown_name
+from boneage.errors import InputError
+from boneage.registry import Registry
 from boneage.transforms import functional as F
 
 #: Mean shifts larger than this (months) are flagged: issue 8's bound for "the same bone age".
@@ -47,12 +48,12 @@ class Preparation:
     apply: Callable[[np.ndarray, PrepContext], np.ndarray]
 
 
-PREPARATIONS: dict[str, Preparation] = {}
+PREPARATIONS: Registry = Registry("preparation")
 
 
 def _register(name: str, description: str):
     def deco(fn):
-        PREPARATIONS[name] = Preparation(name, description, fn)
+        PREPARATIONS.add(name, Preparation(name, description, fn))
         return fn
     return deco
 
@@ -211,10 +212,7 @@ def resolve_preparations(names: Sequence[str] | None) -> list[Preparation]:
     if names is None:
         return list(PREPARATIONS.values())
     chosen = ["as_stored"] + [n for n in names if n != "as_stored"]
-    for n in chosen:
-        if n not in PREPARATIONS:
-            raise unknown_name("preparation", n, list(PREPARATIONS))
-    return [PREPARATIONS[n] for n in dict.fromkeys(chosen)]
+    return [PREPARATIONS.get(n) for n in dict.fromkeys(chosen)]
 
 
 def model_grid(recipe) -> int:

@@ -4,7 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 
-AGGREGATES = ("mean", "median", "percentile")
+from boneage.registry import Registry
+
+#: How per-view predictions become one: ``fn(values, percentile) -> float``.
+AGGREGATES: Registry = Registry("aggregate")
+
+
+@AGGREGATES.register("mean")
+def _mean(v: np.ndarray, percentile: float) -> float:
+    return float(v.mean())
+
+
+@AGGREGATES.register("median")
+def _median(v: np.ndarray, percentile: float) -> float:
+    return float(np.median(v))
+
+
+@AGGREGATES.register("percentile")
+def _percentile(v: np.ndarray, percentile: float) -> float:
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+    return float(np.percentile(v, percentile))
 
 
 def aggregate(values, method: str = "median", percentile: float = 50.0) -> float:
@@ -16,15 +36,7 @@ def aggregate(values, method: str = "median", percentile: float = 50.0) -> float
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         raise ValueError("cannot aggregate an empty set of predictions")
-    if method == "mean":
-        return float(v.mean())
-    if method == "median":
-        return float(np.median(v))
-    if method == "percentile":
-        if not 0.0 <= percentile <= 100.0:
-            raise ValueError(f"percentile must be in [0, 100], got {percentile}")
-        return float(np.percentile(v, percentile))
-    raise ValueError(f"aggregate must be one of {AGGREGATES}, got {method!r}")
+    return AGGREGATES.get(method)(v, percentile)
 
 
 def tune_percentile(view_predictions: list[np.ndarray], truth, grid=None) -> tuple[float, float]:

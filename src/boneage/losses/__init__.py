@@ -7,13 +7,13 @@ before training starts.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 import torch.nn as nn
 
-from boneage.errors import ConfigError, unknown_name
+from boneage.registry import Registry
+
+LOSSES: Registry = Registry("loss")
 
 
 class RegressionLoss(nn.Module):
@@ -32,6 +32,7 @@ class RegressionLoss(nn.Module):
         return self(pred, target, age_months)
 
 
+@LOSSES.register("mse")
 class MSELoss(RegressionLoss):
     """Mean squared error."""
 
@@ -39,6 +40,7 @@ class MSELoss(RegressionLoss):
         return torch.mean((pred - target) ** 2)
 
 
+@LOSSES.register("mae")
 class MAELoss(RegressionLoss):
     """Mean absolute error (L1)."""
 
@@ -46,6 +48,7 @@ class MAELoss(RegressionLoss):
         return torch.mean(torch.abs(pred - target))
 
 
+@LOSSES.register("gaussian_mse")
 class GaussianWeightedMSE(RegressionLoss):
     """MSE up-weighting rare ages (se-resnet-compression paper, eqs. 4-5).
 
@@ -103,30 +106,17 @@ class GaussianWeightedMSE(RegressionLoss):
         return torch.mean((pred - target) ** 2)
 
 
-_LOSSES: dict[str, Callable[..., RegressionLoss]] = {
-    "mse": MSELoss, "mae": MAELoss, "gaussian_mse": GaussianWeightedMSE}
-
-
-def register_loss(name: str):
-    """Decorator registering a loss class under ``name``."""
-    def deco(cls):
-        _LOSSES[name] = cls
-        return cls
-    return deco
+#: Decorator registering a loss class: ``@register_loss("name")``.
+register_loss = LOSSES.register
 
 
 def list_losses() -> list[str]:
-    return sorted(_LOSSES)
+    return LOSSES.names()
 
 
 def create_loss(name: str, **options) -> RegressionLoss:
     """Build a registered loss; a typo lists the valid names."""
-    if name not in _LOSSES:
-        raise unknown_name("loss", name, list(_LOSSES))
-    try:
-        return _LOSSES[name](**options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"loss {name!r}: {exc}") from exc
+    return LOSSES.create(name, where="loss", **options)
 
 
-__all__ = ["RegressionLoss", "MSELoss", "MAELoss", "GaussianWeightedMSE", "create_loss", "list_losses", "register_loss"]
+__all__ = ["LOSSES", "RegressionLoss", "MSELoss", "MAELoss", "GaussianWeightedMSE", "create_loss", "list_losses", "register_loss"]

@@ -8,13 +8,16 @@ augmentation exactly; deterministic transforms ignore ``rng``.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from boneage.errors import ConfigError
+from boneage.registry import Registry
 from boneage.transforms import functional as F
+
+#: Recipe names of transforms; a recipe step is ``{"name": <key>, **params}``.
+TRANSFORMS: Registry = Registry("transform")
 
 
 class Transform:
@@ -35,6 +38,7 @@ def _rng(rng: np.random.Generator | None) -> np.random.Generator:
     return rng if rng is not None else np.random.default_rng()
 
 
+@TRANSFORMS.register("identity")
 class Identity(Transform):
     """Returns the image unchanged (the 'no augmentation' option of a pool)."""
 
@@ -42,6 +46,7 @@ class Identity(Transform):
         return image
 
 
+@TRANSFORMS.register("crop")
 class CropFractions(Transform):
     """Crop fixed fractions from the top, bottom, left and right."""
 
@@ -53,6 +58,7 @@ class CropFractions(Transform):
         return F.crop_fractions(image, self.top, self.bottom, self.left, self.right)
 
 
+@TRANSFORMS.register("resize")
 class Resize(Transform):
     """Resize to ``size`` by squashing or by keeping the aspect ratio and padding."""
 
@@ -66,6 +72,7 @@ class Resize(Transform):
         return F.resize(image, self.size, self.mode, self.pad_value)
 
 
+@TRANSFORMS.register("clahe")
 class CLAHE(Transform):
     """Contrast Limited Adaptive Histogram Equalization."""
 
@@ -80,6 +87,7 @@ class CLAHE(Transform):
         return F.clahe(image, self.clip_limit, self.tile_grid)
 
 
+@TRANSFORMS.register("normalize")
 class NormalizeMinMax(Transform):
     """Stretch intensities to [0, 1]."""
 
@@ -87,6 +95,7 @@ class NormalizeMinMax(Transform):
         return F.normalize_minmax(image)
 
 
+@TRANSFORMS.register("standardize")
 class Standardize(Transform):
     """Subtract ``mean`` and divide by ``std``."""
 
@@ -106,6 +115,7 @@ class HFlip(Transform):
         return F.hflip(image)
 
 
+@TRANSFORMS.register("hflip")
 class RandHFlip(Transform):
     """Mirror left-right with probability ``p``."""
 
@@ -119,6 +129,7 @@ class RandHFlip(Transform):
         return F.hflip(image) if _rng(rng).random() < self.p else image
 
 
+@TRANSFORMS.register("vflip")
 class RandVFlip(Transform):
     """Mirror top-bottom with probability ``p``."""
 
@@ -132,6 +143,7 @@ class RandVFlip(Transform):
         return F.vflip(image) if _rng(rng).random() < self.p else image
 
 
+@TRANSFORMS.register("rotate")
 class RandRotate(Transform):
     """Rotate by an angle drawn uniformly from [-max_deg, max_deg]."""
 
@@ -147,6 +159,7 @@ class RandRotate(Transform):
         return F.rotate(image, angle, self.fill)
 
 
+@TRANSFORMS.register("blur")
 class RandGaussianBlur(Transform):
     """Gaussian blur with sigma drawn uniformly from [sigma_min, sigma_max], with probability ``p``."""
 
@@ -165,6 +178,7 @@ class RandGaussianBlur(Transform):
         return F.gaussian_blur(image, rng.uniform(self.sigma_min, self.sigma_max))
 
 
+@TRANSFORMS.register("zoom")
 class RandZoom(Transform):
     """Zoom about the centre by a factor drawn uniformly from [min_factor, max_factor]."""
 
@@ -179,6 +193,7 @@ class RandZoom(Transform):
         return F.zoom(image, _rng(rng).uniform(self.min_factor, self.max_factor), self.fill)
 
 
+@TRANSFORMS.register("resample")
 class Resample(Transform):
     """Resize with one named method (nearest, area, linear, cubic, lanczos), aliasing and all."""
 
@@ -191,6 +206,7 @@ class Resample(Transform):
         return F.resample(image, self.size, self.method)
 
 
+@TRANSFORMS.register("lowpass_resize")
 class LowpassResize(Transform):
     """The canonical preparation: anti-aliased resize to ``size``, then a Gaussian blur ``sigma``
     (output pixels). Used after augmentation at training and identically at inference."""
@@ -224,6 +240,7 @@ class _RandomStep(Transform):
         raise NotImplementedError
 
 
+@TRANSFORMS.register("rescale")
 class RandRescale(_RandomStep):
     """Imitate how the image was resampled before it reached us: resample to a random
     ``factor`` in [factor_min, factor_max] of its size with one of ``first`` and back with one
@@ -245,6 +262,7 @@ class RandRescale(_RandomStep):
                                    self.second[rng.integers(len(self.second))])
 
 
+@TRANSFORMS.register("sharpen")
 class RandSharpen(_RandomStep):
     """Unsharp masking with an amount drawn from [amount_min, amount_max] (edge enhancement
     that many X-ray consoles apply)."""
@@ -261,6 +279,7 @@ class RandSharpen(_RandomStep):
         return F.sharpen(image, rng.uniform(self.amount_min, self.amount_max), self.sigma)
 
 
+@TRANSFORMS.register("noise")
 class RandNoise(_RandomStep):
     """Gaussian noise with a standard deviation drawn from [std_min, std_max]."""
 
@@ -274,6 +293,7 @@ class RandNoise(_RandomStep):
         return F.add_noise(image, rng.uniform(self.std_min, self.std_max), rng)
 
 
+@TRANSFORMS.register("jpeg")
 class RandJPEG(_RandomStep):
     """JPEG round trip at a quality drawn from [quality_min, quality_max] (1-100)."""
 
@@ -290,6 +310,7 @@ class RandJPEG(_RandomStep):
         return F.jpeg_compress(image, int(rng.integers(self.quality_min, self.quality_max + 1)))
 
 
+@TRANSFORMS.register("quantize")
 class RandQuantize(_RandomStep):
     """Quantise to one of ``bits`` (e.g. 6, 8, 12, 16): sources of different bit depth."""
 
@@ -304,6 +325,7 @@ class RandQuantize(_RandomStep):
         return F.quantize(image, self.bits[rng.integers(len(self.bits))])
 
 
+@TRANSFORMS.register("gamma")
 class RandGamma(_RandomStep):
     """Gamma drawn log-uniformly from [gamma_min, gamma_max] (both > 0)."""
 
@@ -317,6 +339,7 @@ class RandGamma(_RandomStep):
         return F.adjust_gamma(image, float(np.exp(rng.uniform(np.log(self.gamma_min), np.log(self.gamma_max)))))
 
 
+@TRANSFORMS.register("window")
 class RandWindow(_RandomStep):
     """A random display window: ``low`` from [-shift, shift], ``high`` from [1 - shift, 1 + shift].
 
@@ -336,6 +359,7 @@ class RandWindow(_RandomStep):
         return F.window(image, low, high)
 
 
+@TRANSFORMS.register("border")
 class RandBorder(_RandomStep):
     """A frame of width in [width_min, width_max] (fraction) in black or white."""
 
@@ -351,6 +375,7 @@ class RandBorder(_RandomStep):
                             self.values[rng.integers(len(self.values))])
 
 
+@TRANSFORMS.register("pad")
 class RandPad(_RandomStep):
     """Pad random sides by up to ``max_fraction`` with black or white, then squash back to the
     input's size: a source padded (e.g. to a square) before it was shrunk."""
@@ -367,6 +392,7 @@ class RandPad(_RandomStep):
         return F.resize(F.pad(image, *sides, value=value), image.shape)
 
 
+@TRANSFORMS.register("marker")
 class RandMarker(_RandomStep):
     """Burn one of ``texts`` into a random corner at a height in [size_min, size_max] and an
     intensity in [value_min, value_max]."""
@@ -443,34 +469,6 @@ def _check_values(values: Sequence[float]) -> list[float]:
     return values
 
 
-#: Recipe names of transforms; a recipe step is ``{"name": <key>, **params}``.
-TRANSFORMS: dict[str, type[Transform]] = {
-    "identity": Identity,
-    "crop": CropFractions,
-    "resize": Resize,
-    "clahe": CLAHE,
-    "normalize": NormalizeMinMax,
-    "standardize": Standardize,
-    "hflip": RandHFlip,
-    "vflip": RandVFlip,
-    "rotate": RandRotate,
-    "blur": RandGaussianBlur,
-    "zoom": RandZoom,
-    "resample": Resample,
-    "lowpass_resize": LowpassResize,
-    "rescale": RandRescale,
-    "sharpen": RandSharpen,
-    "noise": RandNoise,
-    "jpeg": RandJPEG,
-    "quantize": RandQuantize,
-    "gamma": RandGamma,
-    "window": RandWindow,
-    "border": RandBorder,
-    "pad": RandPad,
-    "marker": RandMarker,
-}
-
-
 def build_transform(spec: dict[str, Any] | str) -> Transform:
     """Build one transform from a recipe step ``{"name": ..., **params}`` (or just a name)."""
     if isinstance(spec, str):
@@ -478,18 +476,7 @@ def build_transform(spec: dict[str, Any] | str) -> Transform:
     if not isinstance(spec, dict) or "name" not in spec:
         raise ConfigError(f"a transform step must be a mapping with a 'name', got {spec!r}")
     params = dict(spec)
-    name = params.pop("name")
-    if name not in TRANSFORMS:
-        raise ConfigError(f"unknown transform {name!r}; valid names: {', '.join(sorted(TRANSFORMS))}")
-    cls = TRANSFORMS[name]
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ConfigError(f"transform {name!r} has no parameter(s) {unknown}; allowed: {allowed}")
-    try:
-        return cls(**params)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"transform {name!r}: {exc}") from exc
+    return TRANSFORMS.create(params.pop("name"), **params)
 
 
 def build_pipeline(steps: Sequence[dict[str, Any] | str], mode: str = "sequential") -> Transform:
@@ -502,6 +489,7 @@ def build_pipeline(steps: Sequence[dict[str, Any] | str], mode: str = "sequentia
     raise ConfigError(f"augmentation mode must be 'sequential' or 'one_of', got {mode!r}")
 
 
+@TRANSFORMS.register("convex_hull_crop")
 class ConvexHullCrop(Transform):
     """Crop to the hand found by threshold + largest component + convex hull (CH+S+I).
 
@@ -523,6 +511,7 @@ class ConvexHullCrop(Transform):
         return convex_hull_crop(image, threshold=self.threshold, margin=self.margin)
 
 
+@TRANSFORMS.register("unet_crop")
 class UNetCrop(Transform):
     """Crop to the hand mask of a trained hand U-Net (U+S+I), stored at ``weights``.
 
@@ -553,6 +542,3 @@ class UNetCrop(Transform):
         return unet_crop(self._model, image, margin=self.margin)
 
 
-# Registered here rather than in the literal above because the classes are defined after it.
-TRANSFORMS["convex_hull_crop"] = ConvexHullCrop
-TRANSFORMS["unet_crop"] = UNetCrop
