@@ -9,7 +9,7 @@ import torch
 
 from boneage.config import Recipe
 from boneage.engine import fit
-from boneage.errors import InputError
+from boneage.errors import ConfigError, InputError
 from boneage.inference import Predictor
 from boneage.io import read_image
 
@@ -141,8 +141,9 @@ def test_init_from_starts_where_another_model_ended(trained, learn_folder, tmp_p
     again = fit(r, tmp_path / "ft", progress=False, log=lambda *_: None)
     assert again.best_val_mae == pytest.approx(res.best_val_mae, abs=1e-3)
     r.train.init_from = str(tmp_path / "missing.safetensors")
-    with pytest.raises(InputError, match="model file not found"):
+    with pytest.raises(ConfigError, match="train.init_from: .*missing.safetensors: model file not found"):
         fit(r, tmp_path / "ft2", progress=False, log=lambda *_: None)
+    assert not (tmp_path / "ft2").exists()
 
 
 def test_early_stopping_and_schedules(learn_folder, tmp_path):

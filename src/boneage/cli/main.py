@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-from boneage import __version__  # noqa: E402
-from boneage.errors import BoneAgeError, InputError  # noqa: E402
-from boneage.fileutils import refuse_overwrite  # noqa: E402
+from boneage import __version__
+from boneage.errors import BoneAgeError, InputError
+from boneage.fileutils import refuse_overwrite
 
 EXIT_USER_ERROR = 2
 
@@ -361,8 +359,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _CurrentStderr(logging.Handler):
+    """Log lines as plain messages on whatever ``sys.stderr`` is at the time of the call."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(record.getMessage(), file=sys.stderr, flush=True)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def _configure_process() -> None:
+    """What the program (not the library) decides: no model hub, and which log lines to show."""
+    # timm and huggingface_hub read these when first imported: weights come from local files
+    # only, and an offline machine must not wait on a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    logger = logging.getLogger("boneage")
+    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+        logger.addHandler(_CurrentStderr())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _configure_process()
     if args.command in ("evaluate", "robustness") and not (args.data_dir or args.csv):
         print(f"boneage: error: {args.command} needs DATA_DIR or --csv", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -16,6 +16,7 @@ import copy
 import csv
 import itertools
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -29,12 +30,15 @@ from boneage.config import Recipe
 from boneage.data.datasets import PreprocessedCache, training_dataset
 from boneage.data.labels import Sample, load_samples
 from boneage.data.split import train_val_split
+from boneage.engine.check import check_recipe
 from boneage.errors import ConfigError, InputError
 from boneage.fileutils import atomic_path
 from boneage.inference.batch import predict_cached
 from boneage.inference.modelfile import build_model, save_model_file
 from boneage.losses import create_loss
 from boneage.registry import Registry
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.safetensors"
@@ -186,8 +190,12 @@ def prepare_recipe(recipe: Recipe, train_ages: np.ndarray) -> Recipe:
 
 
 def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
-        samples: list[Sample] | None = None, log=print) -> FitResult:
-    """Train ``recipe`` and write the model file, metrics and plots to ``out_dir``."""
+        samples: list[Sample] | None = None, log=None) -> FitResult:
+    """Train ``recipe`` and write the model file, metrics and plots to ``out_dir``.
+
+    Progress messages go to ``log`` (default: the ``boneage`` logger at INFO level).
+    """
+    log = log or logger.info
     t_start = time.time()
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT
@@ -197,14 +205,10 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: 
     if resume and not ckpt_path.exists():
         raise InputError("nothing to resume: no checkpoint.pt in the output folder", out)
     tc = recipe.train
-    if tc.epochs < 1:
-        raise ConfigError(f"train.epochs must be >= 1, got {tc.epochs}")
-    if tc.batch_size < 1:
-        raise ConfigError(f"train.batch_size must be >= 1, got {tc.batch_size}")
-    if tc.bn_recalibration_batches < 0:
-        raise ConfigError(f"train.bn_recalibration_batches must be >= 0, got {tc.bn_recalibration_batches}")
-    seed_everything(tc.seed)
     device = resolve_device(tc.device)
+    # Every component on a synthetic image first: a typo fails in seconds, not after an epoch.
+    check_recipe(recipe)
+    seed_everything(tc.seed)
 
     if samples is None:
         d = recipe.data

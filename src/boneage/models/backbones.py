@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -15,9 +14,6 @@ from timm.layers.cbam import ChannelAttn
 from boneage.errors import ConfigError
 from boneage.models.head import BoneAgeModel, SexFusionHead
 from boneage.models.registry import register_model
-
-# timm must never reach for a model hub: weights come from local files only.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _assemble(backbone: nn.Module, *, sex_units: int, hidden: Sequence[int], dropout: float = 0.0,

@@ -1,0 +1,116 @@
+"""Find a broken recipe in seconds, before any data is read or any folder is written.
+
+:func:`check_recipe` builds every component a recipe names (transforms, model, loss,
+optimiser, schedule, aggregation) and pushes one synthetic radiograph through the whole
+training and inference path. A typo or an impossible combination (a patch larger than the
+preprocessed image, an input too small for the network) ends as one
+:class:`~boneage.errors.ConfigError` line naming the key, instead of an error after an
+epoch of training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from boneage.config import Recipe
+from boneage.errors import BoneAgeError, ConfigError
+
+#: Side of the synthetic radiograph used for the check (small: the check must be fast).
+CHECK_IMAGE_SIZE = 320
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Raise :class:`ConfigError` if any part of ``recipe`` cannot be built or run."""
+    from boneage.data.datasets import canonical_pipeline, to_input_tensor
+    from boneage.data.synthetic import make_radiograph
+    from boneage.engine.trainer import make_optimizer, make_scheduler
+    from boneage.inference.aggregate import AGGREGATES
+    from boneage.inference.modelfile import build_model, read_model_metadata
+    from boneage.losses import create_loss
+    from boneage.transforms import build_pipeline, make_views, patch_grid
+
+    tc = recipe.train
+    for key, value, low in (("train.epochs", tc.epochs, 1), ("train.batch_size", tc.batch_size, 1),
+                            ("train.bn_recalibration_batches", tc.bn_recalibration_batches, 0),
+                            ("train.num_workers", tc.num_workers, 0)):
+        if value < low:
+            raise ConfigError(f"{key} must be >= {low}, got {value}")
+    if not 0.0 <= recipe.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {recipe.data.val_fraction}")
+    if recipe.data.limit is not None and recipe.data.limit < 1:
+        raise ConfigError(f"data.limit must be >= 1, got {recipe.data.limit}")
+    if not recipe.input_std > 0:
+        raise ConfigError(f"input_std must be > 0, got {recipe.input_std}")
+    AGGREGATES.get(recipe.inference.aggregate)
+    if not 0.0 <= recipe.inference.percentile <= 100.0:
+        raise ConfigError(f"inference.percentile must be in [0, 100], got {recipe.inference.percentile}")
+    if tc.init_from:
+        try:
+            read_model_metadata(tc.init_from)
+        except BoneAgeError as exc:
+            raise ConfigError(f"train.init_from: {exc}") from None
+    pretrained = recipe.model.options.get("pretrained")
+    if isinstance(pretrained, str) and pretrained != "package" and not Path(pretrained).is_file():
+        raise ConfigError(f"model.options.pretrained: weights file not found: {pretrained}")
+
+    pre = _built("preprocess", lambda: build_pipeline(recipe.preprocess))
+    aug = _built("augment", lambda: build_pipeline(recipe.augment.steps, recipe.augment.mode))
+    canonical = _built("canonical", lambda: canonical_pipeline(recipe))
+    loss = _built("loss", lambda: create_loss(recipe.loss.name, **recipe.loss.options))
+    # Pretrained weights are irrelevant to whether the recipe fits together, and slow to load.
+    model = _built("model", lambda: build_model(
+        recipe, **({"pretrained": None} if "pretrained" in recipe.model.options else {})))
+    optimizer = _built("optim", lambda: make_optimizer(recipe, model.parameters()))
+    _built("schedule", lambda: make_scheduler(recipe, optimizer))
+
+    image = make_radiograph(120.0, "M", size=CHECK_IMAGE_SIZE, seed=0).image
+    prepared = _run("preprocess", lambda: pre(image))
+    p = recipe.patches
+    if p is not None:
+        _run("patches", lambda: patch_grid(prepared.shape, p.n, p.size))
+    train_view = prepared[:p.size, :p.size] if p is not None else prepared
+    train_view = _run("augment", lambda: aug(train_view, np.random.default_rng(0)))
+    if canonical is not None:
+        train_view = _run("canonical", lambda: canonical(train_view))
+    views = _run("inference", lambda: make_views(
+        prepared, (p.n, p.size) if p else None, recipe.inference.flip_tta,
+        recipe.inference.tta_angles, canonical))
+    if views.shape[1:] != train_view.shape:
+        raise ConfigError(f"training sees {train_view.shape[0]}x{train_view.shape[1]} images but inference "
+                          f"views are {views.shape[1]}x{views.shape[2]}; check preprocess, patches and canonical")
+    x = to_input_tensor(train_view[None], recipe)
+    model.eval()
+    with torch.no_grad():
+        out = _run("model", lambda: model(x, torch.ones(1)))
+    if tuple(out.shape) != (1,):
+        raise ConfigError(f"model {recipe.model.name!r} must give one value per image, gave shape {tuple(out.shape)}")
+    loss.prepare(np.array([60.0, 120.0, 180.0]))
+    _run("loss", lambda: loss(out, torch.zeros(1), torch.tensor([120.0])))
+
+
+def _built(key: str, build):
+    try:
+        return build()
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(key) else f"{key}: {message}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: {_first_line(exc)}") from None
+
+
+def _run(stage: str, fn):
+    try:
+        return fn()
+    except BoneAgeError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise ConfigError(f"the recipe fails at its {stage} step on a synthetic "
+                          f"{CHECK_IMAGE_SIZE}x{CHECK_IMAGE_SIZE} radiograph: {_first_line(exc)}") from None
