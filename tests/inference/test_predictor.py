@@ -4,7 +4,8 @@ import torch
 
 from boneage.config import PatchConfig, Recipe
 from boneage.errors import InputError
-from boneage.inference import Predictor, normalize_sex, read_model_metadata, save_model_file
+from boneage.inference import Predictor, read_model_metadata, save_model_file
+from boneage.sex import Sex
 from boneage.models import create_model
 
 
@@ -68,8 +69,9 @@ def test_bad_model_files_and_sex(tmp_path):
     with pytest.raises(InputError, match="sex is unknown"):
         Predictor(model, r).predict(IMG, None)
     with pytest.raises(InputError, match="sex must be M or F, got 'x'"):
-        normalize_sex("x")
-    assert normalize_sex("female") == "F" and normalize_sex(True) == "M"
+        Sex.parse("x")
+    assert Sex.parse("female") is Sex.FEMALE and Sex.parse(True) is Sex.MALE and Sex.parse("1") is Sex.MALE
+    assert Sex.parse_optional(None) is None and str(Sex.MALE) == "M" and Sex.MALE.flag == 1.0
 
 
 def test_canonical_preparation_runs_on_every_view_before_the_network():

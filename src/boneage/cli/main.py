@@ -37,9 +37,10 @@ def _read_with_sex(path, sex_arg, predictor):
 
 
 def cmd_predict(args) -> int:
-    from boneage.inference import Predictor, normalize_sex
+    from boneage.inference import Predictor
+    from boneage.sex import Sex
 
-    sex_arg = normalize_sex(args.sex) if args.sex is not None else None
+    sex_arg = Sex.parse_optional(args.sex)
     predictor = Predictor.from_file(args.model)
     failures = 0
     for path in args.images:
@@ -145,11 +146,11 @@ def cmd_train(args) -> int:
 
 def cmd_example(args) -> int:
     from boneage.data.synthetic import write_example_radiograph
-    from boneage.inference import normalize_sex
+    from boneage.sex import Sex
 
     out = refuse_overwrite(args.output, args.force)
     try:
-        write_example_radiograph(out, age_months=args.age, sex=normalize_sex(args.sex), size=args.size)
+        write_example_radiograph(out, age_months=args.age, sex=Sex.parse(args.sex).value, size=args.size)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     print(f"wrote a SYNTHETIC hand radiograph (not a real patient) to {out}")
@@ -193,7 +194,8 @@ def cmd_complexity(args) -> int:
 
 def cmd_explain(args) -> int:
     from boneage.evaluation.gradcam import explain_image, overlay_heatmap
-    from boneage.inference import Predictor, normalize_sex
+    from boneage.inference import Predictor
+    from boneage.sex import Sex
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
@@ -201,7 +203,7 @@ def cmd_explain(args) -> int:
     if out.is_dir():
         raise InputError("is a directory; give --out a .png file name", out)
     refuse_overwrite(out, args.force)
-    sex_arg = normalize_sex(args.sex) if args.sex is not None else None
+    sex_arg = Sex.parse_optional(args.sex)
     predictor = Predictor.from_file(args.model)
     loaded, sex = _read_with_sex(args.image, sex_arg, predictor)
     result, heat, pre = explain_image(predictor, loaded.pixels, sex)

@@ -1,6 +1,6 @@
 """Label readers, datasets, splits and the synthetic radiograph generator."""
 
-from boneage.data.labels import LabelRow, Sample, load_samples, parse_sex, read_labels
+from boneage.data.labels import LabelRow, Sample, load_samples, read_labels
 from boneage.data.split import train_val_split
 
-__all__ = ["LabelRow", "Sample", "load_samples", "parse_sex", "read_labels", "train_val_split"]
+__all__ = ["LabelRow", "Sample", "load_samples", "read_labels", "train_val_split"]

@@ -111,7 +111,7 @@ class _Base(Dataset):
     def _labels(self, k: int) -> dict:
         s = self.cache.samples[k]
         age = float("nan") if s.boneage is None else float(s.boneage)
-        return {"sex": torch.tensor(1.0 if s.male else 0.0),
+        return {"sex": torch.tensor(s.sex.flag),
                 "age": torch.tensor(age, dtype=torch.float32),
                 "target": torch.tensor((age - self.t_mean) / self.t_std, dtype=torch.float32),
                 "index": torch.tensor(k)}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from boneage.errors import InputError
+from boneage.sex import Sex
 
 ID_COLUMNS = ("id", "Image ID", "Case ID")
 AGE_COLUMNS = ("boneage", "Bone Age (months)", "Ground truth bone age (months)")
@@ -28,17 +29,11 @@ class LabelRow:
 
     id: str
     boneage: float | None
-    male: bool
+    sex: Sex
 
-
-def parse_sex(value: str, where: str = "") -> bool:
-    """True for male. Accepts M/F, male/female, True/False, 1/0 (case-insensitive)."""
-    v = str(value).strip().lower()
-    if v in ("m", "male", "true", "1", "t", "yes"):
-        return True
-    if v in ("f", "female", "false", "0", "no"):
-        return False
-    raise InputError(f"sex must be M or F (or male True/False), got {value!r}{where}")
+    @property
+    def male(self) -> bool:
+        return self.sex.is_male
 
 
 def read_labels(path: str | Path, require_age: bool = True) -> list[LabelRow]:
@@ -82,10 +77,10 @@ def read_labels(path: str | Path, require_age: bool = True) -> list[LabelRow]:
                 if not 0.0 <= age <= 300.0:
                     raise InputError(f"bone age {age} months is outside 0-300{where}", path)
             try:
-                male = parse_sex(rec.get(sex_col) or "", where)
+                sex = Sex.parse(rec.get(sex_col) or "", where)
             except InputError as exc:
                 raise InputError(exc.problem, path) from None
-            rows.append(LabelRow(rid, age, male))
+            rows.append(LabelRow(rid, age, sex))
     if not rows:
         raise InputError("label file has no rows", path)
     return rows
@@ -107,7 +102,11 @@ class Sample:
     path: Path
     id: str
     boneage: float | None
-    male: bool
+    sex: Sex
+
+    @property
+    def male(self) -> bool:
+        return self.sex.is_male
 
 
 def load_samples(root: str | Path | None = None, csv_path: str | Path | None = None,
@@ -137,7 +136,7 @@ def load_samples(root: str | Path | None = None, csv_path: str | Path | None = N
         if p is None:
             missing.append(r.id)
         else:
-            samples.append(Sample(p, r.id, r.boneage, r.male))
+            samples.append(Sample(p, r.id, r.boneage, r.sex))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise InputError(f"{len(missing)} id(s) have no image in {img_dir}: {shown}", csv_file)

@@ -47,9 +47,9 @@ def _sex_tensor(sex, n: int, device) -> torch.Tensor | None:
         t = sex.to(device=device, dtype=torch.float32).reshape(-1)
         return t.expand(n) if t.numel() == 1 else t
     if isinstance(sex, str):
-        from boneage.inference import normalize_sex
+        from boneage.sex import Sex
 
-        sex = normalize_sex(sex) == "M"
+        sex = Sex.parse(sex).flag
     return torch.full((n,), float(sex), device=device)
 
 
@@ -126,7 +126,7 @@ def explain_image(predictor, image: np.ndarray, sex):
     Args:
         predictor: a :class:`boneage.inference.Predictor`.
         image: the raw 2-D image in [0, 1].
-        sex: 'M'/'F' (or anything :func:`boneage.inference.normalize_sex` accepts).
+        sex: 'M'/'F' (or anything :meth:`boneage.sex.Sex.parse` accepts).
 
     Returns:
         ``(prediction, heatmap, preprocessed)``: the :class:`~boneage.inference.Prediction`,
@@ -146,7 +146,7 @@ def explain_image(predictor, image: np.ndarray, sex):
     size_of = [v.shape for v in views]
     if predictor._canonical is not None:
         views = np.stack([predictor._canonical(v) for v in views])
-    male = 1.0 if prediction.sex == "M" else 0.0
+    male = prediction.sex.flag
     maps = []
     for i in range(0, len(views), predictor.batch_size):
         x = predictor._to_input(views[i:i + predictor.batch_size]).to(predictor.device)

@@ -255,7 +255,7 @@ def run_robustness(predictor, samples, preparations: Sequence[Preparation] | Non
         for start in starts:
             part = samples[start:start + chunk]
             images = [read_image(s.path).pixels for s in part]
-            sexes = ["M" if s.male else "F" for s in part]
+            sexes = [s.sex for s in part]
             for p, prep in enumerate(preps):
                 prepared = [prep.apply(im, PrepContext(grid, np.random.default_rng([start + i, p]), Path(tmp)))
                             for i, im in enumerate(images)]
@@ -299,9 +299,8 @@ def paired_consistency(predictor, samples, paired_samples) -> dict:
         raise InputError("the paired folder shares no image id with the data folder")
     rows = []
     for s in both:
-        sex = "M" if s.male else "F"
         a, b = predictor.predict_batch([read_image(s.path).pixels, read_image(other[s.id].path).pixels],
-                                       [sex, sex])
+                                       [s.sex, s.sex])
         rows.append({"id": s.id, "boneage": s.boneage, "estimate": a.bone_age_months,
                      "paired_estimate": b.bone_age_months,
                      "difference": a.bone_age_months - b.bone_age_months})

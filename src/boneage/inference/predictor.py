@@ -11,6 +11,7 @@ import torch
 
 from boneage.config import Recipe
 from boneage.errors import InputError
+from boneage.sex import Sex
 from boneage.inference.aggregate import aggregate
 from boneage.inference.modelfile import load_model_file
 from boneage.transforms import build_pipeline, make_views
@@ -23,26 +24,12 @@ def default_model_path() -> Path:
     return Path(str(resources.files("boneage") / "assets" / DEFAULT_MODEL_NAME))
 
 
-def normalize_sex(sex: str | bool | None) -> str | None:
-    """'M' / 'F' from M/F/male/female/True/False; None stays None; anything else is an error."""
-    if sex is None:
-        return None
-    if isinstance(sex, bool):
-        return "M" if sex else "F"
-    s = str(sex).strip().upper()
-    if s in ("M", "MALE"):
-        return "M"
-    if s in ("F", "FEMALE"):
-        return "F"
-    raise InputError(f"sex must be M or F, got {sex!r}")
-
-
 @dataclass
 class Prediction:
     """A bone age estimate: the aggregated value and the spread of the views behind it."""
 
     bone_age_months: float
-    sex: str
+    sex: Sex
     spread_months: float     # standard deviation over patches / flips (0 for one view)
     n_views: int
 
@@ -107,18 +94,18 @@ class Predictor:
         t = self.recipe.target
         return np.concatenate(out) * t.std + t.mean
 
-    def predict_views(self, image: np.ndarray, sex: str) -> np.ndarray:
+    def predict_views(self, image: np.ndarray, sex: Sex | str) -> np.ndarray:
         """Bone age in months for each view (patch and/or flip) of a raw [0, 1] image."""
         views = self.views(image)
-        return self._run(views, np.full(len(views), 1.0 if sex == "M" else 0.0, np.float32))
+        return self._run(views, np.full(len(views), Sex.parse(sex).flag, np.float32))
 
-    def _settle_sex(self, sex) -> str:
-        sex_n = normalize_sex(sex)
-        if sex_n is None:
+    def _settle_sex(self, sex) -> Sex:
+        settled = Sex.parse_optional(sex)
+        if settled is None:
             if self.uses_sex:
-                raise InputError("sex is unknown: give it with --sex M|F (the file does not say)")
-            sex_n = "F"  # ignored by a model without the sex branch
-        return sex_n
+                raise InputError("sex is unknown, and this model needs it (M or F)")
+            settled = Sex.FEMALE  # ignored by a model without the sex branch
+        return settled
 
     @staticmethod
     def _check_array(image) -> np.ndarray:
@@ -127,7 +114,7 @@ class Predictor:
             raise InputError(f"expected a 2-D grayscale image, got shape {image.shape}")
         return image
 
-    def _result(self, per_view: np.ndarray, sex: str) -> Prediction:
+    def _result(self, per_view: np.ndarray, sex: Sex) -> Prediction:
         inf = self.recipe.inference
         value = aggregate(per_view, inf.aggregate, inf.percentile)
         return Prediction(bone_age_months=float(value), sex=sex,
@@ -148,7 +135,7 @@ class Predictor:
         stacks = [self.views(self._check_array(im)) for im in images]
         if not stacks:
             return []
-        male = np.concatenate([np.full(len(v), 1.0 if s == "M" else 0.0, np.float32)
+        male = np.concatenate([np.full(len(v), s.flag, np.float32)
                                for v, s in zip(stacks, settled)])
         months = self._run(np.concatenate(stacks), male)
         split = np.split(months, np.cumsum([len(v) for v in stacks])[:-1])

@@ -29,6 +29,7 @@ from pydicom.valuerep import DA, DSfloat
 
 from boneage.errors import InputError
 from boneage.io.image import ImageMetadata, LoadedImage, check_size
+from boneage.sex import Sex
 
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _AGE_RE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
@@ -221,7 +222,7 @@ def read_metadata(ds: Dataset) -> ImageMetadata:
         if study_date is not None:
             break
     return ImageMetadata(
-        sex=sex if sex in ("M", "F") else None,
+        sex=Sex(sex) if sex in ("M", "F") else None,
         birth_date=_parse_date(ds.get("PatientBirthDate")),
         study_date=study_date,
         patient_age_months=parse_age_months(ds.get("PatientAge")),

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from boneage.errors import InputError
+from boneage.sex import Sex
 
 #: Images with more pixels than this are refused (a 20000 x 20000 radiograph is already far
 #: beyond any detector; bigger inputs are almost certainly mistakes or decompression bombs).
@@ -53,8 +54,8 @@ class ImageMetadata:
     Patient fields are only filled from DICOM tags; raster formats leave them ``None``.
     """
 
-    sex: str | None = None
-    """``"M"`` or ``"F"`` when the file says so (DICOM PatientSex), else ``None``."""
+    sex: Sex | None = None
+    """``Sex.MALE`` / ``Sex.FEMALE`` when the file says so (DICOM PatientSex), else ``None``."""
     birth_date: datetime.date | None = None
     """DICOM PatientBirthDate."""
     study_date: datetime.date | None = None
