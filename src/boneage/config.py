@@ -80,6 +80,9 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
+    """The training budget and its randomness. ``device``, ``num_workers`` and ``amp`` say
+    where a run executes, not what it learns: resume accepts other values for them."""
+
     epochs: int = 10
     batch_size: int = 32
     early_stopping: int | None = None   # stop after this many epochs without val MAE improvement
@@ -92,6 +95,7 @@ class TrainConfig:
     # Before each validation, recompute BatchNorm statistics over this many training batches
     # (0: keep the running averages, which lag the weights under a high constant lr).
     bn_recalibration_batches: int = 0
+    sampler: str = "shuffle"       # shuffle | balanced (each 12-month age bin equally often)
 
 
 @dataclass
@@ -111,12 +115,20 @@ class InferenceConfig:
     tune_percentile: bool = False  # after training, pick the percentile minimising validation MAE
 
 
+#: Keys that say where and how a run executes rather than what the method is.
+RUN_SETTINGS: dict[str, tuple[str, ...]] = {
+    "data": ("root", "csv", "image_dir"),
+    "train": ("device", "num_workers", "amp"),
+}
+
+
 @dataclass
 class Recipe:
     """One runnable method: data → preprocessing → model → loss → training → inference."""
 
     name: str = "unnamed"
     description: str = ""
+    task: str = "regression"       # what the loop trains (boneage.engine.tasks.TASKS)
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: list[Any] = field(default_factory=list)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -138,6 +150,16 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def method_dict(self) -> dict[str, Any]:
+        """The recipe without its run settings (where the data lies, device, worker count,
+        mixed precision): what must match for a checkpoint to resume."""
+        d = self.to_dict()
+        for key in RUN_SETTINGS["data"]:
+            d["data"].pop(key)
+        for key in RUN_SETTINGS["train"]:
+            d["train"].pop(key)
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":

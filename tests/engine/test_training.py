@@ -189,7 +189,7 @@ class _BNOnly(torch.nn.Module):
 
 
 def test_recalibrate_batchnorm_sets_the_plain_average_of_batch_statistics():
-    from boneage.engine.trainer import recalibrate_batchnorm
+    from boneage.engine.tasks import recalibrate_batchnorm
 
     model = _BNOnly().eval()
     model.bn.running_mean.fill_(100.0)  # stale statistics, as after fast weight updates
@@ -222,3 +222,62 @@ def test_patch_recipe_learns_with_bn_recalibration(learn_folder, tmp_path):
         fit(synthetic_recipe(learn_folder, bn_recalibration_batches=-1), tmp_path / "bad",
             progress=False, log=lambda *_: None)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics(learn_folder, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    recipe = synthetic_recipe(learn_folder, epochs=4)
+    recipe.model.options["dropout"] = 0.3  # torch draws that a resume must repeat exactly
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump(recipe.to_dict()))
+    full = fit(recipe, tmp_path / "full", progress=False, log=lambda *_: None)
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "boneage", "train", str(cfg), "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 300
+        while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the second epoch
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (out / "checkpoint.pt").exists()
+    done = torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] + 1
+    assert done < 4, "the run finished before it could be killed"
+    resumed = fit(recipe, out, resume=True, progress=False, log=lambda *_: None)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(resumed.history, full.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=1e-4)
+
+
+def test_resume_accepts_a_moved_data_folder_and_other_run_settings(learn_folder, tmp_path):
+    import shutil
+
+    recipe = synthetic_recipe(learn_folder, epochs=2)
+    recipe.data.limit = 60
+    part = synthetic_recipe(learn_folder, epochs=2)
+    part.data.limit = 60
+    part.train.max_steps_per_epoch = None
+    fit(part, tmp_path / "run", progress=False, log=lambda *_: None)
+    ck_path = tmp_path / "run" / "checkpoint.pt"
+    ck = torch.load(ck_path, weights_only=False)
+    ck["epoch"] = 0
+    ck["history"] = ck["history"][:1]
+    torch.save(ck, ck_path)
+    moved = tmp_path / "moved"
+    shutil.copytree(learn_folder, moved)
+    recipe.data.root = str(moved)
+    recipe.train.num_workers = 1
+    resumed = fit(recipe, tmp_path / "run", resume=True, progress=False, log=lambda *_: None)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]

@@ -123,6 +123,10 @@ class ImageDataset(_Base):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def item_images(self) -> np.ndarray:
+        """The cache index of the image behind each item (for label-aware samplers)."""
+        return self.indices
+
     def __getitem__(self, i: int) -> dict:
         k = int(self.indices[i])
         return {"image": self._finish(self.cache.image(k), i), **self._labels(k)}
@@ -160,6 +164,10 @@ class PatchDataset(_Base):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def item_images(self) -> np.ndarray:
+        """The cache index of the image behind each item (for label-aware samplers)."""
+        return self.indices[np.asarray(self.pairs) // self.n]
 
     def __getitem__(self, i: int) -> dict:
         img_pos, patch = divmod(int(self.pairs[i]), self.n)

@@ -31,7 +31,9 @@ def check_recipe(recipe: Recipe) -> None:
     """Raise :class:`ConfigError` if any part of ``recipe`` cannot be built or run."""
     from boneage.data.datasets import canonical_pipeline, to_input_tensor
     from boneage.data.synthetic import make_radiograph
-    from boneage.engine.trainer import make_optimizer, make_scheduler
+    from boneage.engine.optim import make_optimizer, make_scheduler
+    from boneage.engine.sampling import SAMPLERS
+    from boneage.engine.tasks import TASKS
     from boneage.inference.aggregate import AGGREGATES
     from boneage.inference.modelfile import build_model, read_model_metadata
     from boneage.losses import create_loss
@@ -50,6 +52,8 @@ def check_recipe(recipe: Recipe) -> None:
     if not recipe.input_std > 0:
         raise ConfigError(f"input_std must be > 0, got {recipe.input_std}")
     AGGREGATES.get(recipe.inference.aggregate)
+    SAMPLERS.get(recipe.train.sampler)
+    TASKS.get(recipe.task)
     if not 0.0 <= recipe.inference.percentile <= 100.0:
         raise ConfigError(f"inference.percentile must be in [0, 100], got {recipe.inference.percentile}")
     if tc.init_from:

@@ -1,0 +1,265 @@
+"""Tasks: what is specific to one kind of model, behind the interface the one loop uses.
+
+The loop in :mod:`boneage.engine.trainer` knows nothing about bone ages, masks or
+discriminators. A :class:`Task` builds the networks, declares their named parameter groups
+(one optimiser per group set, rebuilt when a phase begins), turns a batch into named losses,
+evaluates into named metrics, says which metric to monitor and in which direction, and
+writes its model file. Bone-age regression is the first task; segmentation and GAN training
+plug in as further ``@TASKS.register`` classes without touching the loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from boneage.config import Recipe
+from boneage.data.labels import Sample
+from boneage.errors import InputError
+from boneage.registry import Registry
+
+TASKS: Registry = Registry("task")
+
+
+class Task:
+    """Base class of a training task; one instance per run."""
+
+    #: The evaluation metric that picks the best epoch, and whether lower or higher is better.
+    monitor: str = "val_loss"
+    mode: str = "min"
+
+    def __init__(self, recipe: Recipe, device: torch.device):
+        self.recipe = recipe
+        self.device = device
+
+    # -- data ------------------------------------------------------------------------------
+    def setup(self, samples: list[Sample], train_idx: np.ndarray, val_idx: np.ndarray,
+              progress: bool) -> Recipe:
+        """Read the data and fill in what training learns before the first step (e.g. target
+        scaling); returns the recipe as it will be stored."""
+        raise NotImplementedError
+
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        """The training dataset (with ``set_epoch``) the loop's sampler indexes."""
+        raise NotImplementedError
+
+    def sampler_labels(self) -> np.ndarray | None:
+        """One value per training item for label-aware samplers (bone age), or None."""
+        return None
+
+    # -- networks and optimisation ---------------------------------------------------------
+    def build_networks(self) -> dict[str, nn.Module]:
+        """The networks, by name (``model``; ``generator`` and ``discriminator``; ...)."""
+        raise NotImplementedError
+
+    def parameter_groups(self, networks: dict[str, nn.Module]) -> dict[str, list[dict]]:
+        """Named parameter groups per optimiser: ``{optimiser: [{"name", "params", ...}]}``.
+
+        Called again whenever :meth:`on_epoch_end` starts a new phase, so a task can freeze or
+        unfreeze parts and give groups their own learning rates.
+        """
+        return {name: [{"name": name, "params": [p for p in net.parameters() if p.requires_grad]}]
+                for name, net in networks.items()}
+
+    def training_losses(self, batch: dict, networks: dict[str, nn.Module]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield ``(optimiser name, loss)``; the loop steps that optimiser before asking for the
+        next (a GAN yields the discriminator's loss, then the generator's)."""
+        raise NotImplementedError
+
+    def evaluate(self, networks: dict[str, nn.Module]) -> dict[str, float]:
+        """Named validation metrics (must include :attr:`monitor` when there is validation data)."""
+        raise NotImplementedError
+
+    # -- hooks -----------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int, networks: dict[str, nn.Module]) -> None:
+        """Before the epoch's first step (0-based ``epoch``)."""
+
+    def on_epoch_end(self, epoch: int, history: list[dict], networks: dict[str, nn.Module]) -> bool:
+        """After validation; return True when a new phase begins (the loop rebuilds the
+        optimisers from :meth:`parameter_groups`)."""
+        return False
+
+    def state_dict(self) -> dict:
+        """Task state a resumed run needs (e.g. the current phase)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    # -- output ----------------------------------------------------------------------------
+    def save_model(self, path: Path, networks: dict[str, nn.Module], info: dict) -> None:
+        raise NotImplementedError
+
+    def finish(self, model_path: Path, out: Path) -> None:
+        """After training: reports on the best model (validation predictions, plots)."""
+
+
+def create_task(recipe: Recipe, device: torch.device) -> Task:
+    """The task a recipe names (``task: regression`` by default)."""
+    return TASKS.create(recipe.task, where="task", strict=False, recipe=recipe, device=device)
+
+
+def recalibrate_batchnorm(model: nn.Module, batches, device: torch.device) -> int:
+    """Replace every BatchNorm layer's running mean and variance by their plain average over
+    ``batches`` (dicts with ``image`` and ``sex``), as "precise BN" does; returns the count used.
+
+    The exponential running averages trail the weights by ~1/momentum steps; when the
+    weights move fast (from scratch, high constant learning rate) eval-mode predictions can
+    be far worse than the model is. Weights are untouched.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("recalibrate_batchnorm needs at least one batch")
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    used = 0
+    try:
+        with torch.no_grad():
+            for batch in itertools.chain([first], batches):
+                model(batch["image"].to(device), batch["sex"].to(device))
+                used += 1
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return used
+
+
+def prepare_recipe(recipe: Recipe, train_ages: np.ndarray) -> Recipe:
+    """A copy of the recipe with target scaling filled in from the training labels."""
+    recipe = copy.deepcopy(recipe)
+    if recipe.target.mean is None:
+        recipe.target.mean = float(np.mean(train_ages))
+    if recipe.target.std is None:
+        recipe.target.std = float(np.std(train_ages)) or 1.0
+    return recipe
+
+
+@TASKS.register("regression")
+class RegressionTask(Task):
+    """Bone age in months from an image and sex: one network, one loss, validation MAE."""
+
+    monitor = "val_mae"
+    mode = "min"
+
+    def setup(self, samples, train_idx, val_idx, progress):
+        from boneage.data.datasets import PreprocessedCache, training_dataset
+        from boneage.losses import create_loss
+
+        self.samples, self.train_idx, self.val_idx = samples, train_idx, val_idx
+        self.ages = np.array([s.boneage for s in samples], dtype=np.float64)
+        self.recipe = prepare_recipe(self.recipe, self.ages[train_idx])
+        self.cache = PreprocessedCache(samples, self.recipe, progress=progress)
+        self._train_ds = training_dataset(self.cache, train_idx, self.recipe, seed=self.recipe.train.seed)
+        self.loss_fn = create_loss(self.recipe.loss.name, **self.recipe.loss.options)
+        self.loss_fn.prepare(self.ages[train_idx])
+        return self.recipe
+
+    def train_dataset(self):
+        return self._train_ds
+
+    def sampler_labels(self):
+        ds = self._train_ds
+        return self.ages[ds.item_images()] if hasattr(ds, "item_images") else None
+
+    def build_networks(self):
+        from boneage.inference.modelfile import build_model
+
+        return {"model": build_model(self.recipe)}
+
+    def training_losses(self, batch, networks):
+        x = batch["image"].to(self.device, non_blocking=True)
+        use_amp = self.recipe.train.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, enabled=use_amp):
+            pred = networks["model"](x, batch["sex"].to(self.device))
+        yield "model", self.loss_fn(pred.float(), batch["target"].to(self.device), batch["age"].to(self.device))
+
+    def evaluate(self, networks):
+        from torch.utils.data import DataLoader
+
+        from boneage.inference.batch import predict_cached
+
+        model, tc = networks["model"], self.recipe.train
+        if tc.bn_recalibration_batches:
+            from boneage.engine.sampling import make_sampler
+
+            # A fixed draw per epoch, independent of the training order.
+            sampler = make_sampler("shuffle", len(self._train_ds), tc.seed + 500_009, self._epoch)
+            recal = DataLoader(self._train_ds, batch_size=tc.batch_size, sampler=sampler,
+                               num_workers=tc.num_workers)
+            recalibrate_batchnorm(model, itertools.islice(recal, tc.bn_recalibration_batches), self.device)
+        if not len(self.val_idx):
+            return {}
+        preds, _ = predict_cached(model, self.recipe, self.cache, self.val_idx, self.device, tc.batch_size)
+        true = self.ages[self.val_idx]
+        t = self.recipe.target
+        scaled = torch.tensor((preds - t.mean) / t.std, dtype=torch.float32)
+        target = torch.tensor((true - t.mean) / t.std, dtype=torch.float32)
+        return {"val_loss": float(self.loss_fn.validation_loss(scaled, target, torch.tensor(true))),
+                "val_mae": float(np.mean(np.abs(preds - true)))}
+
+    def on_epoch_start(self, epoch, networks):
+        self._epoch = epoch
+        self._train_ds.set_epoch(epoch)
+
+    def save_model(self, path, networks, info):
+        from boneage.inference.modelfile import save_model_file
+
+        # The held-back images by id: evaluate --holdout finds exactly them again.
+        info = {**info, "val_ids": [self.samples[i].id for i in self.val_idx]}
+        save_model_file(path, networks["model"], self.recipe, info=info)
+
+    def finish(self, model_path, out):
+        if len(self.val_idx):
+            _write_validation_report(model_path, self.cache, self.val_idx, self.samples, self.ages,
+                                     self.device, out)
+
+
+def _write_validation_report(model_path, cache, val_idx, samples, ages, device, out: Path):
+    """Validation predictions, summary and plots of the best model; tunes the percentile."""
+    from boneage.engine.trainer import write_csv
+    from boneage.evaluation import metrics, plots
+    from boneage.inference.aggregate import aggregate, tune_percentile
+    from boneage.inference.batch import predict_cached
+    from boneage.inference.modelfile import load_model_file, save_model_file
+
+    if not model_path.exists():
+        raise InputError("no model file was written", model_path)
+    model, recipe, info = load_model_file(model_path, device)
+    preds, per_view = predict_cached(model, recipe, cache, val_idx, device)
+    true = ages[val_idx]
+    by_aggregate = {m: float(np.mean(np.abs([aggregate(v, m) for v in per_view] - true)))
+                    for m in ("mean", "median")}
+    info["val_mae_by_aggregate"] = by_aggregate
+    if recipe.inference.tune_percentile:
+        q, mae_q = tune_percentile(per_view, true)
+        recipe.inference.aggregate, recipe.inference.percentile = "percentile", q
+        by_aggregate[f"percentile_{q:g}"] = mae_q
+        preds = np.array([aggregate(v, "percentile", q) for v in per_view])
+        info["val_mae"] = mae_q
+    save_model_file(model_path, model, recipe, info)
+    male = np.array([samples[i].male for i in val_idx])
+    write_csv(out / "val_predictions.csv", [
+        {"id": samples[i].id, "male": samples[i].male, "boneage": float(true[j]),
+         "predicted": round(float(preds[j]), 2), "spread": round(float(np.std(per_view[j])), 2)}
+        for j, i in enumerate(val_idx)])
+    summary = metrics.summarize(preds, true, male)
+    summary["mae_by_aggregate"] = by_aggregate
+    (out / "val_summary.json").write_text(json.dumps(summary, indent=2))
+    plots.plot_pred_vs_true(preds, true, out / "val_pred_vs_true.png", male=male)
+    plots.plot_bland_altman(preds, true, out / "val_bland_altman.png")
