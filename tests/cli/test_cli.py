@@ -120,6 +120,8 @@ def test_train_cli_writes_model_and_bad_config_is_one_line(cli, tmp_path, synthe
     assert code == 0, err
     assert (out / "model.safetensors").is_file() and (out / "training_curves.png").is_file()
     code, stdout, _ = cli("info", out / "model.safetensors")
+    assert code == 0 and "model        cli (small_cnn, regression)" in stdout and "validation   MAE" in stdout
+    code, stdout, _ = cli("info", out / "model.safetensors", "--json")
     info = json.loads(stdout)
     assert info["recipe"]["train"]["seed"] == 3 and info["recipe"]["target"]["mean"] > 0
     code, stdout, _ = cli("compare", out)

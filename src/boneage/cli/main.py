@@ -140,7 +140,7 @@ def cmd_train(args) -> int:
 
     recipe = load_recipe(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / recipe.name
-    fit(recipe, out, resume=args.resume, progress=not args.quiet)
+    fit(recipe, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     return 0
 
 
@@ -168,8 +168,14 @@ def cmd_models(args) -> int:
 def cmd_info(args) -> int:
     from boneage.inference import default_model_path, read_model_metadata
 
-    recipe, info = read_model_metadata(args.model or default_model_path())
-    _print_json({"recipe": recipe.to_dict(), "info": info})
+    from boneage.inference.modelfile import describe_model_file
+
+    path = Path(args.model) if args.model else default_model_path()
+    recipe, info = read_model_metadata(path)
+    if args.json:
+        _print_json({"recipe": recipe.to_dict(), "info": info})
+    else:
+        print(describe_model_file(path, recipe, info))
     return 0
 
 
@@ -300,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=5 data.root=/data")
     s.add_argument("--out", help="output folder (default runs/<recipe name>)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    s.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out folder that already holds a run or model file")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_train)
 
@@ -355,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("models", help="list the registered model architectures")
     s.set_defaults(func=cmd_models)
 
-    s = sub.add_parser("info", help="show the recipe and training facts stored in a model file")
+    s = sub.add_parser("info", help="what a model file is: name, hash, training data, validation MAE, date")
     s.add_argument("model", nargs="?", help="model file (default: the bundled model)")
+    s.add_argument("--json", action="store_true", help="the full stored recipe and training facts as JSON")
     s.set_defaults(func=cmd_info)
     return p
 

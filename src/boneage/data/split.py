@@ -22,12 +22,22 @@ def train_val_split(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[n
 
 
 def holdout_subset(samples: list, data_config, info: dict) -> list:
-    """The samples a model held back for validation, re-derived from its stored split.
+    """The samples a model held back for validation.
 
-    ``data_config`` is the model recipe's ``data`` section and ``info`` its stored training
-    facts (``n_train`` + ``n_val`` must equal ``len(samples)``: the same labelled folder).
+    Model files store the held-back ids (``info["val_ids"]``): exactly those are returned,
+    and a folder missing any of them is an error. Older files are re-derived from the stored
+    split (``data_config``: the recipe's ``data``; ``n_train`` + ``n_val`` must equal
+    ``len(samples)``, i.e. the same labelled folder).
     """
     from boneage.errors import InputError
+
+    if info.get("val_ids"):
+        by_id = {s.id: s for s in samples}
+        missing = [i for i in info["val_ids"] if i not in by_id]
+        if missing:
+            raise InputError(f"{len(missing)} of the model's {len(info['val_ids'])} held-back images are "
+                             f"not in this folder (first: {missing[0]}); give the folder it was trained on")
+        return [by_id[i] for i in info["val_ids"]]
 
     n_trained = info.get("n_train", 0) + info.get("n_val", 0)
     if len(samples) != n_trained:

@@ -1,12 +1,18 @@
 """Model files: safetensors weights with the full recipe embedded in the header metadata.
 
-One file alone rebuilds the model, its preprocessing and its target scaling, so it reproduces
-its predictions anywhere. Writing goes through a temporary file and ``os.replace`` so an
-interrupted save never leaves a truncated model behind.
+One file alone rebuilds the model, its preprocessing (including any network a
+preprocessing step needs, embedded beside the model's own tensors) and its target scaling,
+so it reproduces its predictions in any folder on any machine. The stored recipe holds no
+path of the training machine: where the training data lay and which file training started
+from are kept as names and hashes in the file's info. Writing goes through a temporary file
+and ``os.replace`` so an interrupted save never leaves a truncated model behind.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,34 +20,116 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from boneage import embedded
 from boneage.config import Recipe
-from boneage.errors import InputError
+from boneage.errors import BoneAgeError, InputError
 from boneage.fileutils import atomic_path, read_safetensors_metadata
 from boneage.models import create_model
+from boneage.registry import Registry
 
 FORMAT_VERSION = "1"
+#: Recipe sections whose steps may carry a network of their own.
+_STEP_SECTIONS = ("preprocess", "canonical")
+
+#: Builders of the networks a preprocessing step may need, by the step class's ``subnetwork``.
+SUBNETWORKS: Registry = Registry("sub-network")
+
+
+@SUBNETWORKS.register("hand_unet")
+def _hand_unet(**options) -> torch.nn.Module:
+    from boneage.segmentation.unet import HandUNet
+
+    return HandUNet(**options)
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, as hex: the identity of a model file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _embed_subnetworks(recipe: Recipe) -> tuple[Recipe, dict[str, torch.Tensor], dict[str, dict]]:
+    """A copy of ``recipe`` whose network-backed steps name embedded networks, their tensors
+    (keys ``<section>.<index>.<name>``) and what rebuilds them."""
+    from boneage.transforms import TRANSFORMS, build_transform
+
+    stored = copy.deepcopy(recipe)
+    tensors: dict[str, torch.Tensor] = {}
+    subnets: dict[str, dict] = {}
+    for section in _STEP_SECTIONS:
+        for i, step in enumerate(getattr(stored, section)):
+            if not isinstance(step, dict) or step.get("name") not in TRANSFORMS:
+                continue
+            kind = getattr(TRANSFORMS.get(step["name"]), "subnetwork", None)
+            if kind is None:
+                continue
+            net = build_transform(step).network()
+            key = f"{section}.{i}"
+            tensors.update({f"{key}.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
+            ref = embedded.register(net)
+            subnets[key] = {"kind": kind, "options": net.options(), "ref": ref}
+            step["weights"] = ref
+    return stored, tensors, subnets
+
+
+def _portable(recipe: Recipe, info: dict[str, Any]) -> tuple[Recipe, dict[str, Any]]:
+    """Move the training machine's paths out of the recipe into names (and hashes) in info."""
+    recipe, info = copy.deepcopy(recipe), dict(info)
+    d = recipe.data
+    where = d.root or d.csv or d.image_dir
+    if where and "training_data" not in info:
+        info["training_data"] = Path(str(where).rstrip("/")).name
+    d.root, d.csv, d.image_dir = "", None, None
+    if recipe.train.init_from:
+        path = Path(recipe.train.init_from)
+        if path.is_file() and "init_from" not in info:
+            info["init_from"] = {"file": path.name, "sha256": file_hash(path)}
+        recipe.train.init_from = None
+    return recipe, info
 
 
 def save_model_file(path: str | Path, model: torch.nn.Module, recipe: Recipe,
                     info: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s weights and ``recipe`` (plus free-form ``info``) to one file."""
+    """Write ``model``'s weights, ``recipe`` and free-form ``info`` to one file, embedding
+    the networks the recipe's steps need and leaving no path of this machine in it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    stored, extra, subnets = _embed_subnetworks(recipe)
+    stored, info = _portable(stored, info or {})
+    info.setdefault("date", datetime.date.today().isoformat())
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    clash = sorted(set(tensors) & set(extra))
+    if clash:  # pragma: no cover - model keys never start with a recipe section name
+        raise RuntimeError(f"model tensors clash with embedded networks: {clash[:3]}")
+    tensors.update(extra)
     meta = {"boneage_format": FORMAT_VERSION,
-            "recipe": json.dumps(recipe.to_dict()),
-            "info": json.dumps(info or {})}
+            "recipe": json.dumps(stored.to_dict()),
+            "info": json.dumps(info),
+            "subnetworks": json.dumps(subnets)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
-def read_model_metadata(path: str | Path) -> tuple[Recipe, dict[str, Any]]:
-    """The recipe and info stored in a model file, without loading the weights."""
+def _metadata(path: str | Path) -> dict[str, str]:
     meta = read_safetensors_metadata(path, "model file")
     if meta.get("boneage_format") != FORMAT_VERSION or "recipe" not in meta:
         raise InputError("not a boneage model file (no embedded recipe)", path)
-    return Recipe.from_dict(json.loads(meta["recipe"])), json.loads(meta.get("info", "{}"))
+    return meta
+
+
+def read_model_metadata(path: str | Path) -> tuple[Recipe, dict[str, Any]]:
+    """The recipe and info stored in a model file, without loading the weights."""
+    meta = _metadata(path)
+    try:
+        recipe = Recipe.from_dict(json.loads(meta["recipe"]))
+        info = json.loads(meta.get("info", "{}"))
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"broken model metadata: {str(exc).splitlines()[0]}", path) from None
+    return recipe, info
 
 
 def build_model(recipe: Recipe, **extra) -> torch.nn.Module:
@@ -52,14 +140,69 @@ def build_model(recipe: Recipe, **extra) -> torch.nn.Module:
     return create_model(recipe.model.name, **options)
 
 
+def _load_subnetworks(path: Path, state: dict[str, torch.Tensor], subnets: dict[str, dict]) -> None:
+    for key, spec in subnets.items():
+        prefix = key + "."
+        own = {k[len(prefix):]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+        try:
+            net = SUBNETWORKS.create(spec["kind"], where=f"embedded network {key}", **spec["options"])
+            net.load_state_dict(own)
+        except (RuntimeError, KeyError, TypeError, BoneAgeError) as exc:
+            raise InputError(f"embedded network {key} does not fit its description "
+                             f"({str(exc).splitlines()[0]})", path) from None
+        ref = embedded.register(net.eval())
+        if ref != spec["ref"]:
+            raise InputError(f"embedded network {key} is damaged (its weights do not match their hash)", path)
+
+
 def load_model_file(path: str | Path, device: str | torch.device = "cpu"
                     ) -> tuple[torch.nn.Module, Recipe, dict[str, Any]]:
-    """Rebuild the model from a file: ``(model in eval mode, recipe, info)``."""
+    """Rebuild the model from a file: ``(model in eval mode, recipe, info)``.
+
+    ``info`` gains ``model_sha256``, the hash of the file's bytes (the model's identity).
+    """
+    path = Path(path)
     recipe, info = read_model_metadata(path)
+    subnets = json.loads(_metadata(path).get("subnetworks", "{}"))
     # Pretrained initialisation is pointless (and may need a file) when weights follow.
     model = build_model(recipe, **({"pretrained": None} if "pretrained" in recipe.model.options else {}))
-    state = load_file(str(path), device="cpu")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise InputError(f"cannot read the weights: {str(exc).splitlines()[0]}", path) from None
+    _load_subnetworks(path, state, subnets)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise InputError(f"weights do not fit the recipe's model ({str(exc).splitlines()[1:2] or exc})", path) from None
     if missing or unexpected:
         raise InputError(f"weights do not match the recipe's model (missing {missing[:3]}, unexpected {unexpected[:3]})", path)
+    info = {**info, "model_sha256": file_hash(path)}
     return model.to(device).eval(), recipe, info
+
+
+def describe_model_file(path: str | Path, recipe: Recipe, info: dict[str, Any]) -> str:
+    """A few readable lines about a model file (``boneage info``)."""
+    import os
+
+    path = Path(path)
+    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(path)).strftime("%Y-%m-%d")
+    lines = [f"model        {recipe.name} ({recipe.model.name}, {recipe.task})",
+             f"file         {path} ({path.stat().st_size / 2**20:.1f} MB, sha256 {file_hash(path)[:16]})",
+             f"written      {info.get('date', mtime)}"]
+    data = info.get("training_data")
+    if data or "n_train" in info:
+        lines.append(f"trained on   {data or '?'}: {info.get('n_train', '?')} images, "
+                     f"{info.get('n_val', '?')} held back")
+    if info.get("val_mae") is not None:
+        lines.append(f"validation   MAE {info['val_mae']:.2f} months (best epoch {info.get('epoch', '?')})")
+    if info.get("init_from"):
+        lines.append(f"started from {info['init_from'].get('file')} (sha256 {info['init_from'].get('sha256', '')[:16]})")
+    inf = recipe.inference
+    views = 1 + len(inf.tta_angles)
+    lines.append(f"inference    {views * (2 if inf.flip_tta else 1)} view(s), {inf.aggregate}; "
+                 f"sex {'used' if recipe.model.options.get('sex_units', 1) else 'not used'}")
+    if recipe.description:
+        lines.append(f"about        {' '.join(recipe.description.split())}")
+    lines.append("(boneage info --json prints the full recipe)")
+    return "\n".join(lines)

@@ -26,12 +26,15 @@ def default_model_path() -> Path:
 
 @dataclass
 class Prediction:
-    """A bone age estimate: the aggregated value and the spread of the views behind it."""
+    """A bone age estimate: the aggregated value, the spread of the views behind it, and
+    which model made it (name and the first 16 hex digits of the model file's SHA-256)."""
 
     bone_age_months: float
     sex: Sex
     spread_months: float     # standard deviation over patches / flips (0 for one view)
     n_views: int
+    model_name: str = ""
+    model_hash: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,7 +121,8 @@ class Predictor:
         inf = self.recipe.inference
         value = aggregate(per_view, inf.aggregate, inf.percentile)
         return Prediction(bone_age_months=float(value), sex=sex,
-                          spread_months=float(per_view.std()), n_views=int(per_view.size))
+                          spread_months=float(per_view.std()), n_views=int(per_view.size),
+                          model_name=self.recipe.name, model_hash=self.info.get("model_sha256", "")[:16])
 
     def predict(self, image: np.ndarray, sex: str | bool | None) -> Prediction:
         """Bone age of one radiograph given as a 2-D float array in [0, 1]."""

@@ -513,32 +513,46 @@ class ConvexHullCrop(Transform):
 
 @TRANSFORMS.register("unet_crop")
 class UNetCrop(Transform):
-    """Crop to the hand mask of a trained hand U-Net (U+S+I), stored at ``weights``.
+    """Crop to the hand mask of a trained hand U-Net (U+S+I).
 
-    The file must exist when the transform is built (a recipe naming a missing file fails
-    before any training starts); the network itself is loaded on first use, once, so building
-    a pipeline stays cheap and worker processes each load their own copy.
+    ``weights`` is a U-Net file (which must exist when the transform is built, so a recipe
+    naming a missing file fails before any training starts), or the ``"sha256:..."``
+    reference of a U-Net embedded in a loaded model file. A file is loaded on first use,
+    once, so building a pipeline stays cheap and worker processes each load their own copy.
     """
+
+    #: The kind of network this step needs; model files embed it (boneage.inference.modelfile).
+    subnetwork = "hand_unet"
 
     def __init__(self, weights: str, margin: float = 0.02):
         from pathlib import Path
 
+        from boneage import embedded
+
         if not margin >= 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
-        if not Path(weights).is_file():
-            raise ConfigError(f"U-Net weights file not found: {weights}")
         self.weights, self.margin = str(weights), margin
         self._model = None
+        if embedded.is_reference(weights):
+            self._model = embedded.resolve(weights)
+        elif not Path(weights).is_file():
+            raise ConfigError(f"U-Net weights file not found: {weights}")
 
-    def __call__(self, image, rng=None):
+    def network(self):
+        """The U-Net itself (loaded from its file on first use)."""
         from boneage.errors import BoneAgeError
-        from boneage.segmentation.unet import load_hand_unet, unet_crop
+        from boneage.segmentation.unet import load_hand_unet
 
         if self._model is None:
             try:
                 self._model = load_hand_unet(self.weights)
             except BoneAgeError as exc:
                 raise ConfigError(f"cannot load U-Net weights {self.weights}: {exc}") from exc
-        return unet_crop(self._model, image, margin=self.margin)
+        return self._model
+
+    def __call__(self, image, rng=None):
+        from boneage.segmentation.unet import unet_crop
+
+        return unet_crop(self.network(), image, margin=self.margin)
 
 
