@@ -4,7 +4,7 @@ import torch
 
 from boneage.config import Recipe
 from boneage.data import load_samples
-from boneage.data.datasets import ImageDataset, PatchDataset, PreprocessedCache, ViewsDataset, collate_views
+from boneage.data.datasets import ImageDataset, PatchDataset, PreprocessedCache
 from boneage.transforms import extract_patches
 
 
@@ -67,10 +67,22 @@ def test_augmented_items_reproducible_and_in_range(cache):
         assert 0.0 <= a[i]["image"].min() and a[i]["image"].max() <= 1.0
 
 
-def test_views_and_collate(cache):
-    r = recipe(patches={"n": 4, "size": 30})
-    r.inference.flip_tta = True
-    ds = ViewsDataset(cache, [0, 1, 2], r)
-    batch = collate_views([ds[0], ds[1], ds[2]])
-    assert batch["views"].shape == (24, 1, 30, 30)
-    assert batch["counts"].tolist() == [8, 8, 8]
+
+
+def test_cached_evaluation_goes_through_the_predictor(cache):
+    from boneage.inference import Predictor
+    from boneage.inference.batch import predict_cached
+    from boneage.models import create_model
+
+    r = recipe(patches={"n": 4, "size": 30}, inference={"aggregate": "median", "flip_tta": True,
+                                                       "tta_angles": [4.0]})
+    torch.manual_seed(0)
+    model = create_model("small_cnn", width=4, stages=2, in_chans=1).train()
+    preds, per_view = predict_cached(model, r, cache, [0, 1, 2], batch_size=7)
+    assert model.training  # mode restored
+    p = Predictor(model, r)
+    for k, pred, views in zip([0, 1, 2], preds, per_view):
+        assert views.shape == (16,)
+        one = p.per_view_preprocessed([cache.image(k)], [cache.samples[k].sex])[0]
+        np.testing.assert_allclose(views, one, atol=1e-4)
+        assert pred == pytest.approx(float(np.median(one)), abs=1e-4)

@@ -145,3 +145,17 @@ def test_explain_cli_requires_out(capsys, tmp_path):
         main(["explain", str(tmp_path / "x.png"), "--sex", "M"])
     assert exc.value.code == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_explain_puts_rotated_test_time_views_back_in_place():
+    image = np.full((48, 48), 0.1, np.float32)
+    image[8:18, 28:40] = 1.0
+    recipe = Recipe.from_dict({"preprocess": [], "inference": {"tta_angles": [-10.0, 10.0], "flip_tta": True},
+                               "target": {"mean": 100.0, "std": 10.0}})
+    predictor = Predictor(toy_model(torch.ones(1, 1, 1, 1)), recipe)
+    pred, heat, _ = explain_image(predictor, image, "M")
+    assert pred.n_views == 6
+    # Identity backbone: each view's map is the view; mapped back, the bright block stays put.
+    assert heat[10:16, 30:38].mean() > 0.9
+    assert heat[30:, :20].max() < 0.2
+    assert np.corrcoef(heat.ravel(), image.ravel())[0, 1] > 0.95

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from boneage.config import Recipe
 from boneage.data.labels import Sample
 from boneage.errors import ConfigError
-from boneage.transforms import Transform, build_pipeline, make_views, patch_grid
+from boneage.transforms import Transform, build_pipeline, patch_grid
 
 
 def to_input_tensor(arr: np.ndarray, recipe: Recipe) -> torch.Tensor:
@@ -175,33 +175,6 @@ class PatchDataset(_Base):
         r, c = self.corners[patch]
         img = self.cache.image(k)[r:r + self.size, c:c + self.size]
         return {"image": self._finish(img, i), **self._labels(k)}
-
-
-class ViewsDataset(_Base):
-    """All inference views of each image (patches × flips), for evaluation with aggregation."""
-
-    def __init__(self, cache, indices, recipe):
-        super().__init__(cache, indices, recipe, augment=False, seed=0)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> dict:
-        k = int(self.indices[i])
-        p = self.recipe.patches
-        views = make_views(self.cache.image(k), (p.n, p.size) if p else None,
-                           self.recipe.inference.flip_tta, self.recipe.inference.tta_angles,
-                           self.canonical)
-        return {"views": self._tensor(views), **self._labels(k)}
-
-
-def collate_views(batch: list[dict]) -> dict:
-    """Stack views of several images into one batch and remember which image each came from."""
-    views = torch.cat([b["views"] for b in batch])
-    counts = torch.tensor([b["views"].shape[0] for b in batch])
-    out = {k: torch.stack([b[k] for b in batch]) for k in ("sex", "age", "target", "index")}
-    out.update(views=views, counts=counts)
-    return out
 
 
 def training_dataset(cache, indices, recipe, seed) -> Dataset:

@@ -32,7 +32,6 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from boneage.evaluation.plots import _new_figure, _save
-from boneage.transforms import extract_patches, patch_grid
 
 __all__ = ["grad_cam", "explain_image", "overlay_heatmap"]
 
@@ -117,11 +116,12 @@ def grad_cam(model: torch.nn.Module, x: torch.Tensor, sex=None) -> np.ndarray:
 
 
 def explain_image(predictor, image: np.ndarray, sex):
-    """Predict one radiograph and compute its Grad-CAM heat map.
+    """Predict one radiograph and compute its Grad-CAM heat map over the views it predicts from.
 
-    Patch recipes get one map per patch, averaged into the full image over the patch
-    grid (pixels covered by several patches get the mean of their maps). Flipped TTA views
-    are left out of the map: they mirror the same evidence.
+    Every view the Predictor uses (patches, rotated and mirrored test-time views) gets its
+    map, which is put back where the view came from (mirrored back, rotated back, resized to
+    its patch); overlapping maps are averaged. So the map explains the same views, with the
+    same canonical preparation, as the prediction it is shown with.
 
     Args:
         predictor: a :class:`boneage.inference.Predictor`.
@@ -133,33 +133,43 @@ def explain_image(predictor, image: np.ndarray, sex):
         a float32 heat map in [0, 1] and the preprocessed image it lies on, both at the
         preprocessed image's size.
     """
+    from boneage.transforms import functional as TF_
+    from boneage.transforms import view_layout
+
     prediction = predictor.predict(image, sex)  # also validates sex and image shape
     recipe = predictor.recipe
     pre = predictor.preprocess(image)
-    h, w = pre.shape
-    if recipe.patches:
-        n, size = recipe.patches.n, recipe.patches.size
-        corners = patch_grid((h, w), n, size)
-        views = extract_patches(pre, n, size)
-    else:
-        corners, views = [(0, 0)], pre[None]
-    size_of = [v.shape for v in views]
-    if predictor._canonical is not None:
-        views = np.stack([predictor._canonical(v) for v in views])
-    male = prediction.sex.flag
+    views = predictor.views_of_preprocessed(pre)
+    layout = view_layout(pre.shape, (recipe.patches.n, recipe.patches.size) if recipe.patches else None,
+                         recipe.inference.flip_tta, recipe.inference.tta_angles)
     maps = []
     for i in range(0, len(views), predictor.batch_size):
-        x = predictor._to_input(views[i:i + predictor.batch_size]).to(predictor.device)
-        maps.append(_raw_cams(predictor.model, x, male).cpu().numpy())
+        x = predictor.to_input(views[i:i + predictor.batch_size])
+        maps.append(_raw_cams(predictor.model, x, prediction.sex.flag).cpu().numpy())
     maps = np.concatenate(maps)
-    total = np.zeros((h, w), dtype=np.float64)
-    count = np.zeros((h, w), dtype=np.float64)
-    for (r, c), m, (ph, pw) in zip(corners, maps, size_of):
+    h, w = pre.shape
+    by_angle: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    for spec, m in zip(layout, maps):
+        if spec["flipped"]:
+            m = m[:, ::-1]
+        r, c, ph, pw = spec["box"]
         if m.shape != (ph, pw):  # the canonical preparation resized the view
-            m = cv2.resize(m, (pw, ph), interpolation=cv2.INTER_LINEAR)
+            m = cv2.resize(np.ascontiguousarray(m), (pw, ph), interpolation=cv2.INTER_LINEAR)
+        total, count = by_angle.setdefault(spec["angle"], (np.zeros((h, w)), np.zeros((h, w))))
         total[r:r + ph, c:c + pw] += m
         count[r:r + ph, c:c + pw] += 1
-    heat = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    heat_sum = np.zeros((h, w))
+    weight = np.zeros((h, w))
+    for angle, (total, count) in by_angle.items():
+        mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        cover = (count > 0).astype(np.float32)
+        if angle:
+            # Rotate the map back onto the unrotated image; corners the view never saw get no weight.
+            mean = TF_.rotate(mean.astype(np.float32), -angle)
+            cover = TF_.rotate(cover, -angle)
+        heat_sum += mean * cover
+        weight += cover
+    heat = np.divide(heat_sum, weight, out=np.zeros_like(heat_sum), where=weight > 1e-6)
     return prediction, _normalise(heat), pre
 
 

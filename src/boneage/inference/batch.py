@@ -1,4 +1,8 @@
-"""Batched prediction over many cached images (validation, ``boneage evaluate``)."""
+"""Prediction over many cached, preprocessed images (validation, ``boneage evaluate``).
+
+It goes through the same :class:`~boneage.inference.Predictor` as single images, so views,
+test-time augmentation, de-scaling and aggregation cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +10,37 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from boneage.config import Recipe
-from boneage.inference.aggregate import aggregate
+
+#: Images per forward batch group (their views are batched together).
+IMAGES_PER_CHUNK = 64
 
 
-@torch.no_grad()
 def predict_cached(model: torch.nn.Module, recipe: Recipe, cache, indices: Sequence[int],
                    device: str | torch.device = "cpu", batch_size: int = 32,
-                   progress: bool = False, num_workers: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+                   progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
     """Aggregated bone age (months) per image and the per-view predictions behind each.
 
-    ``cache`` is a :class:`boneage.data.datasets.PreprocessedCache`; views and aggregation
-    follow the recipe exactly as :class:`~boneage.inference.Predictor` does for one image.
+    ``cache`` is a :class:`boneage.data.datasets.PreprocessedCache`. The model's train/eval
+    mode is restored afterwards.
     """
-    from boneage.data.datasets import ViewsDataset, collate_views
+    from boneage.inference.predictor import Predictor
 
-    ds = ViewsDataset(cache, indices, recipe)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_views,
-                        num_workers=num_workers)
+    indices = [int(i) for i in indices]
+    was_training = model.training
+    predictor = Predictor(model, recipe, device=str(device), batch_size=batch_size)
+    starts = range(0, len(indices), IMAGES_PER_CHUNK)
     if progress:
         from tqdm import tqdm
-        loader = tqdm(loader, desc="predict", unit="batch", leave=False, disable=None)
-    was_training = model.training
-    model.eval()
-    t = recipe.target
+        starts = tqdm(starts, desc="predict", unit="chunk", leave=False, disable=None)
     per_view: list[np.ndarray] = []
-    for batch in loader:
-        x = batch["views"].to(device, non_blocking=True)
-        sex = torch.repeat_interleave(batch["sex"], batch["counts"]).to(device)
-        scaled = model(x, sex).float().cpu().numpy()
-        months = scaled * t.std + t.mean
-        per_view.extend(np.split(months, np.cumsum(batch["counts"].numpy())[:-1]))
-    model.train(was_training)
-    inf = recipe.inference
-    preds = np.array([aggregate(v, inf.aggregate, inf.percentile) for v in per_view])
+    try:
+        for start in starts:
+            chunk = indices[start:start + IMAGES_PER_CHUNK]
+            per_view.extend(predictor.per_view_preprocessed(
+                [cache.image(k) for k in chunk], [cache.samples[k].sex for k in chunk]))
+    finally:
+        model.train(was_training)
+    preds = np.array([predictor.aggregate(v) for v in per_view])
     return preds, per_view

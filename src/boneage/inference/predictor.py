@@ -74,24 +74,29 @@ class Predictor:
         """The recipe's deterministic preprocessing of a [0, 1] image."""
         return self._pre(np.asarray(image, dtype=np.float32))
 
-    def _to_input(self, views: np.ndarray) -> torch.Tensor:
+    def to_input(self, views: np.ndarray) -> torch.Tensor:
+        """Network input tensor (N, C, h, w) from views in [0, 1], on the predictor's device."""
         from boneage.data.datasets import to_input_tensor
 
-        return to_input_tensor(views, self.recipe)
+        return to_input_tensor(views, self.recipe).to(self.device)
+
+    def views_of_preprocessed(self, preprocessed: np.ndarray) -> np.ndarray:
+        """Every view the model sees of an already preprocessed image (patches, TTA
+        rotations, flips), after the canonical preparation, shape (V, h, w)."""
+        r = self.recipe
+        return make_views(preprocessed, (r.patches.n, r.patches.size) if r.patches else None,
+                          r.inference.flip_tta, r.inference.tta_angles, self._canonical)
 
     def views(self, image: np.ndarray) -> np.ndarray:
-        """Every view the model sees of a raw [0, 1] image (patches, TTA rotations, flips),
-        after the recipe's preprocessing and canonical preparation, shape (V, h, w)."""
-        r = self.recipe
-        return make_views(self.preprocess(image), (r.patches.n, r.patches.size) if r.patches else None,
-                          r.inference.flip_tta, r.inference.tta_angles, self._canonical)
+        """Every view the model sees of a raw [0, 1] image, shape (V, h, w)."""
+        return self.views_of_preprocessed(self.preprocess(image))
 
     @torch.no_grad()
     def _run(self, views: np.ndarray, male: np.ndarray) -> np.ndarray:
         """Bone age in months for a stack of views with one sex flag (1 = male) per view."""
         out = []
         for i in range(0, len(views), self.batch_size):
-            x = self._to_input(views[i:i + self.batch_size]).to(self.device)
+            x = self.to_input(views[i:i + self.batch_size])
             s = torch.as_tensor(male[i:i + self.batch_size], dtype=torch.float32, device=self.device)
             out.append(self.model(x, s).float().cpu().numpy())
         t = self.recipe.target
@@ -118,8 +123,7 @@ class Predictor:
         return image
 
     def _result(self, per_view: np.ndarray, sex: Sex) -> Prediction:
-        inf = self.recipe.inference
-        value = aggregate(per_view, inf.aggregate, inf.percentile)
+        value = self.aggregate(per_view)
         return Prediction(bone_age_months=float(value), sex=sex,
                           spread_months=float(per_view.std()), n_views=int(per_view.size),
                           model_name=self.recipe.name, model_hash=self.info.get("model_sha256", "")[:16])
@@ -136,11 +140,21 @@ class Predictor:
         if len(images) != len(sexes):
             raise InputError(f"got {len(images)} images but {len(sexes)} sexes")
         settled = [self._settle_sex(s) for s in sexes]
-        stacks = [self.views(self._check_array(im)) for im in images]
+        per_view = self.per_view_preprocessed([self.preprocess(self._check_array(im)) for im in images], settled)
+        return [self._result(m, s) for m, s in zip(per_view, settled)]
+
+    def per_view_preprocessed(self, preprocessed, sexes) -> list[np.ndarray]:
+        """Bone age in months of every view of each already preprocessed image (what
+        validation and batch evaluation use on their cached images)."""
+        settled = [self._settle_sex(s) for s in sexes]
+        stacks = [self.views_of_preprocessed(p) for p in preprocessed]
         if not stacks:
             return []
-        male = np.concatenate([np.full(len(v), s.flag, np.float32)
-                               for v, s in zip(stacks, settled)])
+        male = np.concatenate([np.full(len(v), s.flag, np.float32) for v, s in zip(stacks, settled)])
         months = self._run(np.concatenate(stacks), male)
-        split = np.split(months, np.cumsum([len(v) for v in stacks])[:-1])
-        return [self._result(m, s) for m, s in zip(split, settled)]
+        return np.split(months, np.cumsum([len(v) for v in stacks])[:-1])
+
+    def aggregate(self, per_view: np.ndarray) -> float:
+        """One bone age from the per-view estimates, as the recipe says."""
+        inf = self.recipe.inference
+        return aggregate(per_view, inf.aggregate, inf.percentile)

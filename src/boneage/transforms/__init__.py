@@ -6,11 +6,11 @@ from boneage.transforms.classes import (
     RandGaussianBlur, RandHFlip, RandRotate, RandVFlip, RandZoom, Resize, Standardize, Transform,
     build_pipeline, build_transform,
 )
-from boneage.transforms.functional import extract_patches, make_views, patch_grid
+from boneage.transforms.functional import extract_patches, make_views, patch_grid, view_layout
 
 __all__ = [
     "functional", "Transform", "Compose", "OneOf", "Identity", "CropFractions", "Resize", "CLAHE",
     "NormalizeMinMax", "Standardize", "HFlip", "RandHFlip", "RandVFlip", "RandRotate",
     "RandGaussianBlur", "RandZoom", "TRANSFORMS", "build_transform", "build_pipeline",
-    "patch_grid", "extract_patches", "make_views",
+    "patch_grid", "extract_patches", "make_views", "view_layout",
 ]

@@ -411,3 +411,18 @@ def make_views(image: np.ndarray, patches: tuple[int, int] | None = None,
     if flip:
         views = np.concatenate([views, views[:, :, ::-1]], axis=0)
     return np.ascontiguousarray(views, dtype=np.float32)
+
+
+def view_layout(shape: Sequence[int], patches: tuple[int, int] | None = None, flip: bool = False,
+                angles: Sequence[float] = ()) -> list[dict]:
+    """Where each view of :func:`make_views` comes from, in the same order.
+
+    Each entry has ``angle`` (the image was rotated by it first, 0 for the original), ``box``
+    ``(row, col, height, width)`` in that (rotated) image and ``flipped``. Explanations use it
+    to put per-view maps back onto the image.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    boxes = ([(r, c, patches[1], patches[1]) for r, c in patch_grid((h, w), *patches)]
+             if patches else [(0, 0, h, w)])
+    base = [{"angle": float(a), "box": b, "flipped": False} for a in [0.0, *angles] for b in boxes]
+    return base + ([{**v, "flipped": True} for v in base] if flip else [])
