@@ -24,29 +24,16 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, sort_keys=False), flush=True)
 
 
-def _read_with_sex(path, sex_arg, predictor):
-    """Read an image and settle the sex: the option, else the file's tag, else an error."""
-    from boneage.io import read_image
-
-    loaded = read_image(path)
-    sex = sex_arg or loaded.metadata.sex
-    if sex is None and predictor.uses_sex:
-        raise InputError("sex is unknown (no --sex given and the file has no sex tag); "
-                         "pass --sex M or --sex F", path)
-    return loaded, sex
-
-
 def cmd_predict(args) -> int:
-    from boneage.inference import Predictor
+    from boneage import api
     from boneage.sex import Sex
 
     sex_arg = Sex.parse_optional(args.sex)
-    predictor = Predictor.from_file(args.model)
+    predictor = api.load_predictor(args.model)
     failures = 0
     for path in args.images:
         try:
-            loaded, sex = _read_with_sex(path, sex_arg, predictor)
-            result = predictor.predict(loaded.pixels, sex)
+            result = api.predict(path, sex_arg, model=predictor)
         except BoneAgeError as exc:
             failures += 1
             print(f"boneage: error: {exc}", file=sys.stderr)
@@ -62,35 +49,11 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from boneage.data.datasets import PreprocessedCache
-    from boneage.data.labels import load_samples
-    from boneage.evaluation import metrics, plots
-    from boneage.inference import Predictor
-    from boneage.inference.batch import predict_cached
-    import numpy as np
+    from boneage import api
+    from boneage.evaluation import metrics
 
-    predictor = Predictor.from_file(args.model)
-    samples = load_samples(args.data_dir, args.csv, args.images,
-                           predictor.recipe.data.limit if args.holdout else args.limit)
-    if args.holdout:
-        samples = _holdout(samples, predictor)
-    cache = PreprocessedCache(samples, predictor.recipe, progress=not args.quiet)
-    preds, _ = predict_cached(predictor.model, predictor.recipe, cache, range(len(samples)),
-                              predictor.device, progress=not args.quiet)
-    true = np.array([s.boneage for s in samples])
-    male = np.array([s.male for s in samples])
-    summary = metrics.summarize(preds, true, male)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "predictions.csv", "w") as fh:
-            fh.write("id,male,boneage,predicted\n")
-            for s, p in zip(samples, preds):
-                fh.write(f"{s.id},{s.male},{s.boneage},{p:.2f}\n")
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        plots.plot_pred_vs_true(preds, true, out / "pred_vs_true.png", male=male)
-        plots.plot_bland_altman(preds, true, out / "bland_altman.png")
-        plots.plot_error_by_age_bin(preds, true, out / "error_by_age_bin.png", male=male)
+    summary = api.evaluate(args.data_dir, csv=args.csv, images=args.images, model=args.model,
+                           holdout=args.holdout, limit=args.limit, out=args.out, progress=not args.quiet)
     if args.json:
         _print_json(summary)
     else:
@@ -199,8 +162,7 @@ def cmd_complexity(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from boneage.evaluation.gradcam import explain_image, overlay_heatmap
-    from boneage.inference import Predictor
+    from boneage import api
     from boneage.sex import Sex
 
     out = Path(args.out)
@@ -209,13 +171,8 @@ def cmd_explain(args) -> int:
     if out.is_dir():
         raise InputError("is a directory; give --out a .png file name", out)
     refuse_overwrite(out, args.force)
-    sex_arg = Sex.parse_optional(args.sex)
-    predictor = Predictor.from_file(args.model)
-    loaded, sex = _read_with_sex(args.image, sex_arg, predictor)
-    result, heat, pre = explain_image(predictor, loaded.pixels, sex)
+    result, _, _ = api.explain(args.image, Sex.parse_optional(args.sex), model=args.model, out=out)
     months = result.bone_age_months
-    overlay_heatmap(pre, heat, out, title=f"{Path(args.image).name}: bone age {months:.1f} months "
-                                          f"({months / 12:.1f} years), sex {result.sex}")
     print(f"{args.image}: bone age {months:.1f} months ({months / 12:.1f} years), "
           f"sex {result.sex}; heat map: {out}")
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -232,8 +231,7 @@ class RegressionTask(Task):
 
 def _write_validation_report(model_path, cache, val_idx, samples, ages, device, out: Path):
     """Validation predictions, summary and plots of the best model; tunes the percentile."""
-    from boneage.engine.trainer import write_csv
-    from boneage.evaluation import metrics, plots
+    from boneage.evaluation.report import write_prediction_report
     from boneage.inference.aggregate import aggregate, tune_percentile
     from boneage.inference.batch import predict_cached
     from boneage.inference.modelfile import load_model_file, save_model_file
@@ -253,13 +251,6 @@ def _write_validation_report(model_path, cache, val_idx, samples, ages, device, 
         preds = np.array([aggregate(v, "percentile", q) for v in per_view])
         info["val_mae"] = mae_q
     save_model_file(model_path, model, recipe, info)
-    male = np.array([samples[i].male for i in val_idx])
-    write_csv(out / "val_predictions.csv", [
-        {"id": samples[i].id, "male": samples[i].male, "boneage": float(true[j]),
-         "predicted": round(float(preds[j]), 2), "spread": round(float(np.std(per_view[j])), 2)}
-        for j, i in enumerate(val_idx)])
-    summary = metrics.summarize(preds, true, male)
-    summary["mae_by_aggregate"] = by_aggregate
-    (out / "val_summary.json").write_text(json.dumps(summary, indent=2))
-    plots.plot_pred_vs_true(preds, true, out / "val_pred_vs_true.png", male=male)
-    plots.plot_bland_altman(preds, true, out / "val_bland_altman.png")
+    write_prediction_report(out, [samples[i] for i in val_idx], preds, prefix="val_",
+                            spreads=[float(np.std(v)) for v in per_view],
+                            extra={"mae_by_aggregate": by_aggregate})

@@ -1,0 +1,126 @@
+"""The Python API: what the ``boneage`` commands do, as functions.
+
+>>> from boneage import api
+>>> result = api.predict("hand.dcm")                 # sex from the DICOM tag
+>>> result = api.predict("hand.png", sex="F")
+>>> summary = api.evaluate("data/rsna-100px", holdout=True)
+
+``model`` may be a model file path, a loaded :class:`~boneage.inference.Predictor`, or None
+for the bundled model. Images may be file paths, :class:`~boneage.io.LoadedImage` s or 2-D
+arrays in [0, 1]. Errors about what the caller gave are :class:`~boneage.errors.BoneAgeError`
+s with one-line messages.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from boneage.errors import InputError
+from boneage.inference import Prediction, Predictor
+from boneage.sex import Sex
+
+ImageLike = "str | os.PathLike | LoadedImage | np.ndarray"
+
+
+def load_predictor(model: str | os.PathLike | Predictor | None = None, device: str = "cpu") -> Predictor:
+    """A Predictor for a model file (the bundled model for None); a Predictor passes through."""
+    if isinstance(model, Predictor):
+        return model
+    return Predictor.from_file(model, device=device)
+
+
+def _pixels_and_sex(image, sex, predictor: Predictor, name: str) -> tuple[np.ndarray, Sex]:
+    """Pixels of any image-like input, and its sex: the argument, else the file's tag."""
+    from boneage.io import LoadedImage, read_image
+
+    file_sex = None
+    if isinstance(image, (str, os.PathLike)):
+        image = read_image(image)
+    if isinstance(image, LoadedImage):
+        file_sex = image.metadata.sex
+        pixels = image.pixels
+    else:
+        pixels = np.asarray(image, dtype=np.float32)
+    settled = Sex.parse_optional(sex) or file_sex
+    if settled is None:
+        if predictor.uses_sex:
+            raise InputError("sex is unknown: the file has no sex tag and none was given", name)
+        settled = Sex.FEMALE  # ignored by a model without the sex branch
+    return pixels, settled
+
+
+def predict(image, sex=None, *, model=None) -> Prediction:
+    """Bone age of one radiograph (path, LoadedImage or array)."""
+    predictor = load_predictor(model)
+    name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
+    pixels, settled = _pixels_and_sex(image, sex, predictor, name)
+    return predictor.predict(pixels, settled)
+
+
+def predict_batch(images: Sequence, sexes: Sequence | None = None, *, model=None) -> list[Prediction]:
+    """Bone ages of several radiographs, batched (each as :func:`predict` would give it)."""
+    predictor = load_predictor(model)
+    images = list(images)
+    sexes = list(sexes) if sexes is not None else [None] * len(images)
+    if len(sexes) != len(images):
+        raise InputError(f"got {len(images)} images but {len(sexes)} sexes")
+    pairs = [_pixels_and_sex(im, s, predictor, str(im) if isinstance(im, (str, os.PathLike)) else f"<image {i}>")
+             for i, (im, s) in enumerate(zip(images, sexes))]
+    return predictor.predict_batch([p for p, _ in pairs], [s for _, s in pairs])
+
+
+def evaluate(data_dir=None, *, csv=None, images=None, model=None, holdout: bool = False,
+             limit: int | None = None, out=None, progress: bool = False) -> dict:
+    """MAE and friends of a model on a labelled folder (``labels.csv`` + ``images/``) or CSV.
+
+    ``holdout`` keeps only the images the model held back in training (by their stored ids);
+    ``out`` also writes ``predictions.csv``, ``summary.json`` and plots there.
+    """
+    from boneage.data.datasets import PreprocessedCache
+    from boneage.data.labels import load_samples
+    from boneage.data.split import holdout_subset
+    from boneage.evaluation import metrics
+    from boneage.evaluation.report import write_prediction_report
+    from boneage.inference.batch import predict_cached
+
+    if limit is not None and limit < 1:
+        raise InputError(f"limit must be >= 1, got {limit}")
+    predictor = load_predictor(model)
+    samples = load_samples(data_dir, csv, images, None if holdout else limit)
+    if holdout:
+        samples = holdout_subset(samples, predictor.recipe.data, predictor.info)[:limit]
+    missing = [s.id for s in samples if s.boneage is None]
+    if missing:
+        raise InputError(f"evaluation needs bone-age labels; {len(missing)} image(s) have none")
+    cache = PreprocessedCache(samples, predictor.recipe, progress=progress)
+    preds, per_view = predict_cached(predictor.model, predictor.recipe, cache, range(len(samples)),
+                                     predictor.device, progress=progress)
+    extra = {"model_name": predictor.recipe.name, "model_hash": predictor.info.get("model_sha256", "")[:16]}
+    if out is not None:
+        return write_prediction_report(out, samples, preds, spreads=[float(np.std(v)) for v in per_view],
+                                       extra=extra)
+    summary = metrics.summarize(preds, np.array([s.boneage for s in samples]),
+                                np.array([s.male for s in samples]))
+    summary.update(extra)
+    return summary
+
+
+def explain(image, sex=None, *, model=None, out=None, title: str | None = None):
+    """Prediction and Grad-CAM heat map of one radiograph: ``(prediction, heatmap, image)``,
+    the map lying on the preprocessed image; ``out`` (a .png) also writes the overlay."""
+    from boneage.evaluation.gradcam import explain_image, overlay_heatmap
+
+    predictor = load_predictor(model)
+    name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
+    pixels, settled = _pixels_and_sex(image, sex, predictor, name)
+    prediction, heat, pre = explain_image(predictor, pixels, settled)
+    if out is not None:
+        months = prediction.bone_age_months
+        label = f"{Path(name).name}: " if name != "<image>" else ""
+        overlay_heatmap(pre, heat, Path(out), title=title or f"{label}bone age {months:.1f} months "
+                                                              f"({months / 12:.1f} years), sex {prediction.sex}")
+    return prediction, heat, pre
