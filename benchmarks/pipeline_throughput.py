@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--recipe", default=str(REPO / "configs" / "m2-inception-v4-fullres.yaml"))
     ap.add_argument("--patches", type=int, default=2000, help="patches drawn per pipeline measurement")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--models", default="resnet18,resnet18_cbam,resnet18_cam,inception_v4")
+    ap.add_argument("--models", default="resnet18,resnet18_cbam,resnet18_channel_attention,inception_v4")
     ap.add_argument("--batch", type=int, default=40)
     ap.add_argument("--steps", type=int, default=3, help="timed batches per model")
     ap.add_argument("--device", default="cpu")

@@ -11,7 +11,7 @@ from boneage.io import read_image, write_dicom
 
 def test_bundled_model_is_installed_and_self_describing():
     recipe, info = read_model_metadata(default_model_path())
-    assert recipe.model.name in ("efficientnet_lite0", "resnet18", "resnet18_cam", "resnet18_cbam")
+    assert recipe.model.name in ("efficientnet_lite0", "resnet18", "resnet18_channel_attention", "resnet18_cbam")
     assert recipe.target.mean is not None and info["val_mae"] <= 10.0
     assert default_model_path().stat().st_size < 60 * 2**20
 

@@ -1,25 +1,38 @@
 """Typed recipes: everything a method is, loaded from YAML, stored inside every model file.
 
 A recipe names the preprocessing, augmentation, patching, model, loss, optimiser, schedule,
-training budget and inference aggregation. Unknown keys are rejected so that a typo in a
-config file fails loudly instead of silently falling back to a default.
+training budget and inference aggregation. Sections are pydantic models that forbid unknown
+keys, so a typo in a config file fails loudly instead of silently falling back to a default.
+A recipe file may start from another with ``base: other.yaml`` and override a few keys;
+``key.sub=value`` overrides from the command line go on top.
+
+Three kinds of setting live here and are kept apart where it matters:
+
+- the method (everything that changes what is learned);
+- run settings (:data:`RUN_SETTINGS`: where the data lies, device, workers, mixed precision),
+  which a resumed run may change and a model file does not store;
+- what training learned (``target`` scaling, a tuned percentile), filled in by training.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from dataclasses import asdict, dataclass, field
+import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from boneage.errors import ConfigError
 
 
-@dataclass
-class DataConfig:
+class _Section(BaseModel):
+    """A recipe section: unknown keys are errors; assignment is validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
     """Where the labelled images are and how they are split."""
 
     root: str = ""                 # folder with labels.csv + images/ (the ../shared/data layout)
@@ -30,16 +43,14 @@ class DataConfig:
     limit: int | None = None       # use only the first N rows (quick experiments)
 
 
-@dataclass
-class AugmentConfig:
+class AugmentConfig(_Section):
     """Training-time augmentation: steps applied in order, or one step chosen uniformly."""
 
     mode: str = "sequential"       # "sequential" | "one_of"
-    steps: list[Any] = field(default_factory=list)
+    steps: list[Any] = Field(default_factory=list)
 
 
-@dataclass
-class PatchConfig:
+class PatchConfig(_Section):
     """Regular grid of n overlapping square patches; training samples patches per epoch."""
 
     n: int = 25
@@ -47,30 +58,26 @@ class PatchConfig:
     samples_per_epoch: int | None = None   # None: every patch of every image once per epoch
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """Registry name and options passed to :func:`boneage.models.create_model`."""
 
     name: str = "resnet18"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class LossConfig:
+class LossConfig(_Section):
     name: str = "mse"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(_Section):
     name: str = "adam"             # adam | adamw | rmsprop
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float | None = None  # max global gradient norm
 
 
-@dataclass
-class ScheduleConfig:
+class ScheduleConfig(_Section):
     name: str = "none"             # none | step | plateau | cosine
     step_size: int = 10            # epochs between decays (step)
     gamma: float = 0.1             # decay factor (step, plateau)
@@ -78,8 +85,7 @@ class ScheduleConfig:
     min_lr: float = 1e-6
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     """The training budget and its randomness. ``device``, ``num_workers`` and ``amp`` say
     where a run executes, not what it learns: resume accepts other values for them."""
 
@@ -98,20 +104,18 @@ class TrainConfig:
     sampler: str = "shuffle"       # shuffle | balanced (each 12-month age bin equally often)
 
 
-@dataclass
-class TargetConfig:
+class TargetConfig(_Section):
     """Bone age is regressed as (months - mean) / std; filled in from the training labels."""
 
     mean: float | None = None
     std: float | None = None
 
 
-@dataclass
-class InferenceConfig:
+class InferenceConfig(_Section):
     aggregate: str = "median"      # mean | median | percentile (over patches / TTA views)
     percentile: float = 50.0
     flip_tta: bool = False
-    tta_angles: list[float] = field(default_factory=list)  # extra rotated views, degrees
+    tta_angles: list[float] = Field(default_factory=list)  # extra rotated views, degrees
     tune_percentile: bool = False  # after training, pick the percentile minimising validation MAE
 
 
@@ -122,34 +126,33 @@ RUN_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass
-class Recipe:
+class Recipe(_Section):
     """One runnable method: data → preprocessing → model → loss → training → inference."""
 
     name: str = "unnamed"
     description: str = ""
     task: str = "regression"       # what the loop trains (boneage.engine.tasks.TASKS)
-    data: DataConfig = field(default_factory=DataConfig)
-    preprocess: list[Any] = field(default_factory=list)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: list[Any] = Field(default_factory=list)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     # The canonical preparation: deterministic steps applied after augmentation at training
     # and to every view at inference, so both reach the network through the same final
     # filter whatever happened to the image before.
-    canonical: list[Any] = field(default_factory=list)
+    canonical: list[Any] = Field(default_factory=list)
     patches: PatchConfig | None = None
     channels: int = 1              # gray replicated to this many channels for the backbone
     input_mean: float = 0.0        # network input = (image - input_mean) / input_std, after augmentation
     input_std: float = 1.0
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    target: TargetConfig = field(default_factory=TargetConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    target: TargetConfig = Field(default_factory=TargetConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump(mode="json")
 
     def method_dict(self) -> dict[str, Any]:
         """The recipe without its run settings (where the data lies, device, worker count,
@@ -163,83 +166,120 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":
-        return _build(cls, data, "recipe")
+        """Validate a mapping (e.g. parsed YAML): unknown keys and wrong types are one-line
+        :class:`ConfigError` s naming the key."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a recipe must be a mapping, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc)) from None
 
 
-def _build(cls: type, data: Any, where: str):
-    """Recursively build dataclass ``cls`` from a mapping, rejecting unknown keys."""
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(names)}")
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
-    return cls(**kwargs)
+def _one_line(exc: ValidationError) -> str:
+    """The first problem of a pydantic error, as ``recipe.key.sub: message (got value)``."""
+    err = exc.errors()[0]
+    where = ".".join(["recipe", *(str(p) for p in err["loc"])])
+    if err["type"] == "extra_forbidden":
+        keys = _section_keys(err["loc"][:-1])
+        valid = f"; valid keys: {keys}" if keys else ""
+        return f"unknown key {err['loc'][-1]!r} in {where.rsplit('.', 1)[0]}{valid}"
+    value = err.get("input")
+    got = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {err['msg']}{got}{more}"
 
 
-def _coerce(hint: Any, value: Any, where: str):
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ConfigError(f"{where} may not be null")
-        non_none = [a for a in args if a is not type(None)]
-        return _coerce(non_none[0], value, where) if len(non_none) == 1 else value
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-4" (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if hint is str and not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string, got {value!r}")
-    if hint is float and not isinstance(value, float):
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    return value
+def _section_keys(loc: tuple) -> list[str] | None:
+    """The keys of the recipe section at ``loc`` (a pydantic error location), if it is one."""
+    import typing
+
+    model: Any = Recipe
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        hint = field.annotation
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return None
+    return sorted(model.model_fields)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe and apply ``key.sub=value`` overrides (values parsed as YAML)."""
-    path = Path(path)
+def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a recipe is YAML)") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    data = apply_overrides(data, overrides or [])
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``: mappings merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_recipe_data(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file as a mapping, with its ``base:`` chain merged in (paths relative to the
+    file that names them)."""
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _seen:
+        chain = " -> ".join(p.name for p in (*_seen, resolved))
+        raise ConfigError(f"{path}: recipes name each other as base in a loop ({chain})")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a file name, got {base!r}")
+    base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base recipe {base} not found (looked at {base_path})")
+    return merge(read_recipe_data(base_path, (*_seen, resolved)), data)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe (and its ``base:`` chain) and apply ``key.sub=value`` overrides."""
+    path = Path(path)
+    data = apply_overrides(read_recipe_data(path), overrides or [])
     try:
         return Recipe.from_dict(data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of ``data`` with each ``a.b.c=value`` set (value parsed as YAML)."""
-    import copy
-
     data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.subkey=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:

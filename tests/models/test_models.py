@@ -37,7 +37,7 @@ def test_attention_is_placed_in_every_basic_block():
     from timm.layers.cbam import CbamModule, ChannelAttn
 
     cbam = create_model("resnet18_cbam")
-    cam = create_model("resnet18_cam")
+    cam = create_model("resnet18_channel_attention")
     plain = create_model("resnet18")
     assert sum(isinstance(m, CbamModule) for m in cbam.modules()) == 8
     cams = [m for m in cam.modules() if type(m).__name__ == "CAM"]

@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_example)
 
     s = sub.add_parser("complexity", help="parameters, memory, file size and CPU time per image of models")
-    s.add_argument("--models", default="resnet18,resnet18_cbam,resnet18_cam,inception_v4",
+    s.add_argument("--models", default="resnet18,resnet18_cbam,resnet18_channel_attention,inception_v4",
                    help="comma-separated registry names (default: the patch paper's four)")
     s.add_argument("--patch-size", type=int, default=224)
     s.add_argument("--patches", type=int, default=25, help="patches per image (default 25)")

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-PAPER_MODELS = ("resnet18", "resnet18_cbam", "resnet18_cam", "inception_v4")
+PAPER_MODELS = ("resnet18", "resnet18_cbam", "resnet18_channel_attention", "inception_v4")
 
 
 @torch.no_grad()

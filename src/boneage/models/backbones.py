@@ -53,7 +53,7 @@ def resnet18_cbam(in_chans: int = 1, sex_units: int = 16, hidden: Sequence[int] 
 
 
 @register_model
-def resnet18_cam(in_chans: int = 1, sex_units: int = 16, hidden: Sequence[int] = (),
+def resnet18_channel_attention(in_chans: int = 1, sex_units: int = 16, hidden: Sequence[int] = (),
                  dropout: float = 0.0, output_dropout: float = 0.0) -> BoneAgeModel:
     """ResNet18 with channel attention only (CAM) after each block's second conv."""
     return _resnet18(CAM, in_chans, sex_units, hidden, dropout, output_dropout)
