@@ -140,9 +140,11 @@ class Recipe(_Section):
     # filter whatever happened to the image before.
     canonical: list[Any] = Field(default_factory=list)
     patches: PatchConfig | None = None
-    channels: int = 1              # gray replicated to this many channels for the backbone
-    input_mean: float = 0.0        # network input = (image - input_mean) / input_std, after augmentation
-    input_std: float = 1.0
+    # Network input = (image - input_mean) / input_std, gray replicated to ``channels``; None
+    # takes what the model declares (boneage.models.InputSpec), filled in by training.
+    channels: int | None = None
+    input_mean: float | None = None
+    input_std: float | None = None
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -153,6 +155,15 @@ class Recipe(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def input_spec(self) -> tuple[int, float, float]:
+        """(channels, mean, std) of the network input: the recipe's, else the model's own."""
+        from boneage.models.registry import model_input_spec
+
+        spec = model_input_spec(self.model.name)
+        return (spec.channels if self.channels is None else self.channels,
+                spec.mean if self.input_mean is None else self.input_mean,
+                spec.std if self.input_std is None else self.input_std)
 
     def method_dict(self) -> dict[str, Any]:
         """The recipe without its run settings (where the data lies, device, worker count,

@@ -44,11 +44,3 @@ def read_safetensors_metadata(path: str | os.PathLike, what: str) -> dict[str, s
             return fh.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise InputError(f"not a safetensors {what} ({exc})", path) from None
-
-
-def refuse_overwrite(path: str | os.PathLike, force: bool = False) -> Path:
-    """``path`` as a Path, or an :class:`InputError` if it exists and ``force`` is not set."""
-    out = Path(path)
-    if out.exists() and not force:
-        raise InputError("file exists; pass --force to overwrite it", out)
-    return out

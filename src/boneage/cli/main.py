@@ -15,9 +15,16 @@ from pathlib import Path
 
 from boneage import __version__
 from boneage.errors import BoneAgeError, InputError
-from boneage.fileutils import refuse_overwrite
 
 EXIT_USER_ERROR = 2
+
+
+def refuse_overwrite(path: str | os.PathLike, force: bool = False) -> Path:
+    """``path`` as a Path, or an error if it exists and ``--force`` was not given."""
+    out = Path(path)
+    if out.exists() and not force:
+        raise InputError("file exists; pass --force to overwrite it", out)
+    return out
 
 
 def _print_json(obj) -> None:
@@ -139,6 +146,7 @@ def cmd_info(args) -> int:
         _print_json({"recipe": recipe.to_dict(), "info": info})
     else:
         print(describe_model_file(path, recipe, info))
+        print("(boneage info --json prints the full recipe)")
     return 0
 
 

@@ -27,10 +27,11 @@ def to_input_tensor(arr: np.ndarray, recipe: Recipe) -> torch.Tensor:
 
     Shared by training, batch evaluation and the Predictor so all three feed the model alike.
     """
-    x = (np.clip(arr, 0.0, 1.0) - np.float32(recipe.input_mean)) / np.float32(recipe.input_std)
+    channels, mean, std = recipe.input_spec()
+    x = (np.clip(arr, 0.0, 1.0) - np.float32(mean)) / np.float32(std)
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(-3)  # (..., 1, H, W)
-    if recipe.channels > 1:
-        t = t.expand(*t.shape[:-3], recipe.channels, *t.shape[-2:]).contiguous()
+    if channels > 1:
+        t = t.expand(*t.shape[:-3], channels, *t.shape[-2:]).contiguous()
     return t
 
 

@@ -34,6 +34,7 @@ def check_recipe(recipe: Recipe) -> None:
     from boneage.engine.optim import make_optimizer, make_scheduler
     from boneage.engine.sampling import SAMPLERS
     from boneage.engine.tasks import TASKS
+    from boneage.models.registry import MODELS
     from boneage.inference.aggregate import AGGREGATES
     from boneage.inference.modelfile import build_model, read_model_metadata
     from boneage.losses import create_loss
@@ -49,8 +50,12 @@ def check_recipe(recipe: Recipe) -> None:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {recipe.data.val_fraction}")
     if recipe.data.limit is not None and recipe.data.limit < 1:
         raise ConfigError(f"data.limit must be >= 1, got {recipe.data.limit}")
-    if not recipe.input_std > 0:
-        raise ConfigError(f"input_std must be > 0, got {recipe.input_std}")
+    MODELS.get(recipe.model.name)
+    channels, _, std = recipe.input_spec()
+    if not std > 0:
+        raise ConfigError(f"input_std must be > 0, got {std}")
+    if channels < 1:
+        raise ConfigError(f"channels must be >= 1, got {channels}")
     AGGREGATES.get(recipe.inference.aggregate)
     SAMPLERS.get(recipe.train.sampler)
     TASKS.get(recipe.task)

@@ -142,6 +142,8 @@ def recalibrate_batchnorm(model: nn.Module, batches, device: torch.device) -> in
 def prepare_recipe(recipe: Recipe, train_ages: np.ndarray) -> Recipe:
     """A copy of the recipe with target scaling filled in from the training labels."""
     recipe = copy.deepcopy(recipe)
+    # The stored recipe says exactly what the network was fed, whatever the model declares later.
+    recipe.channels, recipe.input_mean, recipe.input_std = recipe.input_spec()
     if recipe.target.mean is None:
         recipe.target.mean = float(np.mean(train_ages))
     if recipe.target.std is None:

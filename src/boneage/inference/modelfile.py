@@ -136,7 +136,7 @@ def build_model(recipe: Recipe, **extra) -> torch.nn.Module:
     """The recipe's model, freshly initialised."""
     options = dict(recipe.model.options)
     options.update(extra)
-    options.setdefault("in_chans", recipe.channels)
+    options.setdefault("in_chans", recipe.input_spec()[0])
     return create_model(recipe.model.name, **options)
 
 
@@ -204,5 +204,4 @@ def describe_model_file(path: str | Path, recipe: Recipe, info: dict[str, Any]) 
                  f"sex {'used' if recipe.model.options.get('sex_units', 1) else 'not used'}")
     if recipe.description:
         lines.append(f"about        {' '.join(recipe.description.split())}")
-    lines.append("(boneage info --json prints the full recipe)")
     return "\n".join(lines)

@@ -3,6 +3,6 @@
 from boneage.models import backbones  # noqa: F401  (registers the models)
 from boneage.models import compression  # noqa: F401
 from boneage.models.head import BoneAgeModel, SexFusionHead
-from boneage.models.registry import create_model, list_models, register_model
+from boneage.models.registry import InputSpec, create_model, list_models, model_input_spec, register_model
 
-__all__ = ["create_model", "list_models", "register_model", "BoneAgeModel", "SexFusionHead"]
+__all__ = ["create_model", "list_models", "register_model", "InputSpec", "model_input_spec", "BoneAgeModel", "SexFusionHead"]

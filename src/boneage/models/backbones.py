@@ -13,7 +13,7 @@ from timm.layers.cbam import ChannelAttn
 
 from boneage.errors import ConfigError
 from boneage.models.head import BoneAgeModel, SexFusionHead
-from boneage.models.registry import register_model
+from boneage.models.registry import InputSpec, register_model
 
 
 def _assemble(backbone: nn.Module, *, sex_units: int, hidden: Sequence[int], dropout: float = 0.0,
@@ -98,7 +98,8 @@ def load_efficientnet_lite0_weights(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(mapped, strict=True)
 
 
-@register_model
+# ImageNet statistics of a gray image, which the pretrained stem expects.
+@register_model(input=InputSpec(channels=3, mean=0.449, std=0.226, size=224))
 def efficientnet_lite0(in_chans: int = 3, sex_units: int = 32, hidden: Sequence[int] = (),
                        dropout: float = 0.2, pretrained: str | None = None) -> BoneAgeModel:
     """EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``) for transfer learning.

@@ -1,6 +1,14 @@
-"""Model registry: ``@register_model`` and ``create_model(name, **options)``."""
+"""Model registry: ``@register_model`` and ``create_model(name, **options)``.
+
+Each builder declares the input its architecture expects (:class:`InputSpec`: channels and
+the normalisation its pretrained weights were trained with), so a recipe that does not say
+otherwise feeds it correctly.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch.nn as nn
 
@@ -8,8 +16,30 @@ from boneage.registry import Registry
 
 MODELS: Registry = Registry("model")
 
-#: Decorator registering a model builder under its function name.
-register_model = MODELS.register
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a backbone expects: gray replicated to ``channels``, then ``(x - mean) / std``;
+    ``size`` is the side it was designed for (None: any)."""
+
+    channels: int = 1
+    mean: float = 0.0
+    std: float = 1.0
+    size: int | None = None
+
+
+def register_model(fn: Callable | None = None, *, input: InputSpec | None = None):
+    """Register a model builder under its function name: ``@register_model`` or
+    ``@register_model(input=InputSpec(channels=3, mean=..., std=...))``."""
+    def deco(f: Callable) -> Callable:
+        f.input_spec = input or InputSpec()
+        return MODELS.register(f)
+    return deco(fn) if fn is not None else deco
+
+
+def model_input_spec(name: str) -> InputSpec:
+    """The input a registered model declares (an unknown name lists the valid ones)."""
+    return MODELS.get(name).input_spec
 
 
 def list_models() -> list[str]:
