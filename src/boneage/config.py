@@ -116,6 +116,7 @@ class InferenceConfig(_Section):
     percentile: float = 50.0
     flip_tta: bool = False
     tta_angles: list[float] = Field(default_factory=list)  # extra rotated views, degrees
+    tta_border: str = "constant"   # corners of rotated views: constant (black) | replicate | reflect
     tune_percentile: bool = False  # after training, pick the percentile minimising validation MAE
 
 

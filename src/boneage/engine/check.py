@@ -91,7 +91,7 @@ def check_recipe(recipe: Recipe) -> None:
         train_view = _run("canonical", lambda: canonical(train_view))
     views = _run("inference", lambda: make_views(
         prepared, (p.n, p.size) if p else None, recipe.inference.flip_tta,
-        recipe.inference.tta_angles, canonical))
+        recipe.inference.tta_angles, canonical, recipe.inference.tta_border))
     if views.shape[1:] != train_view.shape:
         raise ConfigError(f"training sees {train_view.shape[0]}x{train_view.shape[1]} images but inference "
                           f"views are {views.shape[1]}x{views.shape[2]}; check preprocess, patches and canonical")

@@ -87,10 +87,9 @@ def _enlarge_nearest(image, ctx):
     return F.resample(big, ctx.grid, "nearest")
 
 
-@_register("half_resolution", "shrunk to half its size and enlarged back (linear): detail lost")
-def _half_resolution(image, ctx):
-    h, w = image.shape
-    return F.rescale_roundtrip(image, 0.5, "area", "linear") if min(h, w) >= 32 else image
+@_register("enlarge_shrink", "enlarged 2x (cubic) and shrunk back to its size (area)")
+def _enlarge_shrink(image, ctx):
+    return F.rescale_roundtrip(image, 2.0, "cubic", "area")
 
 
 @_register("blur", "Gaussian blur, sigma 1 grid pixel")
@@ -103,8 +102,13 @@ def _sharpen(image, ctx):
     return F.sharpen(image, 1.0, 1.0 * _scale(image, ctx))
 
 
-@_register("noise", "Gaussian noise, std 0.02, per stored pixel")
+@_register("noise", "Gaussian noise per stored pixel, std 2 % of the image's 1-99th percentile range")
 def _noise(image, ctx):
+    return F.add_noise(image, 0.02, ctx.rng, relative=True)
+
+
+@_register("noise_absolute", "Gaussian noise per stored pixel, std 0.02 (5 grey levels) whatever the contrast")
+def _noise_absolute(image, ctx):
     return F.add_noise(image, 0.02, ctx.rng)
 
 
@@ -192,14 +196,15 @@ def _marker(image, ctx):
     return F.burn_marker(image, "L", "top_left", 0.08, 1.0)
 
 
-@_register("rotate_+10", "rotated 10 degrees counter-clockwise")
+# The hand turned on the detector: the edges continue into the corners (no black wedges).
+@_register("rotate_+10", "rotated 10 degrees counter-clockwise, edges continued into the corners")
 def _rotate_pos(image, ctx):
-    return F.rotate(image, 10.0)
+    return F.rotate(image, 10.0, border="replicate")
 
 
-@_register("rotate_-10", "rotated 10 degrees clockwise")
+@_register("rotate_-10", "rotated 10 degrees clockwise, edges continued into the corners")
 def _rotate_neg(image, ctx):
-    return F.rotate(image, -10.0)
+    return F.rotate(image, -10.0, border="replicate")
 
 
 @_register("hflip", "mirrored left-right")

@@ -85,7 +85,8 @@ class Predictor:
         rotations, flips), after the canonical preparation, shape (V, h, w)."""
         r = self.recipe
         return make_views(preprocessed, (r.patches.n, r.patches.size) if r.patches else None,
-                          r.inference.flip_tta, r.inference.tta_angles, self._canonical)
+                          r.inference.flip_tta, r.inference.tta_angles, self._canonical,
+                          r.inference.tta_border)
 
     def views(self, image: np.ndarray) -> np.ndarray:
         """Every view the model sees of a raw [0, 1] image, shape (V, h, w)."""

@@ -149,14 +149,15 @@ class RandRotate(Transform):
 
     random = True
 
-    def __init__(self, max_deg: float = 30.0, fill: float = 0.0):
+    def __init__(self, max_deg: float = 30.0, fill: float = 0.0, border: str = "constant"):
         if not 0 <= max_deg <= 180:
             raise ValueError(f"max_deg must be in [0, 180], got {max_deg}")
-        self.max_deg, self.fill = max_deg, fill
+        F._border(border)
+        self.max_deg, self.fill, self.border = max_deg, fill, border
 
     def __call__(self, image, rng=None):
         angle = _rng(rng).uniform(-self.max_deg, self.max_deg)
-        return F.rotate(image, angle, self.fill)
+        return F.rotate(image, angle, self.fill, self.border)
 
 
 @TRANSFORMS.register("blur")
@@ -184,13 +185,15 @@ class RandZoom(Transform):
 
     random = True
 
-    def __init__(self, min_factor: float = 0.9, max_factor: float = 1.1, fill: float = 0.0):
+    def __init__(self, min_factor: float = 0.9, max_factor: float = 1.1, fill: float = 0.0,
+                 border: str = "constant"):
         if not 0 < min_factor <= max_factor:
             raise ValueError(f"need 0 < min_factor <= max_factor, got {min_factor}, {max_factor}")
-        self.min_factor, self.max_factor, self.fill = min_factor, max_factor, fill
+        F._border(border)
+        self.min_factor, self.max_factor, self.fill, self.border = min_factor, max_factor, fill, border
 
     def __call__(self, image, rng=None):
-        return F.zoom(image, _rng(rng).uniform(self.min_factor, self.max_factor), self.fill)
+        return F.zoom(image, _rng(rng).uniform(self.min_factor, self.max_factor), self.fill, self.border)
 
 
 @TRANSFORMS.register("resample")
@@ -240,6 +243,19 @@ class _RandomStep(Transform):
         raise NotImplementedError
 
 
+@TRANSFORMS.register("stretch")
+class PercentileStretch(Transform):
+    """Intensity standardisation: the ``low``/``high`` percentiles become 0 and 1."""
+
+    def __init__(self, low: float = 1.0, high: float = 99.0):
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(f"need 0 <= low < high <= 100 (percentiles), got low={low}, high={high}")
+        self.low, self.high = low, high
+
+    def __call__(self, image, rng=None):
+        return F.stretch_percentiles(image, self.low, self.high)
+
+
 @TRANSFORMS.register("rescale")
 class RandRescale(_RandomStep):
     """Imitate how the image was resampled before it reached us: resample to a random
@@ -281,16 +297,17 @@ class RandSharpen(_RandomStep):
 
 @TRANSFORMS.register("noise")
 class RandNoise(_RandomStep):
-    """Gaussian noise with a standard deviation drawn from [std_min, std_max]."""
+    """Gaussian noise with a standard deviation drawn from [std_min, std_max] (``relative``: as
+    a fraction of the image's 1st-99th percentile range)."""
 
-    def __init__(self, std_min: float = 0.005, std_max: float = 0.03, p: float = 0.5):
+    def __init__(self, std_min: float = 0.005, std_max: float = 0.03, relative: bool = False, p: float = 0.5):
         super().__init__(p)
         if not 0 <= std_min <= std_max <= 1:
             raise ValueError(f"need 0 <= std_min <= std_max <= 1, got {std_min}, {std_max}")
-        self.std_min, self.std_max = std_min, std_max
+        self.std_min, self.std_max, self.relative = std_min, std_max, bool(relative)
 
     def _apply(self, image, rng):
-        return F.add_noise(image, rng.uniform(self.std_min, self.std_max), rng)
+        return F.add_noise(image, rng.uniform(self.std_min, self.std_max), rng, self.relative)
 
 
 @TRANSFORMS.register("jpeg")

@@ -148,6 +148,22 @@ def lowpass_resize(image: np.ndarray, size: int | Sequence[int], sigma: float) -
     return gaussian_blur(out, sigma) if sigma > 0 else out
 
 
+def stretch_percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Map the ``low``-th and ``high``-th intensity percentiles to 0 and 1, clipping beyond.
+
+    An intensity standardisation that does not depend on how the file was windowed: a
+    radiograph stored with a narrow or wide window, at another bit depth or with a bright
+    marker gets the same contrast. A (near) constant image comes back unchanged.
+    """
+    image = _check_image(image)
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"need 0 <= low < high <= 100 (percentiles), got low={low}, high={high}")
+    lo, hi = np.percentile(image, [low, high])
+    if hi - lo < 1e-6:
+        return image.copy()
+    return np.clip((image - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0)
+
+
 def sharpen(image: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
     """Unsharp mask: ``image + amount * (image - blur(image, sigma))``, clipped to [0, 1]."""
     image = _check_image(image)
@@ -157,11 +173,18 @@ def sharpen(image: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
     return np.clip(image + np.float32(amount) * detail, 0.0, 1.0)
 
 
-def add_noise(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
-    """Add zero-mean Gaussian noise of standard deviation ``std`` (intensity units), clipped."""
+def add_noise(image: np.ndarray, std: float, rng: np.random.Generator, relative: bool = False) -> np.ndarray:
+    """Add zero-mean Gaussian noise of standard deviation ``std``, clipped to [0, 1].
+
+    ``std`` is in intensity units, or with ``relative=True`` a fraction of the image's own
+    1st-99th percentile range (a dim, low-contrast file gets proportionally less noise).
+    """
     image = _check_image(image)
     if not std >= 0:
         raise ValueError(f"noise std must be >= 0, got {std}")
+    if relative:
+        lo, hi = np.percentile(image, [1.0, 99.0])
+        std = std * float(hi - lo)
     noise = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(std)
     return np.clip(image + noise, 0.0, 1.0)
 
@@ -329,13 +352,26 @@ def vflip(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(_check_image(image)[::-1, :])
 
 
-def rotate(image: np.ndarray, angle_deg: float, fill: float = 0.0) -> np.ndarray:
-    """Rotate about the centre by ``angle_deg`` (counter-clockwise), same size, ``fill`` outside."""
+#: How geometric transforms fill what comes into view: a constant (``fill``), the nearest edge
+#: pixel (Keras' default, as if the detector extended), or a mirror of the image.
+BORDERS: dict[str, int] = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE,
+                           "reflect": cv2.BORDER_REFLECT_101}
+
+
+def _border(border: str) -> int:
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {sorted(BORDERS)}, got {border!r}")
+    return BORDERS[border]
+
+
+def rotate(image: np.ndarray, angle_deg: float, fill: float = 0.0, border: str = "constant") -> np.ndarray:
+    """Rotate about the centre by ``angle_deg`` (counter-clockwise), same size; the corners
+    that come into view are ``fill`` (``border="constant"``) or continue the edges."""
     image = _check_image(image)
     h, w = image.shape
     m = cv2.getRotationMatrix2D((w / 2.0 - 0.5, h / 2.0 - 0.5), float(angle_deg), 1.0)
     return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
+                          borderMode=_border(border), borderValue=float(fill))
 
 
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -346,7 +382,7 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma))
 
 
-def zoom(image: np.ndarray, factor: float, fill: float = 0.0) -> np.ndarray:
+def zoom(image: np.ndarray, factor: float, fill: float = 0.0, border: str = "constant") -> np.ndarray:
     """Scale about the centre by ``factor`` keeping the size (>1 zooms in, <1 zooms out)."""
     image = _check_image(image)
     if not factor > 0:
@@ -354,7 +390,7 @@ def zoom(image: np.ndarray, factor: float, fill: float = 0.0) -> np.ndarray:
     h, w = image.shape
     m = cv2.getRotationMatrix2D((w / 2.0 - 0.5, h / 2.0 - 0.5), 0.0, float(factor))
     return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
+                          borderMode=_border(border), borderValue=float(fill))
 
 
 def patch_grid(image_size: int | Sequence[int], n: int, patch_size: int | Sequence[int]
@@ -393,17 +429,18 @@ def extract_patches(image: np.ndarray, n: int, patch_size: int | Sequence[int]) 
 
 def make_views(image: np.ndarray, patches: tuple[int, int] | None = None,
                flip: bool = False, angles: Sequence[float] = (),
-               finalize: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+               finalize: Callable[[np.ndarray], np.ndarray] | None = None,
+               border: str = "constant") -> np.ndarray:
     """The views a model sees of one preprocessed image at inference, shape (V, h, w).
 
     ``patches=(n, size)`` cuts the grid patches (else the whole image is one view);
     ``angles`` adds the views of the image rotated by each angle (rotation test-time
-    augmentation, before patching); ``finalize`` (the recipe's canonical preparation) is
+    augmentation, before patching; ``border`` fills their corners as :func:`rotate` does); ``finalize`` (the recipe's canonical preparation) is
     applied to every view, as training applies it after augmentation; ``flip=True`` appends
     the left-right mirror of every view.
     """
     image = _check_image(image)
-    images = [image] + [rotate(image, a) for a in angles]
+    images = [image] + [rotate(image, a, border=border) for a in angles]
     views = [v for im in images for v in (extract_patches(im, *patches) if patches else im[None])]
     if finalize is not None:
         views = [finalize(v) for v in views]
