@@ -52,3 +52,22 @@ def test_train_with_a_typo_reads_no_data_and_leaves_no_folder(cli, tmp_path):
     assert err.strip() == ("boneage: error: unknown aggregate 'medain' (did you mean 'median'?); "
                            "valid names: mean, median, percentile")
     assert not out.exists()
+
+
+TRAINABLE_HERE = [c for c in CONFIGS if c.stem.endswith("rsna100")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", TRAINABLE_HERE, ids=[c.stem for c in TRAINABLE_HERE])
+def test_every_rsna100_recipe_trains_a_step_and_predicts(config, synthetic_folder, tmp_path):
+    import numpy as np
+
+    from boneage.engine import fit
+    from boneage.inference import Predictor
+
+    recipe = load_recipe(config, [f"data.root={synthetic_folder}", "data.limit=12", "data.val_fraction=0.25",
+                                  "train.epochs=1", "train.max_steps_per_epoch=1", "train.batch_size=4",
+                                  "train.bn_recalibration_batches=0", "train.device=cpu"])
+    res = fit(recipe, tmp_path / "run", progress=False, log=lambda *_: None)
+    pred = Predictor.from_file(res.model_path).predict(np.random.default_rng(0).random((90, 80)).astype(np.float32), "F")
+    assert np.isfinite(pred.bone_age_months) and pred.model_name == recipe.name

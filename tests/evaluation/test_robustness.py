@@ -100,3 +100,11 @@ def test_robustness_needs_labels(cli, tmp_path, tiny_model):
     (folder / "images").mkdir(parents=True)
     code, out, err = cli("robustness", folder, "--model", tiny_model)
     assert code == 2 and "label file not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_docs_list_every_preparation():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "robustness.md").read_text()
+    missing = [n for n in PREPARATIONS if f"`{n}`" not in text]
+    assert not missing, f"docs/robustness.md does not describe {missing}"

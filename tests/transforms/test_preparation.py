@@ -159,3 +159,40 @@ def test_probability_zero_is_identity_and_bad_values_are_config_errors():
             build_transform(spec)
     with pytest.raises(ConfigError, match="unknown transform 'jpg'"):
         build_transform({"name": "jpg"})
+
+
+def test_border_modes_fill_rotated_corners():
+    img = np.full((40, 40), 0.6, np.float32)
+    black = F.rotate(img, 10.0)
+    assert black[0, 0] == 0.0 and black[20, 20] == pytest.approx(0.6)
+    for border in ("replicate", "reflect"):
+        np.testing.assert_allclose(F.rotate(img, 10.0, border=border), 0.6, atol=1e-6)
+        np.testing.assert_allclose(F.zoom(img, 0.8, border=border), 0.6, atol=1e-6)
+    views = F.make_views(img, angles=[10.0], border="replicate")
+    np.testing.assert_allclose(views, 0.6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"border must be one of \['constant', 'reflect', 'replicate'\], got 'wrap'"):
+        F.rotate(img, 5.0, border="wrap")
+    with pytest.raises(ConfigError, match="border must be one of"):
+        build_transform({"name": "rotate", "border": "mirror"})
+
+
+def test_relative_noise_scales_with_the_image_contrast():
+    rng = np.random.default_rng(0)
+    dim = (0.1 + 0.1 * rng.random((200, 200))).astype(np.float32)    # 1-99 % range ~0.098
+    full = (rng.random((200, 200))).astype(np.float32)                # range ~0.98
+    d_dim = F.add_noise(dim, 0.1, np.random.default_rng(1), relative=True) - dim
+    d_full = F.add_noise(np.clip(full, 0.2, 0.8), 0.01, np.random.default_rng(1)) - np.clip(full, 0.2, 0.8)
+    assert d_dim.std() == pytest.approx(0.1 * 0.098, rel=0.1)
+    assert d_full.std() == pytest.approx(0.01, rel=0.1)
+
+
+def test_stretch_maps_percentiles_to_the_unit_range():
+    img = np.linspace(0.2, 0.4, 101, dtype=np.float32).reshape(1, 101)
+    out = F.stretch_percentiles(img, 0.0, 100.0)
+    np.testing.assert_allclose(out, np.linspace(0, 1, 101).reshape(1, 101), atol=1e-5)
+    # a narrower window of the same image gives the same stretched image
+    np.testing.assert_allclose(F.stretch_percentiles(F.window(img, 0.1, 0.5), 0.0, 100.0), out, atol=1e-5)
+    flat = np.full((5, 5), 0.3, np.float32)
+    assert np.array_equal(F.stretch_percentiles(flat), flat)
+    with pytest.raises(ValueError, match="need 0 <= low < high <= 100"):
+        F.stretch_percentiles(img, 60, 40)
