@@ -112,39 +112,19 @@ def _noise_absolute(image, ctx):
     return F.add_noise(image, 0.02, ctx.rng)
 
 
-@_register("jpeg_q50", "JPEG round trip, quality 50")
-def _jpeg50(image, ctx):
-    return F.jpeg_compress(image, 50)
-
-
-@_register("jpeg_q20", "JPEG round trip, quality 20")
-def _jpeg20(image, ctx):
-    return F.jpeg_compress(image, 20)
-
-
-@_register("quantize_6bit", "64 grey levels")
-def _quantize6(image, ctx):
-    return F.quantize(image, 6)
-
-
-@_register("gamma_0.7", "gamma 0.7 (brighter soft tissue)")
-def _gamma07(image, ctx):
-    return F.adjust_gamma(image, 0.7)
-
-
-@_register("gamma_1.4", "gamma 1.4 (darker soft tissue)")
-def _gamma14(image, ctx):
-    return F.adjust_gamma(image, 1.4)
-
-
-@_register("window_wide", "wide window [-0.15, 1.15]: low contrast, as a raw 12/16-bit source")
-def _window_wide(image, ctx):
-    return F.window(image, -0.15, 1.15)
-
-
-@_register("window_narrow", "narrow window [0.1, 0.9]: high contrast")
-def _window_narrow(image, ctx):
-    return F.window(image, 0.1, 0.9)
+# Preparations that are one call with fixed values: (name, description, function of the image).
+_FIXED = [
+    ("jpeg_q50", "JPEG round trip, quality 50", lambda im: F.jpeg_compress(im, 50)),
+    ("jpeg_q20", "JPEG round trip, quality 20", lambda im: F.jpeg_compress(im, 20)),
+    ("quantize_6bit", "64 grey levels", lambda im: F.quantize(im, 6)),
+    ("gamma_0.7", "gamma 0.7 (brighter soft tissue)", lambda im: F.adjust_gamma(im, 0.7)),
+    ("gamma_1.4", "gamma 1.4 (darker soft tissue)", lambda im: F.adjust_gamma(im, 1.4)),
+    ("window_wide", "wide window [-0.15, 1.15]: low contrast, as a raw 12/16-bit source",
+     lambda im: F.window(im, -0.15, 1.15)),
+    ("window_narrow", "narrow window [0.1, 0.9]: high contrast", lambda im: F.window(im, 0.1, 0.9)),
+]
+for _name, _description, _fn in _FIXED:
+    _register(_name, _description)(lambda image, ctx, fn=_fn: fn(image))
 
 
 @_register("png_16bit", "written as a 16-bit PNG and read back")
