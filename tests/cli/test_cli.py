@@ -145,3 +145,14 @@ def test_console_entry_point_runs(tmp_path):
     res = subprocess.run([sys.executable, "-m", "boneage", "predict", str(tmp_path / "none.png"), "--sex", "M"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "none.png" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["complexity", "--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+    (["train-unet", "u.safetensors", "--images", "-1"], "argument --images: must be >= 1, got -1"),
+    (["evaluate", "x", "--limit", "abc"], "argument --limit: must be a whole number, got 'abc'"),
+    (["predikt", "x"], "invalid choice: 'predikt'"),
+])
+def test_bad_options_are_refused_in_one_line_before_any_work(cli, argv, message):
+    code, out, err = cli(*argv)
+    assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1

@@ -88,7 +88,7 @@ def test_robustness_command_writes_its_table_and_plot(cli, synthetic_folder, tin
 
 @pytest.mark.parametrize("args, message", [
     (["--preparations", "gamma_9"], "unknown preparation 'gamma_9'"),
-    (["--limit", "-1"], "--limit must be >= 1, got -1"),
+    (["--limit", "-1"], "argument --limit: must be >= 1, got -1"),
 ])
 def test_robustness_command_bad_input_is_one_line(cli, synthetic_folder, tiny_model, args, message):
     code, out, err = cli("robustness", synthetic_folder, "--model", tiny_model, *args)

@@ -220,8 +220,26 @@ def cmd_compare(args) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line (``boneage: error: ...``), exit status 2, no usage dump."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"boneage: error: {message} (boneage {self.prog.split(' ', 1)[-1]} --help shows the options)\n"
+                  if " " in self.prog else f"boneage: error: {message} (boneage --help shows the commands)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="boneage", description="Pediatric bone age assessment from hand radiographs.")
+    p = _OneLineParser(prog="boneage", description="Pediatric bone age assessment from hand radiographs.")
     p.add_argument("--version", action="version", version=f"boneage {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -237,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", help="label CSV in any RSNA layout (default DATA_DIR/labels.csv)")
     s.add_argument("--images", help="image folder (default DATA_DIR/images)")
     s.add_argument("--model", help="model file (default: the bundled model)")
-    s.add_argument("--limit", type=int, help="evaluate only the first N labelled images")
+    s.add_argument("--limit", type=_positive_int, help="evaluate only the first N labelled images")
     s.add_argument("--holdout", action="store_true",
                    help="evaluate only the images the model held back for validation when it was "
                         "trained on this folder (its split is stored in the model file)")
@@ -254,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--holdout", action="store_true",
                    help="only the images the model held back when it was trained on this folder")
-    s.add_argument("--limit", type=int, help="assess only the first N labelled images")
+    s.add_argument("--limit", type=_positive_int, help="assess only the first N labelled images")
     s.add_argument("--preparations", metavar="NAMES",
                    help="comma-separated preparations (default: all; see docs/robustness.md)")
     s.add_argument("--pair-with", metavar="DIR",
@@ -280,16 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("output", metavar="OUT.png")
     s.add_argument("--age", type=float, default=120.0, help="bone age to draw, months (default 120)")
     s.add_argument("--sex", default="M")
-    s.add_argument("--size", type=int, default=512)
+    s.add_argument("--size", type=_positive_int, default=512)
     s.add_argument("--force", action="store_true", help="overwrite OUT.png if it exists")
     s.set_defaults(func=cmd_example)
 
     s = sub.add_parser("complexity", help="parameters, memory, file size and CPU time per image of models")
     s.add_argument("--models", default="resnet18,resnet18_cbam,resnet18_channel_attention,inception_v4",
                    help="comma-separated registry names (default: the patch paper's four)")
-    s.add_argument("--patch-size", type=int, default=224)
-    s.add_argument("--patches", type=int, default=25, help="patches per image (default 25)")
-    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--patch-size", type=_positive_int, default=224)
+    s.add_argument("--patches", type=_positive_int, default=25, help="patches per image (default 25)")
+    s.add_argument("--repeats", type=_positive_int, default=3)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_complexity)
 
@@ -305,16 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("kind", choices=["knn", "svm"])
     s.add_argument("--train", required=True, metavar="DIR", help="labelled folder to fit on (labels.csv + images/)")
     s.add_argument("--eval", required=True, metavar="DIR", help="labelled folder to evaluate on")
-    s.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE (default 32)")
-    s.add_argument("--limit", type=int, help="use only the first N labelled images of each folder")
+    s.add_argument("--size", type=_positive_int, default=32, help="images are resized to SIZE x SIZE (default 32)")
+    s.add_argument("--limit", type=_positive_int, help="use only the first N labelled images of each folder")
     s.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     s.set_defaults(func=cmd_baseline)
 
     s = sub.add_parser("train-unet", help="train the stand-in hand-mask U-Net (for unet_crop) on synthetic images")
     s.add_argument("output", metavar="OUT.safetensors")
-    s.add_argument("--images", type=int, default=256)
-    s.add_argument("--size", type=int, default=64)
-    s.add_argument("--epochs", type=int, default=15)
+    s.add_argument("--images", type=_positive_int, default=256)
+    s.add_argument("--size", type=_positive_int, default=64)
+    s.add_argument("--epochs", type=_positive_int, default=15)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_train_unet)
@@ -359,7 +377,10 @@ def _configure_process() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a bad argument (one line already printed), --help or --version
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     _configure_process()
     if args.command in ("evaluate", "robustness") and not (args.data_dir or args.csv):
         print(f"boneage: error: {args.command} needs DATA_DIR or --csv", file=sys.stderr)
