@@ -25,9 +25,11 @@ def _gradient(h=48, w=64):
     return np.add.outer(np.linspace(0, 1, h), np.linspace(0, 1, w)) / 2
 
 
-def test_constants_are_sane():
-    assert MIN_SIDE == 16
-    assert MAX_PIXELS == 20000 * 20000
+def test_smallest_side_is_accepted_and_one_less_refused(tmp_path):
+    ok = read_image(_write(tmp_path / "ok.png", np.zeros((MIN_SIDE, MIN_SIDE), np.uint8)))
+    assert ok.pixels.shape == (MIN_SIDE, MIN_SIDE)
+    with pytest.raises(InputError, match="too small"):
+        read_image(_write(tmp_path / "small.png", np.zeros((MIN_SIDE - 1, MIN_SIDE), np.uint8)))
 
 
 def test_png_8bit_exact_values(tmp_path):

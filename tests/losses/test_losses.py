@@ -31,8 +31,8 @@ def test_gaussian_weights_hand_computed():
     w = loss.weights(torch.tensor([13.0, 25.0, 40.0, 59.0]))
     expected = [1 + gauss(3), 1 + gauss(1), 1 + gauss(0), 1 + gauss(1)]
     assert w.tolist() == pytest.approx(expected, rel=1e-6)
-    # c = 0 gives the largest weight: beta / (sigma sqrt(2 pi)) = 0.09974
-    assert gauss(0) == pytest.approx(0.0997356, rel=1e-5)
+    # c = 0 (the empty bin) gives the largest weight, 1 + beta / (sigma sqrt(2 pi)), by hand:
+    assert w[2].item() == pytest.approx(1 + 0.0997356, rel=1e-5)
     pred, target = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])
     value = loss(pred, target, torch.tensor([13.0, 40.0]))
     assert value.item() == pytest.approx((1 + gauss(3)) / 2, rel=1e-6)

@@ -27,8 +27,12 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def check_recipe(recipe: Recipe) -> None:
-    """Raise :class:`ConfigError` if any part of ``recipe`` cannot be built or run."""
+def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
+    """Raise :class:`ConfigError` if any part of ``recipe`` cannot be built or run.
+
+    ``train_step=True`` also takes one optimiser step on the synthetic image (slower on big
+    inputs; the test suite uses it to show every shipped recipe trains).
+    """
     from boneage.data.datasets import canonical_pipeline, to_input_tensor
     from boneage.data.synthetic import make_radiograph
     from boneage.engine.optim import make_optimizer, make_scheduler
@@ -103,6 +107,20 @@ def check_recipe(recipe: Recipe) -> None:
         raise ConfigError(f"model {recipe.model.name!r} must give one value per image, gave shape {tuple(out.shape)}")
     loss.prepare(np.array([60.0, 120.0, 180.0]))
     _run("loss", lambda: loss(out, torch.zeros(1), torch.tensor([120.0])))
+    if train_step:
+        # Two images: BatchNorm needs more than one value per channel in training mode.
+        model.train()
+        xb, sex = torch.cat([x, x.flip(-1)]), torch.tensor([1.0, 0.0])
+
+        def step():
+            value = loss(model(xb, sex), torch.zeros(2), torch.tensor([120.0, 120.0]))
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+            return value
+        value = _run("training step", step)
+        if not torch.isfinite(value):
+            raise ConfigError(f"the recipe's first training step gives a non-finite loss ({value.item()})")
 
 
 def _built(key: str, build):
