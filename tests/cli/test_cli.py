@@ -18,7 +18,7 @@ def test_example_then_predict_json(cli, tmp_path, tiny_model):
     img = tmp_path / "hand.png"
     code, out, _ = cli("example", img)
     assert code == 0 and "SYNTHETIC" in out and img.stat().st_size > 0
-    code, out, err = cli("predict", img, img, "--sex", "F", "--model", tiny_model, "--json")
+    code, out, err = cli("predict", img, "--sex", "F", "--model", tiny_model, "--json", img)
     assert code == 0, err
     rows = [json.loads(line) for line in out.strip().splitlines()]
     assert len(rows) == 2 and rows[0]["image"] == str(img) and rows[0]["sex"] == "F"
@@ -116,7 +116,7 @@ def test_train_cli_writes_model_and_bad_config_is_one_line(cli, tmp_path, synthe
                    "model: {name: small_cnn, options: {width: 4, stages: 2}}\n"
                    "train: {epochs: 1, batch_size: 16, device: cpu}\n")
     out = tmp_path / "run"
-    code, stdout, err = cli("train", cfg, "train.seed=3", "--out", out, "--quiet")
+    code, stdout, err = cli("train", cfg, "--out", out, "--quiet", "train.seed=3")  # overrides after options too
     assert code == 0, err
     assert (out / "model.safetensors").is_file() and (out / "training_curves.png").is_file()
     code, stdout, _ = cli("info", out / "model.safetensors")
@@ -152,6 +152,7 @@ def test_console_entry_point_runs(tmp_path):
     (["train-unet", "u.safetensors", "--images", "-1"], "argument --images: must be >= 1, got -1"),
     (["evaluate", "x", "--limit", "abc"], "argument --limit: must be a whole number, got 'abc'"),
     (["predikt", "x"], "invalid choice: 'predikt'"),
+    (["predict", "x.png", "--sex", "M", "--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_options_are_refused_in_one_line_before_any_work(cli, argv, message):
     code, out, err = cli(*argv)

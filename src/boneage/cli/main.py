@@ -376,9 +376,26 @@ def _configure_process() -> None:
     logger.propagate = False
 
 
+# Commands whose trailing list may continue after options (``train cfg --out d epochs=3``):
+# argparse stops a positional list at the first option and cannot intermix with subcommands.
+_CONTINUED_LISTS = {"train": "overrides", "predict": "images"}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    field = _CONTINUED_LISTS.get(args.command)
+    if extra and field and not any(e.startswith("-") for e in extra):
+        getattr(args, field).extend(extra)
+        extra = []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(argv)
     except SystemExit as exc:  # a bad argument (one line already printed), --help or --version
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     _configure_process()
