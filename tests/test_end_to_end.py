@@ -52,3 +52,40 @@ def test_synthetic_16bit_dicom_matches_png_without_real_data(tmp_path):
     p = Predictor.from_file()
     assert abs(p.predict(pixels, "M").bone_age_months
                - p.predict(read_image(dcm).pixels, "M").bone_age_months) < 1.0
+
+
+def test_raw_radiographs_read_like_their_100px_copies(data_dir):
+    """Issue 8: the raw RSNA files and their nearest-neighbour 100-px copies, same hands.
+
+    First bundled model: mean difference +7.93, mean absolute 8.58 months. Retrained model:
+    +2.90 and 3.34. The issue's target (3 and +-2) is not reached yet, so the bounds guard the
+    gain made, not the target."""
+    from boneage.data.labels import load_samples
+    from boneage.evaluation.robustness import paired_consistency
+
+    pairs = paired_consistency(Predictor.from_file(), load_samples(data_dir / "rsna-raw13"),
+                               load_samples(data_dir / "rsna-100px"))
+    assert pairs["n"] == 13
+    assert pairs["mean_abs_difference"] <= 4.5, pairs
+    assert abs(pairs["mean_difference"]) <= 4.0, pairs
+
+
+# Mean |nearest - area| over the five synthetic hands below: first bundled model 14.1 months,
+# retrained model 4.1 (synthetic hands are further from its training images than real ones).
+SYNTHETIC_SHRINK_BOUND = 7.0
+
+
+def test_nearest_and_area_shrinking_give_about_the_same_bone_age_without_real_data():
+    """The same synthetic radiograph shrunk the aliased way (as rsna-100px was made) and the
+    anti-aliased way: the first bundled model read them 14 months apart on average."""
+    from boneage.data.synthetic import make_radiograph
+    from boneage.transforms import functional as F
+
+    p = Predictor.from_file()
+    diffs = []
+    for i, age in enumerate([40, 80, 120, 160, 200]):
+        image = make_radiograph(age, "MF"[i % 2], size=(1000, 800), seed=i).image
+        area, nearest = F.resample(image, 100, "area"), F.resample(image, 100, "nearest")
+        a, n = p.predict_batch([area, nearest], ["M", "M"])
+        diffs.append(n.bone_age_months - a.bone_age_months)
+    assert np.mean(np.abs(diffs)) <= SYNTHETIC_SHRINK_BOUND, diffs
