@@ -236,6 +236,19 @@ def test_metadata_hand_built_fallbacks_and_bad_values(tmp_path):
     assert md.study_date == datetime.date(2022, 1, 1)
 
 
+def test_study_date_tags_in_order_and_which_one_is_kept(tmp_path):
+    stored = np.zeros((16, 16), np.uint16)
+    path = _hand_built(tmp_path / "c.dcm", stored, ContentDate="20210304", SeriesDate="20200101")
+    md = read_image(path).metadata
+    assert (md.study_date, md.study_date_tag) == (datetime.date(2021, 3, 4), "ContentDate")
+    path = _hand_built(tmp_path / "a.dcm", stored, AcquisitionDate="20210305", ContentDate="20210304")
+    assert read_image(path).metadata.study_date_tag == "AcquisitionDate"
+    path = _hand_built(tmp_path / "s.dcm", stored, StudyDate="20210306", AcquisitionDate="20210305")
+    md = read_image(path).metadata
+    assert (md.study_date, md.study_date_tag) == (datetime.date(2021, 3, 6), "StudyDate")
+    assert read_image(_hand_built(tmp_path / "n.dcm", stored)).metadata.study_date_tag is None
+
+
 @pytest.mark.parametrize("age,months", [
     ("010Y", 120.0), ("006M", 6.0), ("012W", 12 * 7 * 12 / 365.25), ("030D", 30 * 12 / 365.25),
     ("", None), (None, None), ("10", None), ("abcY", None),

@@ -35,6 +35,10 @@ _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _AGE_RE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
 _MONTHS_PER_DAY = 12.0 / 365.25
 _AGE_UNIT_MONTHS = {"D": _MONTHS_PER_DAY, "W": 7 * _MONTHS_PER_DAY, "M": 1.0, "Y": 12.0}
+#: Where the date of the examination is looked for, first found wins. StudyDate is what the
+#: clinical reading wants; exports that drop it usually keep AcquisitionDate or ContentDate
+#: (issue 15), and SeriesDate is the same day in practice, so it stays as the last resort.
+STUDY_DATE_TAGS = ("StudyDate", "AcquisitionDate", "ContentDate", "SeriesDate")
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,15 +220,17 @@ def read_metadata(ds: Dataset) -> ImageMetadata:
     sex = str(ds.get("PatientSex", "") or "").strip().upper()
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip() or None
     patient_id = str(ds.get("PatientID", "") or "").strip() or None
-    study_date = None
-    for keyword in ("StudyDate", "AcquisitionDate", "SeriesDate"):
+    study_date, study_date_tag = None, None
+    for keyword in STUDY_DATE_TAGS:
         study_date = _parse_date(ds.get(keyword))
         if study_date is not None:
+            study_date_tag = keyword
             break
     return ImageMetadata(
         sex=Sex(sex) if sex in ("M", "F") else None,
         birth_date=_parse_date(ds.get("PatientBirthDate")),
         study_date=study_date,
+        study_date_tag=study_date_tag,
         patient_age_months=parse_age_months(ds.get("PatientAge")),
         format="dicom",
         photometric=photometric,

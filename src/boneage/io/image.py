@@ -59,7 +59,9 @@ class ImageMetadata:
     birth_date: datetime.date | None = None
     """DICOM PatientBirthDate."""
     study_date: datetime.date | None = None
-    """DICOM StudyDate, else AcquisitionDate, else SeriesDate."""
+    """DICOM StudyDate, else AcquisitionDate, else ContentDate, else SeriesDate."""
+    study_date_tag: str | None = None
+    """Which of those tags gave :attr:`study_date` (so a reading can say where its age came from)."""
     patient_age_months: float | None = None
     """DICOM PatientAge ("010Y", "006M", "012W", "030D") in months; never derived from dates."""
     format: str = ""
