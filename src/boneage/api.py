@@ -3,6 +3,7 @@
 >>> from boneage import api
 >>> result = api.predict("hand.dcm")                 # sex from the DICOM tag
 >>> result = api.predict("hand.png", sex="F")
+>>> result = api.predict("hand.png", sex="F", age_months=96)   # result.clinical: the reading
 >>> summary = api.evaluate("data/rsna-100px", holdout=True)
 
 ``model`` may be a model file path, a loaded :class:`~boneage.inference.Predictor`, or None
@@ -14,11 +15,13 @@ s with one-line messages.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from boneage.clinical import clinical_reading, resolve_chronological_age
 from boneage.errors import InputError
 from boneage.inference import Prediction, Predictor
 from boneage.sex import Sex
@@ -33,32 +36,54 @@ def load_predictor(model: str | os.PathLike | Predictor | None = None, device: s
     return Predictor.from_file(model, device=device)
 
 
-def _pixels_and_sex(image, sex, predictor: Predictor, name: str) -> tuple[np.ndarray, Sex]:
-    """Pixels of any image-like input, and its sex: the argument, else the file's tag."""
+def _read(image, sex, predictor: Predictor, name: str):
+    """Pixels of any image-like input, its sex (the argument, else the file's tag) and the
+    file's metadata (None for arrays)."""
     from boneage.io import LoadedImage, read_image
 
-    file_sex = None
+    metadata = None
     if isinstance(image, (str, os.PathLike)):
         image = read_image(image)
     if isinstance(image, LoadedImage):
-        file_sex = image.metadata.sex
+        metadata = image.metadata
         pixels = image.pixels
     else:
         pixels = np.asarray(image, dtype=np.float32)
-    settled = Sex.parse_optional(sex) or file_sex
+    settled = Sex.parse_optional(sex) or (metadata.sex if metadata is not None else None)
     if settled is None:
         if predictor.uses_sex:
             raise InputError("sex is unknown: the file has no sex tag and none was given", name)
         settled = Sex.FEMALE  # ignored by a model without the sex branch
+    return pixels, settled, metadata
+
+
+def _pixels_and_sex(image, sex, predictor: Predictor, name: str) -> tuple[np.ndarray, Sex]:
+    pixels, settled, _ = _read(image, sex, predictor, name)
     return pixels, settled
 
 
-def predict(image, sex=None, *, model=None) -> Prediction:
-    """Bone age of one radiograph (path, LoadedImage or array)."""
+def predict(image, sex=None, *, model=None, birth_date=None, study_date=None,
+            age_months=None) -> Prediction:
+    """Bone age of one radiograph (path, LoadedImage or array).
+
+    When a chronological age is known, from ``birth_date`` and ``study_date`` (dates or
+    ``"YYYY-MM-DD"`` / ``"YYYYMMDD"``), ``age_months``, or the DICOM tags, in that order, the
+    result's ``clinical`` holds the reading against it (see :mod:`boneage.clinical`);
+    otherwise it is None. Bad ages or dates are an InputError before the model runs.
+    """
     predictor = load_predictor(model)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
-    pixels, settled = _pixels_and_sex(image, sex, predictor, name)
-    return predictor.predict(pixels, settled)
+    pixels, settled, metadata = _read(image, sex, predictor, name)
+    try:
+        age = resolve_chronological_age(birth_date=birth_date, study_date=study_date,
+                                        age_months=age_months, metadata=metadata)
+    except InputError as exc:
+        # Say which image: with several on one command line the bare reason is ambiguous.
+        raise InputError(exc.problem, exc.path or name) from None
+    prediction = predictor.predict(pixels, settled)
+    if age is not None:
+        prediction = replace(prediction, clinical=clinical_reading(prediction.bone_age_months, settled, age))
+    return prediction
 
 
 def predict_batch(images: Sequence, sexes: Sequence | None = None, *, model=None) -> list[Prediction]:

@@ -40,6 +40,42 @@ def test_sex_comes_from_dicom_tags_or_is_a_clear_error(cli, tmp_path, tiny_model
     assert code == 2 and "sex must be M or F, got 'X'" in err
 
 
+def test_predict_with_age_gives_the_clinical_reading(cli, tmp_path, tiny_model):
+    from boneage.data.synthetic import write_example_radiograph
+
+    img = write_example_radiograph(tmp_path / "hand.png", size=64)
+    code, out, err = cli("predict", img, "--sex", "F", "--model", tiny_model, "--json", "--age-months", "60")
+    assert code == 0, err
+    row = json.loads(out)
+    reading = row["clinical"]
+    assert reading["chronological_age_months"] == 60.0 and reading["age_source"] == "age given"
+    assert reading["bone_age_months"] == row["bone_age_months"]
+    assert reading["difference_months"] == pytest.approx(row["bone_age_months"] - 60)
+    assert reading["reference_sd_months"] == pytest.approx(11.65)  # girls at 60 months
+    assert reading["z_score"] == pytest.approx((row["bone_age_months"] - 60) / 11.65)
+    expected = "within normal limits" if abs(reading["z_score"]) <= 2 else (
+        "advanced" if reading["z_score"] > 0 else "delayed")
+    assert reading["impression"] == expected
+
+    code, out, err = cli("predict", img, "--sex", "F", "--model", tiny_model,
+                         "--birth-date", "2010-01-01", "--study-date", "20260101")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 5
+    assert lines[1] == "  chronological age: 192.0 months (16.0 years), from birth and study dates given"
+    assert lines[2].startswith("  difference (bone - chronological): ")
+    # 2010-01-01 .. 2026-01-01 is 5844 days, exactly 192 mean months: girls' last SD, 7.31.
+    z = (row["bone_age_months"] - 192) / 7.31
+    assert lines[3] == f"  z-score: {z:+.2f} (SD 7.31 months, Greulich–Pyle (Brush Foundation))"
+    assert lines[4].startswith("  impression: ")
+
+    code, out, _ = cli("predict", img, "--sex", "F", "--model", tiny_model, "--age-months", "200")
+    assert code == 0
+    assert ("  z-score: none (chronological age 200.0 months is above the Greulich–Pyle "
+            "(Brush Foundation) reference range for girls (3–192 months))") in out.splitlines()
+    assert "  impression: no impression (no z-score); bone age " in out
+
+
 @pytest.mark.parametrize("content,phrase", [(b"", "cannot decode"), (b"\x89PNG\r\n\x1a\n\x00\x00", "cannot decode")])
 def test_unreadable_image_one_line_no_traceback(cli, tmp_path, tiny_model, content, phrase):
     bad = tmp_path / "broken.png"
@@ -153,6 +189,14 @@ def test_console_entry_point_runs(tmp_path):
     (["evaluate", "x", "--limit", "abc"], "argument --limit: must be a whole number, got 'abc'"),
     (["predikt", "x"], "invalid choice: 'predikt'"),
     (["predict", "x.png", "--sex", "M", "--bogus"], "unrecognized arguments: --bogus"),
+    (["predict", "x.png", "--age-months", "250"],
+     "argument --age-months: age 250 months is outside 0–240 months (0–20 years)"),
+    (["predict", "x.png", "--birth-date", "1.2.2020"],
+     "argument --birth-date: date '1.2.2020' is in an unknown format; allowed: YYYY-MM-DD (ISO) or YYYYMMDD (DICOM)"),
+    (["predict", "x.png", "--study-date", "2020-02-30"],
+     "argument --study-date: date '2020-02-30' is not a calendar date; allowed: YYYY-MM-DD (ISO) or YYYYMMDD (DICOM)"),
+    (["predict", "x.png", "--birth-date", "2020-05-01", "--study-date", "2019-01-01"],
+     "study date 2019-01-01 is before birth date 2020-05-01; the study date must be on or after the birth date"),
 ])
 def test_bad_options_are_refused_in_one_line_before_any_work(cli, argv, message):
     code, out, err = cli(*argv)

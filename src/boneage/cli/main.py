@@ -36,11 +36,16 @@ def cmd_predict(args) -> int:
     from boneage.sex import Sex
 
     sex_arg = Sex.parse_optional(args.sex)
+    ages = {"birth_date": args.birth_date, "study_date": args.study_date, "age_months": args.age_months}
+    if args.birth_date is not None and args.study_date is not None:
+        from boneage.clinical import resolve_chronological_age
+
+        resolve_chronological_age(**ages)  # a study before the birth is refused before any work
     predictor = api.load_predictor(args.model)
     failures = 0
     for path in args.images:
         try:
-            result = api.predict(path, sex_arg, model=predictor)
+            result = api.predict(path, sex_arg, model=predictor, **ages)
         except BoneAgeError as exc:
             failures += 1
             print(f"boneage: error: {exc}", file=sys.stderr)
@@ -52,6 +57,9 @@ def cmd_predict(args) -> int:
             print(f"{path}: bone age {result.bone_age_months:.1f} months "
                   f"({result.bone_age_months / 12:.1f} years), sex {result.sex}"
                   + (f", spread {result.spread_months:.1f}" if result.n_views > 1 else ""))
+            if result.clinical is not None:
+                for line in result.clinical.lines():
+                    print(f"  {line}")
     return EXIT_USER_ERROR if failures else 0
 
 
@@ -238,6 +246,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _date(text: str):
+    from boneage.clinical import parse_date
+
+    try:
+        return parse_date(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _age_months(text: str) -> float:
+    from boneage.clinical import check_age_months
+
+    try:
+        return check_age_months(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="boneage", description="Pediatric bone age assessment from hand radiographs.")
     p.add_argument("--version", action="version", version=f"boneage {__version__}")
@@ -248,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sex", help="M or F (default: the DICOM PatientSex tag)")
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    s.add_argument("--birth-date", type=_date, metavar="DATE",
+                   help="child's birth date, YYYY-MM-DD or YYYYMMDD (with --study-date: the "
+                        "chronological age for the clinical reading; default: the DICOM tags)")
+    s.add_argument("--study-date", type=_date, metavar="DATE",
+                   help="date the radiograph was taken, YYYY-MM-DD or YYYYMMDD")
+    s.add_argument("--age-months", type=_age_months, metavar="MONTHS",
+                   help="chronological age in months, 0-240 (used when the dates are not given)")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("evaluate", help="MAE of a model on a labelled folder (labels.csv + images/)")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from boneage.sex import Sex
 from boneage.inference.aggregate import aggregate
 from boneage.inference.modelfile import load_model_file
 from boneage.transforms import build_pipeline, make_views
+
+if TYPE_CHECKING:
+    from boneage.clinical import ClinicalReading
 
 DEFAULT_MODEL_NAME = "default_model.safetensors"
 
@@ -35,9 +39,16 @@ class Prediction:
     n_views: int
     model_name: str = ""
     model_hash: str = ""
+    clinical: ClinicalReading | None = None
+    """The reading against chronological age, when the caller or the file gave an age."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready fields; ``"clinical"`` only when there is a reading, so output without
+        an age is what it always was."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "clinical"}
+        if self.clinical is not None:
+            out["clinical"] = self.clinical.to_dict()
+        return out
 
 
 class Predictor:
