@@ -57,11 +57,6 @@ def _read(image, sex, predictor: Predictor, name: str):
     return pixels, settled, metadata
 
 
-def _pixels_and_sex(image, sex, predictor: Predictor, name: str) -> tuple[np.ndarray, Sex]:
-    pixels, settled, _ = _read(image, sex, predictor, name)
-    return pixels, settled
-
-
 def predict(image, sex=None, *, model=None, birth_date=None, study_date=None,
             age_months=None) -> Prediction:
     """Bone age of one radiograph (path, LoadedImage or array).
@@ -93,9 +88,9 @@ def predict_batch(images: Sequence, sexes: Sequence | None = None, *, model=None
     sexes = list(sexes) if sexes is not None else [None] * len(images)
     if len(sexes) != len(images):
         raise InputError(f"got {len(images)} images but {len(sexes)} sexes")
-    pairs = [_pixels_and_sex(im, s, predictor, str(im) if isinstance(im, (str, os.PathLike)) else f"<image {i}>")
-             for i, (im, s) in enumerate(zip(images, sexes))]
-    return predictor.predict_batch([p for p, _ in pairs], [s for _, s in pairs])
+    read = [_read(im, s, predictor, str(im) if isinstance(im, (str, os.PathLike)) else f"<image {i}>")
+            for i, (im, s) in enumerate(zip(images, sexes))]
+    return predictor.predict_batch([r[0] for r in read], [r[1] for r in read])
 
 
 def evaluate(data_dir=None, *, csv=None, images=None, model=None, holdout: bool = False,
@@ -141,7 +136,7 @@ def explain(image, sex=None, *, model=None, out=None, title: str | None = None):
 
     predictor = load_predictor(model)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
-    pixels, settled = _pixels_and_sex(image, sex, predictor, name)
+    pixels, settled, _ = _read(image, sex, predictor, name)
     prediction, heat, pre = explain_image(predictor, pixels, settled)
     if out is not None:
         months = prediction.bone_age_months

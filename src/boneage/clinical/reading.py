@@ -17,11 +17,9 @@ from dataclasses import dataclass
 
 from boneage.clinical.reference import REFERENCE_NAME, OutsideReferenceRange, gp_standard_deviation
 from boneage.errors import InputError
+from boneage.io.dicom import DAYS_PER_MONTH
 from boneage.sex import Sex
 
-#: Days in the mean Gregorian month: ages from dates are ``days / DAYS_PER_MONTH``, the same
-#: unit DICOM PatientAge in days or weeks is converted with.
-DAYS_PER_MONTH = 365.25 / 12
 #: Chronological ages outside 0..MAX_AGE_MONTHS (20 years) are refused: bone age is assessed
 #: in children, and a larger value is almost surely a typo or the wrong field.
 MAX_AGE_MONTHS = 240.0

@@ -33,8 +33,10 @@ from boneage.sex import Sex
 
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _AGE_RE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
-_MONTHS_PER_DAY = 12.0 / 365.25
-_AGE_UNIT_MONTHS = {"D": _MONTHS_PER_DAY, "W": 7 * _MONTHS_PER_DAY, "M": 1.0, "Y": 12.0}
+#: Days in the mean Gregorian month: DICOM ages in days or weeks, and ages from dates
+#: (:mod:`boneage.clinical`), are converted to months with it.
+DAYS_PER_MONTH = 365.25 / 12
+_AGE_UNIT_MONTHS = {"D": 1 / DAYS_PER_MONTH, "W": 7 / DAYS_PER_MONTH, "M": 1.0, "Y": 12.0}
 #: Where the date of the examination is looked for, first found wins. StudyDate is what the
 #: clinical reading wants; exports that drop it usually keep AcquisitionDate or ContentDate
 #: (issue 15), and SeriesDate is the same day in practice, so it stays as the last resort.
