@@ -152,7 +152,7 @@ class RandRotate(Transform):
     def __init__(self, max_deg: float = 30.0, fill: float = 0.0, border: str = "constant"):
         if not 0 <= max_deg <= 180:
             raise ValueError(f"max_deg must be in [0, 180], got {max_deg}")
-        F._border(border)
+        F.border_mode(border)  # a bad name fails when the recipe is built
         self.max_deg, self.fill, self.border = max_deg, fill, border
 
     def __call__(self, image, rng=None):
@@ -189,7 +189,7 @@ class RandZoom(Transform):
                  border: str = "constant"):
         if not 0 < min_factor <= max_factor:
             raise ValueError(f"need 0 < min_factor <= max_factor, got {min_factor}, {max_factor}")
-        F._border(border)
+        F.border_mode(border)  # a bad name fails when the recipe is built
         self.min_factor, self.max_factor, self.fill, self.border = min_factor, max_factor, fill, border
 
     def __call__(self, image, rng=None):
@@ -248,8 +248,7 @@ class PercentileStretch(Transform):
     """Intensity standardisation: the ``low``/``high`` percentiles become 0 and 1."""
 
     def __init__(self, low: float = 1.0, high: float = 99.0):
-        if not 0.0 <= low < high <= 100.0:
-            raise ValueError(f"need 0 <= low < high <= 100 (percentiles), got low={low}, high={high}")
+        F.check_percentile_range(low, high)
         self.low, self.high = low, high
 
     def __call__(self, image, rng=None):

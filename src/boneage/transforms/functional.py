@@ -148,6 +148,12 @@ def lowpass_resize(image: np.ndarray, size: int | Sequence[int], sigma: float) -
     return gaussian_blur(out, sigma) if sigma > 0 else out
 
 
+def check_percentile_range(low: float, high: float) -> None:
+    """ValueError unless ``0 <= low < high <= 100``."""
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"need 0 <= low < high <= 100 (percentiles), got low={low}, high={high}")
+
+
 def stretch_percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
     """Map the ``low``-th and ``high``-th intensity percentiles to 0 and 1, clipping beyond.
 
@@ -156,8 +162,7 @@ def stretch_percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.0)
     marker gets the same contrast. A (near) constant image comes back unchanged.
     """
     image = _check_image(image)
-    if not 0.0 <= low < high <= 100.0:
-        raise ValueError(f"need 0 <= low < high <= 100 (percentiles), got low={low}, high={high}")
+    check_percentile_range(low, high)
     lo, hi = np.percentile(image, [low, high])
     if hi - lo < 1e-6:
         return image.copy()
@@ -358,7 +363,8 @@ BORDERS: dict[str, int] = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BOR
                            "reflect": cv2.BORDER_REFLECT_101}
 
 
-def _border(border: str) -> int:
+def border_mode(border: str) -> int:
+    """The OpenCV border flag for a :data:`BORDERS` name; ValueError naming the valid ones."""
     if border not in BORDERS:
         raise ValueError(f"border must be one of {sorted(BORDERS)}, got {border!r}")
     return BORDERS[border]
@@ -371,7 +377,7 @@ def rotate(image: np.ndarray, angle_deg: float, fill: float = 0.0, border: str =
     h, w = image.shape
     m = cv2.getRotationMatrix2D((w / 2.0 - 0.5, h / 2.0 - 0.5), float(angle_deg), 1.0)
     return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=_border(border), borderValue=float(fill))
+                          borderMode=border_mode(border), borderValue=float(fill))
 
 
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -390,7 +396,7 @@ def zoom(image: np.ndarray, factor: float, fill: float = 0.0, border: str = "con
     h, w = image.shape
     m = cv2.getRotationMatrix2D((w / 2.0 - 0.5, h / 2.0 - 0.5), 0.0, float(factor))
     return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=_border(border), borderValue=float(fill))
+                          borderMode=border_mode(border), borderValue=float(fill))
 
 
 def patch_grid(image_size: int | Sequence[int], n: int, patch_size: int | Sequence[int]
@@ -435,9 +441,9 @@ def make_views(image: np.ndarray, patches: tuple[int, int] | None = None,
 
     ``patches=(n, size)`` cuts the grid patches (else the whole image is one view);
     ``angles`` adds the views of the image rotated by each angle (rotation test-time
-    augmentation, before patching; ``border`` fills their corners as :func:`rotate` does); ``finalize`` (the recipe's canonical preparation) is
-    applied to every view, as training applies it after augmentation; ``flip=True`` appends
-    the left-right mirror of every view.
+    augmentation, before patching; ``border`` fills their corners as :func:`rotate` does);
+    ``finalize`` (the recipe's canonical preparation) is applied to every view, as training
+    applies it after augmentation; ``flip=True`` appends the left-right mirror of every view.
     """
     image = _check_image(image)
     images = [image] + [rotate(image, a, border=border) for a in angles]
