@@ -58,13 +58,18 @@ def _read(image, sex, predictor: Predictor, name: str):
 
 
 def predict(image, sex=None, *, model=None, birth_date=None, study_date=None,
-            age_months=None) -> Prediction:
+            age_months=None, force: bool = False) -> Prediction:
     """Bone age of one radiograph (path, LoadedImage or array).
 
     When a chronological age is known, from ``birth_date`` and ``study_date`` (dates or
     ``"YYYY-MM-DD"`` / ``"YYYYMMDD"``), ``age_months``, or the DICOM tags, in that order, the
     result's ``clinical`` holds the reading against it (see :mod:`boneage.clinical`);
     otherwise it is None. Bad ages or dates are an InputError before the model runs.
+
+    The quality gate runs first: an image that is not a hand radiograph the model can read
+    raises :class:`~boneage.errors.QualityRefusal` (``force=True`` assesses it anyway, and
+    the result's ``quality`` says so); an inverted or turned radiograph the gate is sure of
+    is corrected and ``quality.corrections`` says how.
     """
     predictor = load_predictor(model)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
@@ -75,7 +80,8 @@ def predict(image, sex=None, *, model=None, birth_date=None, study_date=None,
     except InputError as exc:
         # Say which image: with several on one command line the bare reason is ambiguous.
         raise InputError(exc.problem, exc.path or name) from None
-    prediction = predictor.predict(pixels, settled)
+    pixels, verdict = predictor.screen(pixels, metadata, name=name, force=force)
+    prediction = replace(predictor.predict(pixels, settled), quality=verdict)
     if age is not None:
         prediction = replace(prediction, clinical=clinical_reading(prediction.bone_age_months, settled, age))
     return prediction

@@ -34,3 +34,14 @@ def unknown_name(kind: str, name: str, valid: list[str]) -> ConfigError:
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(f"unknown {kind} {name!r}{hint}; valid names: {', '.join(sorted(valid))}")
+
+
+class QualityRefusal(BoneAgeError):
+    """The image was read but is not a hand radiograph the model can assess (a photograph,
+    text, a CT slice, an unsure orientation, ...). The CLI exits with status 3 for it, apart
+    from 2 for unreadable files; ``--force`` (``force=True``) assesses it anyway."""
+
+    def __init__(self, reason: str, path: str | Path | None = None):
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        super().__init__(f"not assessed: {reason}" if path is None else f"{path}: not assessed: {reason}")

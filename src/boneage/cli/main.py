@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 from boneage import __version__
-from boneage.errors import BoneAgeError, InputError
+from boneage.errors import BoneAgeError, InputError, QualityRefusal
 
 EXIT_USER_ERROR = 2
+#: The image was read but the quality gate refused to assess it (``--force`` overrides).
+EXIT_REFUSED = 3
 
 
 def refuse_overwrite(path: str | os.PathLike, force: bool = False) -> Path:
@@ -42,10 +44,14 @@ def cmd_predict(args) -> int:
 
         resolve_chronological_age(**ages)  # a study before the birth is refused before any work
     predictor = api.load_predictor(args.model)
-    failures = 0
+    failures = refusals = 0
     for path in args.images:
         try:
-            result = api.predict(path, sex_arg, model=predictor, **ages)
+            result = api.predict(path, sex_arg, model=predictor, force=args.force, **ages)
+        except QualityRefusal as exc:
+            refusals += 1
+            print(f"boneage: refused: {exc}", file=sys.stderr)
+            continue
         except BoneAgeError as exc:
             failures += 1
             print(f"boneage: error: {exc}", file=sys.stderr)
@@ -60,7 +66,7 @@ def cmd_predict(args) -> int:
             if result.clinical is not None:
                 for line in result.clinical.lines():
                     print(f"  {line}")
-    return EXIT_USER_ERROR if failures else 0
+    return EXIT_USER_ERROR if failures else EXIT_REFUSED if refusals else 0
 
 
 def cmd_evaluate(args) -> int:
@@ -281,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="date the radiograph was taken, YYYY-MM-DD or YYYYMMDD")
     s.add_argument("--age-months", type=_age_months, metavar="MONTHS",
                    help="chronological age in months, 0-240 (used when the dates are not given)")
+    s.add_argument("--force", action="store_true",
+                   help="assess images the quality gate refuses (not a hand radiograph, unsure "
+                        "orientation); the result says it was forced")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("evaluate", help="MAE of a model on a labelled folder (labels.csv + images/)")
@@ -437,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         return args.func(args)
+    except QualityRefusal as exc:
+        print(f"boneage: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except BoneAgeError as exc:
         print(f"boneage: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

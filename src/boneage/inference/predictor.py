@@ -19,6 +19,8 @@ from boneage.transforms import build_pipeline, make_views
 
 if TYPE_CHECKING:
     from boneage.clinical import ClinicalReading
+    from boneage.inference.interval import PredictionInterval
+    from boneage.inference.quality import QualityVerdict
 
 DEFAULT_MODEL_NAME = "default_model.safetensors"
 
@@ -41,13 +43,20 @@ class Prediction:
     model_hash: str = ""
     clinical: ClinicalReading | None = None
     """The reading against chronological age, when the caller or the file gave an age."""
+    interval: PredictionInterval | None = None
+    """The calibrated prediction interval, when the model file carries a calibration."""
+    quality: QualityVerdict | None = None
+    """What the quality gate decided (None when the image did not pass through it)."""
+
+    _NESTED = ("clinical", "interval", "quality")
 
     def to_dict(self) -> dict:
-        """JSON-ready fields; ``"clinical"`` only when there is a reading, so output without
-        an age is what it always was."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "clinical"}
-        if self.clinical is not None:
-            out["clinical"] = self.clinical.to_dict()
+        """JSON-ready fields; ``clinical``, ``interval`` and ``quality`` only when present."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._NESTED}
+        for name in self._NESTED:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value.to_dict()
         return out
 
 
@@ -80,6 +89,15 @@ class Predictor:
     @property
     def uses_sex(self) -> bool:
         return bool(getattr(self.model.head, "uses_sex", True))
+
+    def screen(self, image: np.ndarray, metadata=None, *, name: str | None = None,
+               force: bool = False) -> tuple[np.ndarray, QualityVerdict]:
+        """The quality gate (see :mod:`boneage.inference.quality`): ``(pixels to assess,
+        verdict)``, the pixels corrected when the gate turned or inverted them. Raises
+        :class:`~boneage.errors.QualityRefusal` unless ``force``."""
+        from boneage.inference.quality import screen
+
+        return screen(self, np.asarray(image, dtype=np.float32), metadata, name=name, force=force)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """The recipe's deterministic preprocessing of a [0, 1] image."""

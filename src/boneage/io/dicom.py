@@ -237,7 +237,34 @@ def read_metadata(ds: Dataset) -> ImageMetadata:
         format="dicom",
         photometric=photometric,
         patient_id=patient_id,
+        modality=_upper_or_none(ds.get("Modality")),
+        body_part=_upper_or_none(ds.get("BodyPartExamined")),
+        image_type=tuple(str(v).strip().upper() for v in _as_list(ds.get("ImageType"))),
+        n_frames=_frames(ds),
     )
+
+
+def _upper_or_none(value: object) -> str | None:
+    text = str(value or "").strip().upper()
+    return text or None
+
+
+def _as_list(value: object) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)):
+        return [value] if str(value).strip() else []
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
+def _frames(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def _parse_date(value: object) -> datetime.date | None:

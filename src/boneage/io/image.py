@@ -74,6 +74,14 @@ class ImageMetadata:
     """DICOM PhotometricInterpretation."""
     patient_id: str | None = None
     """DICOM PatientID."""
+    modality: str | None = None
+    """DICOM Modality (``"CR"``, ``"DX"``, ``"CT"``, ...), upper case."""
+    body_part: str | None = None
+    """DICOM BodyPartExamined, upper case."""
+    image_type: tuple[str, ...] = ()
+    """DICOM ImageType values (``("ORIGINAL", "PRIMARY")``, ``("DERIVED", "SECONDARY", "LOCALIZER")``)."""
+    n_frames: int = 1
+    """DICOM NumberOfFrames (1 for raster formats)."""
 
 
 @dataclass
