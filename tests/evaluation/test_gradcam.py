@@ -158,3 +158,80 @@ def test_explain_puts_rotated_test_time_views_back_in_place():
     assert heat[10:16, 30:38].mean() > 0.9
     assert heat[30:, :20].max() < 0.2
     assert np.corrcoef(heat.ravel(), image.ravel())[0, 1] > 0.95
+
+
+# --- The heat map on the radiograph as given (its own size and aspect ratio) -----------------
+
+@pytest.mark.parametrize("steps,pre_spot,original_spot", [
+    # 60x120 fitted into 40x40: scale 1/3, 10 rows of padding above; pre (15, 30) <- (16, 91).
+    ([{"name": "resize", "size": 40, "mode": "pad"}], (15, 30), (16, 91)),
+    # Squashed to 30x30: rows x1/2, columns x1/4; pre (10, 20) <- (20.5, 81.5).
+    ([{"name": "resize", "size": 30}], (10, 20), (20.5, 81.5)),
+    # 10 % of rows and 25 % of columns cropped first, then an intensity step, then a squash
+    # of the 54x90 rest to 27x45 (x1/2): pre (5, 10) <- (10.5 + 6, 20.5 + 30).
+    ([{"name": "crop", "top": 0.1, "left": 0.25}, {"name": "stretch"}, {"name": "resize", "size": [27, 45]}],
+     (5, 10), (16.5, 50.5)),
+])
+def test_heatmap_to_original_puts_a_hot_spot_where_it_came_from(steps, pre_spot, original_spot):
+    from boneage.evaluation.gradcam import heatmap_to_original, preprocess_geometry
+
+    image = np.random.default_rng(4).random((60, 120)).astype(np.float32)
+    geometry = preprocess_geometry(steps, image)
+    assert geometry.approximated == ()
+    heat = np.zeros(geometry.shape, np.float32)
+    heat[pre_spot] = 1.0
+    back = heatmap_to_original(heat, image, steps)
+    assert back.shape == image.shape and back.dtype == np.float32
+    peak = np.unravel_index(back.argmax(), back.shape)
+    assert abs(peak[0] - original_spot[0]) <= 1 and abs(peak[1] - original_spot[1]) <= 1
+    # The forward map agrees: the original spot lands on the preprocessed one.
+    np.testing.assert_allclose(geometry.to_preprocessed(*original_spot), pre_spot, atol=1e-6)
+
+
+def test_heatmap_to_original_leaves_cropped_away_parts_and_padding_out():
+    from boneage.evaluation.gradcam import heatmap_to_original
+
+    image = np.zeros((50, 100), np.float32)
+    image[10:40, 30:80] = 0.8  # the "hand": the convex-hull crop keeps this box
+    steps = [{"name": "convex_hull_crop", "threshold": 0.5, "margin": 0.0}, {"name": "resize", "size": 20}]
+    back = heatmap_to_original(np.ones((20, 20), np.float32), image, steps)
+    assert back[12:38, 32:78].min() > 0.99
+    assert back[:8].max() == 0.0 and back[:, :28].max() == 0.0 and back[:, 82:].max() == 0.0
+    # Padding: a map that is hot only on the padded band above a wide image gives nothing.
+    pad = [{"name": "resize", "size": 40, "mode": "pad"}]
+    band = np.zeros((40, 40), np.float32)
+    band[:8] = 1.0
+    assert heatmap_to_original(band, image, pad).max() == 0.0
+
+
+def test_explain_image_lays_the_map_on_the_radiograph_at_its_own_aspect_ratio():
+    # A padded resize squeezes this wide image into a square; with an identity backbone the map
+    # is the network input, so mapped back it must follow the bright block in the original.
+    image = np.full((60, 150), 0.1, np.float32)
+    image[20:35, 100:130] = 1.0
+    recipe = Recipe.from_dict({"preprocess": [{"name": "resize", "size": 48, "mode": "pad"}],
+                               "inference": {"flip_tta": True}, "target": {"mean": 100.0, "std": 10.0}})
+    predictor = Predictor(toy_model(torch.ones(1, 1, 1, 1)), recipe)
+    pred, heat, background = explain_image(predictor, image, "M")
+    assert heat.shape == background.shape == image.shape
+    assert background is not None and np.array_equal(background, image)
+    assert heat[22:33, 103:127].mean() > 0.8
+    assert heat[:, :80].max() < 0.3
+    _, pre_heat, pre = explain_image(predictor, image, "M", on="preprocessed")
+    assert pre_heat.shape == pre.shape == (48, 48)
+    with pytest.raises(ValueError, match="original"):
+        explain_image(predictor, image, "M", on="squashed")
+
+
+def test_overlay_rgb_keeps_the_aspect_ratio_and_caps_the_size():
+    from boneage.evaluation.gradcam import overlay_rgb
+
+    rng = np.random.default_rng(5)
+    small = overlay_rgb(rng.random((90, 60)), rng.random((10, 10)))
+    assert small.shape == (90, 60, 3) and small.dtype == np.uint8
+    big = overlay_rgb(rng.random((2000, 1500)).astype(np.float32), np.zeros((20, 20)), max_side=400)
+    assert big.shape == (400, 300, 3)
+    # No heat: the gray radiograph itself shows through unchanged.
+    gray = np.linspace(0, 1, 50, dtype=np.float32)[None, :].repeat(20, 0)
+    plain = overlay_rgb(gray, np.zeros_like(gray))
+    np.testing.assert_array_equal(plain[..., 0], np.round(gray * 255).astype(np.uint8))

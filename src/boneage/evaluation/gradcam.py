@@ -13,13 +13,23 @@ head is differentiated: no hooks, and no gradients through (or left on) the back
 Public API::
 
     grad_cam(model, x, sex) -> (H, W) array in [0, 1]
-    explain_image(predictor, image, sex) -> (Prediction, heat map, preprocessed image)
+    explain_image(predictor, image, sex, *, on="original") -> (Prediction, heat map, image)
+    preprocess_geometry(steps, image) -> PreprocessGeometry
+    heatmap_to_original(heatmap, image, steps) -> heat map on the image as given
+    overlay_rgb(image, heatmap, *, max_side=1024) -> (H, W, 3) uint8
     overlay_heatmap(image, heatmap, path, *, title=None) -> Path
+
+The network sees a resized (and possibly cropped or padded) copy of the radiograph; a map
+drawn on that copy shows the hand squashed, and its peak may sit on padding or background.
+:func:`heatmap_to_original` undoes the recipe's preprocessing geometry so the map lies on the
+radiograph at its own size and aspect ratio, which is what ``explain`` and the clinical report
+show.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -33,9 +43,13 @@ from matplotlib.figure import Figure
 
 from boneage.evaluation.plots import _new_figure, _save
 
-__all__ = ["grad_cam", "explain_image", "overlay_heatmap"]
+__all__ = ["grad_cam", "explain_image", "preprocess_geometry", "heatmap_to_original",
+           "overlay_rgb", "overlay_heatmap", "PreprocessGeometry"]
 
 _MAX_ALPHA = 0.6  # opacity of the heat map where the influence is highest
+#: Longest side, in pixels, at which overlays are drawn: full-resolution radiographs (2-3k px)
+#: add nothing visible at report size and cost hundreds of MB as float RGBA.
+OVERLAY_MAX_SIDE = 1024
 
 
 def _sex_tensor(sex, n: int, device) -> torch.Tensor | None:
@@ -115,7 +129,7 @@ def grad_cam(model: torch.nn.Module, x: torch.Tensor, sex=None) -> np.ndarray:
     return _normalise(_raw_cams(model, x, sex)[0].cpu().numpy())
 
 
-def explain_image(predictor, image: np.ndarray, sex):
+def explain_image(predictor, image: np.ndarray, sex, *, on: str = "original"):
     """Predict one radiograph and compute its Grad-CAM heat map over the views it predicts from.
 
     Every view the Predictor uses (patches, rotated and mirrored test-time views) gets its
@@ -127,12 +141,17 @@ def explain_image(predictor, image: np.ndarray, sex):
         predictor: a :class:`boneage.inference.Predictor`.
         image: the raw 2-D image in [0, 1].
         sex: 'M'/'F' (or anything :meth:`boneage.sex.Sex.parse` accepts).
+        on: ``"original"`` (default): the map is carried back through the recipe's
+            preprocessing onto ``image`` itself (see :func:`heatmap_to_original`);
+            ``"preprocessed"``: the map on the preprocessed image the network's views come from.
 
     Returns:
-        ``(prediction, heatmap, preprocessed)``: the :class:`~boneage.inference.Prediction`,
-        a float32 heat map in [0, 1] and the preprocessed image it lies on, both at the
-        preprocessed image's size.
+        ``(prediction, heatmap, background)``: the :class:`~boneage.inference.Prediction`,
+        a float32 heat map in [0, 1] and the image it lies on, of the same shape: ``image``
+        for ``on="original"``, the preprocessed image for ``on="preprocessed"``.
     """
+    if on not in ("original", "preprocessed"):
+        raise ValueError(f"on must be 'original' or 'preprocessed', got {on!r}")
     from boneage.transforms import functional as TF_
     from boneage.transforms import view_layout
 
@@ -169,8 +188,175 @@ def explain_image(predictor, image: np.ndarray, sex):
             cover = TF_.rotate(cover, -angle)
         heat_sum += mean * cover
         weight += cover
-    heat = np.divide(heat_sum, weight, out=np.zeros_like(heat_sum), where=weight > 1e-6)
-    return prediction, _normalise(heat), pre
+    heat = _normalise(np.divide(heat_sum, weight, out=np.zeros_like(heat_sum), where=weight > 1e-6))
+    if on == "preprocessed":
+        return prediction, heat, pre
+    image = np.asarray(image, dtype=np.float32)
+    return prediction, heatmap_to_original(heat, image, recipe.preprocess), image
+
+
+@dataclass(frozen=True)
+class PreprocessGeometry:
+    """Where each pixel of an image lands in its preprocessed copy.
+
+    The steps a recipe can preprocess with (crops, squashing or padded resizes) are all
+    axis-aligned, so the whole pipeline is one map per axis, in pixel-centre coordinates::
+
+        row_pre = scale_y * row + offset_y        col_pre = scale_x * col + offset_x
+    """
+
+    scale_y: float
+    offset_y: float
+    scale_x: float
+    offset_x: float
+    shape: tuple[int, int]
+    """(height, width) of the preprocessed image."""
+    approximated: tuple[str, ...] = ()
+    """Steps whose geometry is unknown and was taken as a plain resize to their output size."""
+
+    def then(self, scale_y: float, offset_y: float, scale_x: float, offset_x: float,
+             shape: tuple[int, int], approximated: str | None = None) -> "PreprocessGeometry":
+        """This geometry followed by one more axis-aligned step."""
+        return PreprocessGeometry(scale_y * self.scale_y, scale_y * self.offset_y + offset_y,
+                                  scale_x * self.scale_x, scale_x * self.offset_x + offset_x,
+                                  tuple(shape),
+                                  self.approximated + ((approximated,) if approximated else ()))
+
+    def to_preprocessed(self, row: float, col: float) -> tuple[float, float]:
+        """Preprocessed (row, col) of an original pixel (row, col)."""
+        return self.scale_y * row + self.offset_y, self.scale_x * col + self.offset_x
+
+
+def _resize_step(shape_in, shape_out) -> tuple[float, float, float, float]:
+    """Pixel-centre map of a resize from ``shape_in`` to ``shape_out`` (as cv2.resize does it:
+    centres line up, ``x' = (x + 0.5) * s - 0.5``)."""
+    sy, sx = shape_out[0] / shape_in[0], shape_out[1] / shape_in[1]
+    return sy, 0.5 * sy - 0.5, sx, 0.5 * sx - 0.5
+
+
+def _step_geometry(step, image: np.ndarray, out: np.ndarray):
+    """``(scale_y, offset_y, scale_x, offset_x, approximated name or None)`` of one step that
+    turned ``image`` into ``out``."""
+    from boneage.transforms import classes as TC
+
+    h, w = image.shape
+    box = None
+    if isinstance(step, TC.Resize) and step.mode == "pad":
+        # The same arithmetic as functional.resize(mode="pad"): fit inside, centre, pad.
+        th, tw = out.shape
+        scale = min(th / h, tw / w)
+        nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+        sy, oy, sx, ox = _resize_step((h, w), (nh, nw))
+        return sy, oy + (th - nh) // 2, sx, ox + (tw - nw) // 2, None
+    if isinstance(step, (TC.Resize, TC.Resample, TC.LowpassResize)):
+        return (*_resize_step((h, w), out.shape), None)
+    if isinstance(step, TC.CropFractions):
+        box = (int(round(h * step.top)), None, int(round(w * step.left)), None)
+    elif isinstance(step, TC.ConvexHullCrop):
+        from boneage.segmentation.hull import convex_hull_box
+
+        box = convex_hull_box(image, threshold=step.threshold, margin=step.margin)
+    elif isinstance(step, TC.UNetCrop):
+        from boneage.segmentation.unet import unet_crop_box
+
+        box = unet_crop_box(step.network(), image, margin=step.margin)
+    elif out.shape == image.shape:
+        # Intensity steps (CLAHE, stretch, normalise, ...) leave every pixel where it was.
+        return 1.0, 0.0, 1.0, 0.0, None
+    else:
+        # A step whose geometry this module does not know: treat it as a resize of the whole
+        # image to its output (exact for squashing steps, approximate for anything else).
+        return (*_resize_step((h, w), out.shape), type(step).__name__)
+    if box is None or out.shape == image.shape:  # the crop found nothing and kept the image
+        return 1.0, 0.0, 1.0, 0.0, None
+    return 1.0, -float(box[0]), 1.0, -float(box[2]), None
+
+
+def preprocess_geometry(steps, image: np.ndarray) -> PreprocessGeometry:
+    """The geometry of a recipe's preprocessing of ``image`` (see :class:`PreprocessGeometry`).
+
+    ``steps`` is a recipe's ``preprocess`` list or a built pipeline. Each step is run on the
+    image, because crops to the hand (``convex_hull_crop``, ``unet_crop``) depend on it.
+    Resizes (squashing or padded), fraction crops and hand crops are inverted exactly;
+    steps that keep the shape are taken as not moving pixels; any other step that changes the
+    shape is approximated as a resize of its whole input and named in ``approximated``.
+    """
+    from boneage.transforms import Compose, build_pipeline
+
+    pipeline = steps if callable(steps) else build_pipeline(list(steps))
+    transforms = pipeline.transforms if isinstance(pipeline, Compose) else [pipeline]
+    current = np.asarray(image, dtype=np.float32)
+    geometry = PreprocessGeometry(1.0, 0.0, 1.0, 0.0, current.shape)
+    for step in transforms:
+        out = step(current)
+        sy, oy, sx, ox, approx = _step_geometry(step, current, out)
+        geometry = geometry.then(sy, oy, sx, ox, out.shape, approx)
+        current = out
+    return geometry
+
+
+def heatmap_to_original(heatmap: np.ndarray, image: np.ndarray, steps) -> np.ndarray:
+    """Carry a heat map from the preprocessed image back onto ``image`` (its shape and aspect).
+
+    Args:
+        heatmap: 2-D map on the preprocessed image (any size: it is first resized to the
+            preprocessed image's size, e.g. from the network's input size).
+        image: the radiograph as given to the predictor (2-D, [0, 1]).
+        steps: the recipe's ``preprocess`` list (or its built pipeline).
+
+    Returns:
+        float32 map of ``image.shape``; parts of the image the preprocessing cropped away
+        (the network never saw them) are 0. Values are not renormalised, so a map whose
+        peak lay on padding keeps its scale and shows the radiograph as less influential.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if image.ndim != 2 or heatmap.ndim != 2:
+        raise ValueError(f"image and heatmap must be 2-D, got shapes {image.shape} and {heatmap.shape}")
+    geometry = preprocess_geometry(steps, image)
+    ph, pw = geometry.shape
+    if heatmap.shape != (ph, pw):
+        heatmap = cv2.resize(heatmap, (pw, ph), interpolation=cv2.INTER_LINEAR)
+    # WARP_INVERSE_MAP: the matrix maps each output (original) pixel to where it is sampled
+    # in the source (preprocessed) map, which is exactly the forward preprocessing geometry.
+    matrix = np.array([[geometry.scale_x, 0.0, geometry.offset_x],
+                       [0.0, geometry.scale_y, geometry.offset_y]], dtype=np.float64)
+    out = cv2.warpAffine(heatmap, matrix, (image.shape[1], image.shape[0]),
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _fit_for_display(image: np.ndarray, heatmap: np.ndarray, max_side: int):
+    """The image and the map at one size, no side over ``max_side``, aspect ratio kept."""
+    if heatmap.shape != image.shape:
+        heatmap = cv2.resize(heatmap, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    h, w = image.shape
+    scale = max_side / max(h, w)
+    if scale < 1.0:
+        size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        heatmap = cv2.resize(heatmap, size, interpolation=cv2.INTER_AREA)
+    return image, heatmap
+
+
+def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, *, max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
+    """The radiograph in gray with the heat map blended over it, as an (H, W, 3) uint8 array.
+
+    The result has the image's aspect ratio (shrunk so that no side exceeds ``max_side``);
+    the map is resized to the image first if their shapes differ. Same colours and opacity
+    as :func:`overlay_heatmap`.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if image.ndim != 2 or heatmap.ndim != 2:
+        raise ValueError(f"image and heatmap must be 2-D, got shapes {image.shape} and {heatmap.shape}")
+    image, heatmap = _fit_for_display(image, heatmap, max_side)
+    gray = np.clip(image, 0.0, 1.0)[..., None]
+    heat = np.clip(heatmap, 0.0, 1.0)
+    colour = colormaps["turbo"](heat)[..., :3].astype(np.float32)
+    alpha = (_MAX_ALPHA * np.sqrt(heat))[..., None]
+    return np.round(255.0 * ((1.0 - alpha) * gray + alpha * colour)).astype(np.uint8)
 
 
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, path: str | os.PathLike, *,
@@ -178,7 +364,9 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, path: str | os.PathL
     """Write the radiograph in gray with the heat map over it as a PNG (atomically).
 
     Args:
-        image: 2-D grayscale image in [0, 1] (e.g. the preprocessed image).
+        image: 2-D grayscale image in [0, 1] (e.g. the radiograph :func:`explain_image`
+            returns); drawn at its own aspect ratio, shrunk to at most
+            :data:`OVERLAY_MAX_SIDE` pixels per side.
         heatmap: 2-D map in [0, 1]; resized bilinearly if its shape differs from ``image``.
         path: destination PNG; its folder is created if needed.
         title: text above the image, e.g. the prediction.
@@ -190,8 +378,7 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, path: str | os.PathL
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if image.ndim != 2 or heatmap.ndim != 2:
         raise ValueError(f"image and heatmap must be 2-D, got shapes {image.shape} and {heatmap.shape}")
-    if heatmap.shape != image.shape:
-        heatmap = cv2.resize(heatmap, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    image, heatmap = _fit_for_display(image, heatmap, OVERLAY_MAX_SIDE)
     h, w = image.shape
     # Size the figure to the image's aspect ratio so the radiograph is not letterboxed into
     # a tiny area; the extra width leaves room for the colour bar.
