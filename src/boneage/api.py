@@ -87,16 +87,43 @@ def predict(image, sex=None, *, model=None, birth_date=None, study_date=None,
     return prediction
 
 
-def predict_batch(images: Sequence, sexes: Sequence | None = None, *, model=None) -> list[Prediction]:
-    """Bone ages of several radiographs, batched (each as :func:`predict` would give it)."""
+def predict_batch(images: Sequence, sexes: Sequence | None = None, *, model=None,
+                  force: bool = False, age_months: Sequence | None = None) -> list[Prediction]:
+    """Bone ages of several radiographs, their views batched through the model; each result
+    equals :func:`predict` of that image alone (quality gate, clinical reading included).
+
+    ``age_months`` gives each image's chronological age (None entries: the file's DICOM tags,
+    if any). A refused image raises :class:`~boneage.errors.QualityRefusal` for the whole
+    batch unless ``force``; :func:`predict_files` goes on past bad files instead.
+    """
     predictor = load_predictor(model)
     images = list(images)
     sexes = list(sexes) if sexes is not None else [None] * len(images)
+    ages = list(age_months) if age_months is not None else [None] * len(images)
     if len(sexes) != len(images):
         raise InputError(f"got {len(images)} images but {len(sexes)} sexes")
-    read = [_read(im, s, predictor, str(im) if isinstance(im, (str, os.PathLike)) else f"<image {i}>")
-            for i, (im, s) in enumerate(zip(images, sexes))]
-    return predictor.predict_batch([r[0] for r in read], [r[1] for r in read])
+    if len(ages) != len(images):
+        raise InputError(f"got {len(images)} images but {len(ages)} ages (age_months)")
+    pixels, settled, readings = [], [], []
+    for i, (image, sex, age_months_i) in enumerate(zip(images, sexes, ages)):
+        name = str(image) if isinstance(image, (str, os.PathLike)) else f"<image {i}>"
+        raw, sex_i, metadata = _read(image, sex, predictor, name)
+        try:
+            age = resolve_chronological_age(age_months=age_months_i, metadata=metadata)
+        except InputError as exc:
+            raise InputError(exc.problem, exc.path or name) from None
+        # The gate runs per image, as in predict: it may turn or invert the pixels.
+        screened, verdict = predictor.screen(raw, metadata, name=name, force=force)
+        pixels.append(screened)
+        settled.append(sex_i)
+        readings.append((verdict, age))
+    results = []
+    for prediction, sex_i, (verdict, age) in zip(predictor.predict_batch(pixels, settled), settled, readings):
+        prediction = replace(prediction, quality=verdict)
+        if age is not None:
+            prediction = replace(prediction, clinical=clinical_reading(prediction.bone_age_months, sex_i, age))
+        results.append(prediction)
+    return results
 
 
 def evaluate(data_dir=None, *, csv=None, images=None, model=None, holdout: bool = False,
@@ -150,3 +177,68 @@ def explain(image, sex=None, *, model=None, out=None, title: str | None = None):
         overlay_heatmap(pre, heat, Path(out), title=title or f"{label}bone age {months:.1f} months "
                                                               f"({months / 12:.1f} years), sex {prediction.sex}")
     return prediction, heat, pre
+
+
+def predict_files(paths, sex=None, *, sex_from=None, model=None, force: bool = False,
+                  birth_date=None, study_date=None, age_months=None, workers: int = 2):
+    """Assess many image files, one :class:`~boneage.inference.files.FileResult` per path, in
+    the order given, going on past files that cannot be read or are refused.
+
+    Each prediction equals :func:`predict` of that file. The next files are read and decoded
+    in ``workers`` threads while the model runs (see
+    :func:`~boneage.inference.files.prefetch_images`). Sex: ``sex`` for every image, else
+    ``sex_from`` (a CSV path, see :func:`~boneage.inference.files.read_sex_csv`, or a mapping
+    ``{image id: sex}``), else the DICOM tag; each result says which. Ages and dates apply to
+    every image, as for :func:`predict`.
+
+    Returns a generator; what can be checked before any image is read (the model, the sex
+    CSV and whether its ids match the paths) is checked on the call and raises InputError.
+    Folders and glob patterns: expand them first with
+    :func:`~boneage.inference.files.expand_inputs`.
+    """
+    from boneage.errors import BoneAgeError, QualityRefusal
+    from boneage.inference.files import FileResult, check_sex_ids, image_id, prefetch_images, read_sex_csv
+
+    paths = [os.fspath(p) for p in paths]
+    given = Sex.parse_optional(sex)
+    if sex_from is None:
+        per_image: dict = {}
+    elif isinstance(sex_from, (str, os.PathLike)):
+        per_image = read_sex_csv(sex_from)
+        check_sex_ids(per_image, paths, sex_from)
+    else:
+        per_image = {str(k): Sex.parse(v, f" for id {k!r} in sex_from") for k, v in sex_from.items()}
+    predictor = load_predictor(model)
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+
+    def named(exc: BoneAgeError, path: str) -> BoneAgeError:
+        # predict() sees a decoded image, not a path: put the file's name on its errors.
+        if getattr(exc, "path", None) not in (None, "<image>"):
+            return exc
+        if isinstance(exc, QualityRefusal):
+            return QualityRefusal(exc.reason, path)
+        if isinstance(exc, InputError):
+            return InputError(exc.problem, path)
+        return exc
+
+    def run():
+        for path, loaded in prefetch_images(paths, workers):
+            chosen, source = (given, "argument") if given is not None else (
+                (per_image[image_id(path)], "csv") if image_id(path) in per_image else (None, "none"))
+            if isinstance(loaded, BoneAgeError):
+                yield FileResult(path, error=named(loaded, path), sex=chosen, sex_source=source)
+                continue
+            if chosen is None and loaded.metadata.sex is not None:
+                source = "dicom"
+            try:
+                prediction = predict(loaded, chosen, model=predictor, force=force, birth_date=birth_date,
+                                     study_date=study_date, age_months=age_months)
+            except BoneAgeError as exc:
+                yield FileResult(path, error=named(exc, path), sex=chosen or loaded.metadata.sex,
+                                 sex_source=source)
+                continue
+            yield FileResult(path, prediction, sex=prediction.sex if source != "none" else None,
+                             sex_source=source)
+
+    return run()

@@ -35,27 +35,63 @@ def _print_json(obj) -> None:
 
 def cmd_predict(args) -> int:
     from boneage import api
+    from boneage.inference.files import (
+        ResultsCSV, check_sex_ids, expand_inputs, parse_shard, read_sex_csv, take_shard,
+    )
     from boneage.sex import Sex
 
+    # Everything that can be wrong with the command line is found before the first image.
     sex_arg = Sex.parse_optional(args.sex)
     ages = {"birth_date": args.birth_date, "study_date": args.study_date, "age_months": args.age_months}
     if args.birth_date is not None and args.study_date is not None:
         from boneage.clinical import resolve_chronological_age
 
         resolve_chronological_age(**ages)  # a study before the birth is refused before any work
-    predictor = api.load_predictor(args.model)
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    paths = expand_inputs(args.images)
+    sexes = None
+    if args.sex_from is not None:
+        sexes = read_sex_csv(args.sex_from)
+        check_sex_ids(sexes, paths, args.sex_from)  # all inputs, not one shard: the CSV covers all
+    if shard is not None:
+        paths = take_shard(paths, *shard)
+    table = ResultsCSV(args.out) if args.out else None
     failures = refusals = 0
-    for path in args.images:
-        try:
-            result = api.predict(path, sex_arg, model=predictor, force=args.force, **ages)
-        except QualityRefusal as exc:
-            refusals += 1
-            print(f"boneage: refused: {exc}", file=sys.stderr)
+    if table is not None:
+        done = [row for row in map(table.previous, paths) if row is not None]
+        failures = sum(1 for row in done if row["error"])  # the status covers the whole CSV
+        refusals = sum(1 for row in done if row["quality"] == "refused")
+        paths = [p for p in paths if table.previous(p) is None]
+        if done or table.repaired:
+            print(f"boneage: resuming {table.path}: {len(done)} image(s) already there"
+                  + ("; cut off a half-written last line" if table.repaired else ""), file=sys.stderr)
+    predictor = api.load_predictor(args.model)
+    records = api.predict_files(paths, sex_arg, sex_from=sexes, model=predictor, force=args.force,
+                                workers=args.workers, **ages)
+    if table is not None:
+        from tqdm import tqdm
+
+        assessed = 0
+        with table, tqdm(total=len(paths), unit="image", file=sys.stderr, disable=args.quiet,
+                         dynamic_ncols=True) as bar:
+            for record in records:
+                table.write(record.row())
+                failures += record.failed
+                refusals += record.refused
+                assessed += record.prediction is not None
+                if record.error is not None:
+                    kind = "refused" if record.refused else "error"
+                    bar.write(f"boneage: {kind}: {record.error}", file=sys.stderr)
+                bar.update()
+        print(f"wrote {len(paths)} row(s) to {table.path} ({assessed} assessed)")
+        return EXIT_USER_ERROR if failures else EXIT_REFUSED if refusals else 0
+    for record in records:
+        if record.error is not None:
+            refusals += record.refused
+            failures += record.failed
+            print(f"boneage: {'refused' if record.refused else 'error'}: {record.error}", file=sys.stderr)
             continue
-        except BoneAgeError as exc:
-            failures += 1
-            print(f"boneage: error: {exc}", file=sys.stderr)
-            continue
+        path, result = record.path, record.prediction
         row = {"image": str(path), **result.to_dict()}
         if args.json:
             _print_json(row)
@@ -276,8 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("predict", help="bone age of one or more radiographs (PNG, JPEG, TIFF, DICOM)")
-    s.add_argument("images", nargs="+", metavar="IMAGE")
-    s.add_argument("--sex", help="M or F (default: the DICOM PatientSex tag)")
+    s.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders (searched recursively) or quoted glob patterns ('scans/**/*.dcm')")
+    s.add_argument("--sex", help="M or F for every image (default: --sex-from, else the DICOM PatientSex tag)")
+    s.add_argument("--sex-from", metavar="FILE.csv",
+                   help="per-image sex: a CSV with an id (or image/path) column and a sex (M/F) or male (1/0) column")
+    s.add_argument("--out", metavar="FILE.csv",
+                   help="write one row per image to this CSV, with a progress bar; if it exists, "
+                        "images already in it are skipped and new rows appended (resume)")
+    s.add_argument("--shard", metavar="K/N",
+                   help="assess only the K-th of N equal shares of the sorted inputs "
+                        "(e.g. a Slurm array: $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT)")
+    s.add_argument("--workers", type=_positive_int, default=2,
+                   help="threads decoding the next images while the model runs (default 2)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar (with --out)")
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--json", action="store_true", help="one JSON object per image per line")
     s.add_argument("--birth-date", type=_date, metavar="DATE",
