@@ -1,0 +1,82 @@
+"""``boneage report``: one radiograph's clinical report as HTML, PDF or JSON (and DICOM).
+
+Registered by :func:`boneage.cli.main.build_parser` through :func:`add_parser`. Standard
+output and error carry the file names and the bone age only: the patient's name, ID and dates
+go into the report files and nowhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from boneage.cli.main import _age_months, _date
+from boneage.errors import InputError
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``report`` command to ``subparsers`` (the ``add_subparsers()`` of the CLI)."""
+    s = subparsers.add_parser(
+        "report", help="a clinical report of one radiograph (HTML, PDF or JSON): bone age with "
+                       "its interval against chronological age, heat map, intended use")
+    s.add_argument("image", metavar="IMAGE")
+    s.add_argument("--out", required=True, metavar="FILE.{html,pdf,json}",
+                   help="the report; its suffix chooses the format")
+    s.add_argument("--sex", help="M or F (default: the DICOM PatientSex tag)")
+    s.add_argument("--model", help="model file (default: the bundled model)")
+    s.add_argument("--birth-date", type=_date, metavar="DATE",
+                   help="child's birth date, YYYY-MM-DD or YYYYMMDD (default: the DICOM tag)")
+    s.add_argument("--study-date", type=_date, metavar="DATE",
+                   help="date the radiograph was taken, YYYY-MM-DD or YYYYMMDD (default: the DICOM tags)")
+    s.add_argument("--age-months", type=_age_months, metavar="MONTHS",
+                   help="chronological age in months, 0-240 (used when the dates are not given)")
+    s.add_argument("--force", action="store_true",
+                   help="assess an image the quality gate refuses; the report says it was forced")
+    s.add_argument("--overwrite", action="store_true", help="replace output files that exist")
+    s.add_argument("--dicom-out", metavar="FILE.dcm",
+                   help="also write the report page as a DICOM Secondary Capture in the source's "
+                        "study (DICOM input only)")
+    s.set_defaults(func=cmd_report)
+
+
+def _refuse_overwrite(path: Path, overwrite: bool) -> Path:
+    # Not cli.main.refuse_overwrite: its message says --force, which here means "assess an
+    # image the quality gate refuses" (as in ``predict``); replacing files is --overwrite.
+    if path.exists() and not overwrite:
+        raise InputError("file exists; pass --overwrite to replace it", path)
+    return path
+
+
+def cmd_report(args) -> int:
+    """Write the report (and the DICOM Secondary Capture when asked); 0 on success.
+
+    Every output path is checked before the model runs, so a bad suffix or an existing file
+    costs nothing; user errors raise :class:`~boneage.errors.BoneAgeError` for ``main``.
+    """
+    from boneage.clinical.dicom_output import check_dicom_out_path, write_report_dicom
+    from boneage.clinical.report import check_report_path, create_report, write_report
+    from boneage.io import read_image
+    from boneage.sex import Sex
+
+    out = _refuse_overwrite(check_report_path(args.out), args.overwrite)
+    dicom_out = None
+    if args.dicom_out is not None:
+        dicom_out = _refuse_overwrite(check_dicom_out_path(args.dicom_out), args.overwrite)
+        if dicom_out.resolve() == out.resolve():
+            raise InputError("--dicom-out and --out name the same file; give two names", dicom_out)
+    sex = Sex.parse_optional(args.sex)
+    loaded = read_image(args.image)
+    if dicom_out is not None and loaded.metadata.format != "dicom":
+        raise InputError(f"--dicom-out needs a DICOM input image (the report joins its study); "
+                         f"this one is {loaded.metadata.format.upper() or 'not DICOM'}", args.image)
+    report = create_report(loaded, sex, model=args.model, birth_date=args.birth_date,
+                           study_date=args.study_date, age_months=args.age_months,
+                           force=args.force, name=str(args.image))
+    write_report(report, out, overwrite=True)  # existence was checked above
+    written = [str(out)]
+    if dicom_out is not None:
+        write_report_dicom(report, args.image, dicom_out, overwrite=True)
+        written.append(str(dicom_out))
+    p = report.prediction
+    print(f"{args.image}: bone age {p.bone_age_months:.1f} months ({p.bone_age_months / 12:.1f} years), "
+          f"sex {p.sex}; report: {', '.join(written)}")
+    return 0
