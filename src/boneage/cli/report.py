@@ -70,7 +70,7 @@ def cmd_report(args) -> int:
                          f"this one is {loaded.metadata.format.upper() or 'not DICOM'}", args.image)
     report = create_report(loaded, sex, model=args.model, birth_date=args.birth_date,
                            study_date=args.study_date, age_months=args.age_months,
-                           force=args.force, name=str(args.image))
+                           force=args.force, name=str(args.image), source=args.image)
     write_report(report, out, overwrite=True)  # existence was checked above
     written = [str(out)]
     if dicom_out is not None:

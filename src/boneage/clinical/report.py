@@ -279,11 +279,13 @@ def build_report(image, prediction, heatmap: np.ndarray, *, pixels: np.ndarray |
 
 def create_report(image, sex=None, *, model=None, birth_date=None, study_date=None,
                   age_months=None, force: bool = False, name: str | None = None,
-                  report_date: datetime.datetime | None = None) -> BoneAgeReport:
+                  source=None, report_date: datetime.datetime | None = None) -> BoneAgeReport:
     """Read, screen, predict and explain one radiograph, and build its report.
 
     Arguments as for :func:`boneage.api.predict` (``image``: a path or a
-    :class:`~boneage.io.LoadedImage`; ``name`` names it in messages and in the report).
+    :class:`~boneage.io.LoadedImage`; ``name`` names it in messages and in the report;
+    ``source``: the file a LoadedImage was read from, whose DICOM header gives the patient's
+    name and accession number, which LoadedImage does not keep).
     The heat map is computed on the pixels the model assessed (after any correction by the
     quality gate) and carried back to their full size and aspect ratio.
 
@@ -296,9 +298,9 @@ def create_report(image, sex=None, *, model=None, birth_date=None, study_date=No
     from boneage.io import LoadedImage, read_image
     from boneage.sex import Sex
 
-    path = image if isinstance(image, (str, os.PathLike)) else None
+    path = image if isinstance(image, (str, os.PathLike)) else source
     label = str(name or path or "<image>")
-    loaded = read_image(image) if path is not None else image
+    loaded = read_image(image) if isinstance(image, (str, os.PathLike)) else image
     if not isinstance(loaded, LoadedImage):
         raise TypeError(f"image must be a path or a LoadedImage, got {type(image).__name__}")
     predictor = api.load_predictor(model)
@@ -321,7 +323,6 @@ def create_report(image, sex=None, *, model=None, birth_date=None, study_date=No
     else:
         sex_source = "not used by this model"
     logger.debug("report built for %s: bone age %.1f months", label, prediction.bone_age_months)
-    # The name and accession number are only in the header, which LoadedImage does not keep.
     patient = patient_fields(path, loaded.metadata)
     return build_report(loaded, prediction, heat, pixels=background, sex_source=sex_source,
                         name=Path(label).name, patient=patient, report_date=report_date)
