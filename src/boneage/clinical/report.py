@@ -40,7 +40,12 @@ NO_INTERVAL = "no calibrated interval"
 #: The writers, chosen by the suffix of the output path.
 REPORT_SUFFIXES = (".html", ".pdf", ".json")
 HEATMAP_CAPTION = ("Grad-CAM heat map: areas whose image features raise the estimated bone age "
-                   "(relative influence), on the radiograph as assessed, at its own aspect ratio.")
+                   "(relative influence), on the radiograph as assessed, at its own aspect ratio. "
+                   "The map is coarse (the network's last feature map is a few cells across): "
+                   "it shows regions, not single bones.")
+#: The caption when Grad-CAM found nothing that raises the estimate (an all-zero map).
+FLAT_HEATMAP_CAPTION = ("Grad-CAM found no area whose features raise the estimated bone age "
+                        "(a flat map), so the radiograph is shown without a heat map.")
 
 _A4_INCHES = (8.27, 11.69)
 
@@ -70,6 +75,11 @@ class BoneAgeReport:
     intended_use: str = INTENDED_USE
 
     # -- the content, shared by every writer ----------------------------------------------
+
+    @property
+    def heatmap_caption(self) -> str:
+        """What the picture shows (a flat map gets its own caption, not an empty colour scale)."""
+        return HEATMAP_CAPTION if self.heatmap_peak is not None else FLAT_HEATMAP_CAPTION
 
     @property
     def interval_text(self) -> str:
@@ -149,6 +159,7 @@ class BoneAgeReport:
             "model_hash": p.model_hash,
             "heatmap": {
                 "method": "Grad-CAM",
+                "caption": self.heatmap_caption,
                 "on": "the radiograph as assessed, at its own size (row, col in its pixels)",
                 "peak_row": None if self.heatmap_peak is None else self.heatmap_peak[0],
                 "peak_col": None if self.heatmap_peak is None else self.heatmap_peak[1],
@@ -414,7 +425,7 @@ def render_html(report: BoneAgeReport) -> str:
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(_HTML_TEMPLATE).render(
-        report=report, sections=report.sections(), caption=HEATMAP_CAPTION,
+        report=report, sections=report.sections(), caption=report.heatmap_caption,
         png=base64.b64encode(overlay_png(report.overlay)).decode("ascii"),
         height=report.overlay.shape[0], width=report.overlay.shape[1])
 
@@ -469,14 +480,15 @@ def _page_figure(report: BoneAgeReport):
                        img_w / width_in, img_h / height_in))
     ax.imshow(report.overlay, interpolation="antialiased")
     ax.set_axis_off()
-    cax = fig.add_axes((left + img_w / width_in + 0.12 / width_in,
-                        box_bottom + (box_h_in - img_h) / height_in, 0.15 / width_in, img_h / height_in))
-    from matplotlib import colormaps
+    if report.heatmap_peak is not None:  # a flat map has no scale to show
+        from matplotlib import colormaps
 
-    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colormaps["turbo"]), cax=cax)
-    bar.set_label("relative influence", fontsize=8)
-    bar.ax.tick_params(labelsize=7)
-    caption = "\n".join(textwrap.wrap(HEATMAP_CAPTION, int((1 - 2 * margin) * width_in * 72 / (8 * 0.52))))
+        cax = fig.add_axes((left + img_w / width_in + 0.12 / width_in,
+                            box_bottom + (box_h_in - img_h) / height_in, 0.15 / width_in, img_h / height_in))
+        bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colormaps["turbo"]), cax=cax)
+        bar.set_label("relative influence", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    caption = "\n".join(textwrap.wrap(report.heatmap_caption, int((1 - 2 * margin) * width_in * 72 / (8 * 0.52))))
     fig.text(0.5, box_bottom - 0.08 / height_in, caption, fontsize=8, ha="center", va="top",
              color="#444444")
     return fig

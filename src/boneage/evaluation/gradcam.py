@@ -306,7 +306,9 @@ def heatmap_to_original(heatmap: np.ndarray, image: np.ndarray, steps) -> np.nda
 
     Returns:
         float32 map of ``image.shape``; parts of the image the preprocessing cropped away
-        (the network never saw them) are 0. Values are not renormalised, so a map whose
+        (the network never saw them) are 0. Approximation: bilinear interpolation of the
+        coarse map; steps of unknown geometry are taken as resizes (see
+        :func:`preprocess_geometry`). Values are not renormalised, so a map whose
         peak lay on padding keeps its scale and shows the radiograph as less influential.
     """
     image = np.asarray(image, dtype=np.float32)
@@ -321,9 +323,16 @@ def heatmap_to_original(heatmap: np.ndarray, image: np.ndarray, steps) -> np.nda
     # in the source (preprocessed) map, which is exactly the forward preprocessing geometry.
     matrix = np.array([[geometry.scale_x, 0.0, geometry.offset_x],
                        [0.0, geometry.scale_y, geometry.offset_y]], dtype=np.float64)
+    # Replicated border: original pixels along the edge sample up to half a preprocessed pixel
+    # outside the map (pixel-centre geometry); a zero border would fade a band of edge pixels
+    # many original pixels wide. What lies wholly outside the preprocessed image is zeroed below.
     out = cv2.warpAffine(heatmap, matrix, (image.shape[1], image.shape[0]),
-                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    rows = geometry.scale_y * np.arange(image.shape[0]) + geometry.offset_y
+    cols = geometry.scale_x * np.arange(image.shape[1]) + geometry.offset_x
+    eps = 1e-6
+    out[(rows < -0.5 - eps) | (rows > ph - 0.5 + eps), :] = 0.0  # cropped away: never seen
+    out[:, (cols < -0.5 - eps) | (cols > pw - 0.5 + eps)] = 0.0
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 
