@@ -200,6 +200,16 @@ def test_build_report_maps_a_given_heat_map_onto_the_radiograph(tall_png, report
     assert built.sex_source == "given" and built.patient == {}
 
 
+def test_a_flat_heat_map_is_said_to_be_flat(tall_png, report):
+    from boneage.clinical.report import FLAT_HEATMAP_CAPTION
+
+    flat = build_report(tall_png, report.prediction, np.zeros((10, 10), np.float32), report_date=WHEN)
+    assert flat.heatmap_peak is None
+    assert FLAT_HEATMAP_CAPTION in " ".join(parse_html(render_html(flat)).text)
+    assert flat.to_dict(overlay=False)["heatmap"]["peak_row"] is None
+    assert render_page(flat, dpi=40).shape[2] == 3  # no colour bar, still a page
+
+
 def test_report_of_a_dicom_shows_its_patient_fields_escaped(tmp_path, predictor):
     png = write_example_radiograph(tmp_path / "h.png", age_months=100, sex="F", size=(280, 220))
     pixels = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
