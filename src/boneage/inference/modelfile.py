@@ -171,6 +171,8 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu"
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise InputError(f"cannot read the weights: {str(exc).splitlines()[0]}", path) from None
     _load_subnetworks(path, state, subnets)
+    for key in [k for k in state if k.startswith(_EXTRA_PREFIXES)]:
+        state.pop(key)  # the quality gate: read by load_model_extras
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
@@ -179,6 +181,54 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu"
         raise InputError(f"weights do not match the recipe's model (missing {missing[:3]}, unexpected {unexpected[:3]})", path)
     info = {**info, "model_sha256": file_hash(path)}
     return model.to(device).eval(), recipe, info
+
+
+_EXTRA_PREFIXES = ("quality.",)
+
+
+def load_model_extras(path: str | Path):
+    """``(QualityGate or None, ConformalCalibration or None)`` stored in a model file by
+    :func:`add_to_model_file` (files written before them carry neither)."""
+    from safetensors import safe_open
+
+    from boneage.inference.interval import ConformalCalibration
+    from boneage.inference.quality import TENSOR_PREFIX, QualityGate
+
+    meta = _metadata(path)
+    gate = calibration = None
+    try:
+        if "interval" in meta:
+            calibration = ConformalCalibration.from_dict(json.loads(meta["interval"]))
+        if "quality" in meta:
+            with safe_open(str(path), framework="pt") as fh:
+                tensors = {k: fh.get_tensor(k) for k in fh.keys() if k.startswith(TENSOR_PREFIX)}
+            gate = QualityGate.from_stored(tensors, meta["quality"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"broken calibration or quality gate in the model file ({str(exc).splitlines()[0]})", path) from None
+    return gate, calibration
+
+
+def add_to_model_file(src: str | Path, dst: str | Path, *, gate=None, calibration=None,
+                      info_update: dict | None = None) -> Path:
+    """Copy a model file, adding (or replacing) its quality gate, interval calibration and
+    info entries; the weights and recipe are unchanged, so are its bone ages."""
+    from boneage.inference.quality import TENSOR_PREFIX
+
+    meta = dict(_metadata(src))
+    tensors = load_file(str(src), device="cpu")
+    if gate is not None:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(TENSOR_PREFIX)}
+        tensors.update(gate.to_tensors())
+        meta["quality"] = gate.to_metadata()
+    if calibration is not None:
+        meta["interval"] = json.dumps(calibration.to_dict())
+    if info_update:
+        meta["info"] = json.dumps({**json.loads(meta.get("info", "{}")), **info_update})
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return dst
 
 
 def describe_model_file(path: str | Path, recipe: Recipe, info: dict[str, Any]) -> str:
@@ -202,6 +252,15 @@ def describe_model_file(path: str | Path, recipe: Recipe, info: dict[str, Any]) 
     views = 1 + len(inf.tta_angles)
     lines.append(f"inference    {views * (2 if inf.flip_tta else 1)} view(s), {inf.aggregate}; "
                  f"sex {'used' if recipe.model.options.get('sex_units', 1) else 'not used'}")
+    calibration = info.get("calibration")
+    if calibration:
+        lines.append(f"interval     {calibration.get('level', 0):.0%}, calibrated on {calibration.get('n_calibration', '?')} "
+                     f"held-back images; coverage {calibration.get('coverage', float('nan')):.1%} on "
+                     f"{calibration.get('n_test', '?')} others")
+    gate = info.get("quality_gate")
+    if gate:
+        lines.append(f"quality gate accepts {gate.get('accepted_test', float('nan')):.1%} of held-back radiographs, "
+                     f"rejects {gate.get('rejected_test_negatives', float('nan')):.1%} of unseen non-radiographs")
     if recipe.description:
         lines.append(f"about        {' '.join(recipe.description.split())}")
     return "\n".join(lines)

@@ -64,12 +64,17 @@ class Predictor:
     """Runs a model on images exactly as its recipe says (preprocess, views, aggregate)."""
 
     def __init__(self, model: torch.nn.Module, recipe: Recipe, device: str = "cpu",
-                 batch_size: int = 64, info: dict | None = None):
+                 batch_size: int = 64, info: dict | None = None, quality_gate=None,
+                 calibration=None):
         self.model = model.to(device).eval()
         self.recipe = recipe
         self.device = device
         self.batch_size = batch_size
         self.info = info or {}
+        self.quality_gate = quality_gate
+        """:class:`~boneage.inference.quality.QualityGate` of the model file, or None."""
+        self.calibration = calibration
+        """:class:`~boneage.inference.interval.ConformalCalibration` of the model file, or None."""
         self._pre = build_pipeline(recipe.preprocess)
         from boneage.data.datasets import canonical_pipeline
 
@@ -83,8 +88,11 @@ class Predictor:
         path = default_model_path() if path is None else Path(path)
         if not path.exists() and path == default_model_path():
             raise InputError("the bundled default model is missing from this installation", path)
+        from boneage.inference.modelfile import load_model_extras
+
         model, recipe, info = load_model_file(path, device)
-        return cls(model, recipe, device=device, info=info)
+        gate, calibration = load_model_extras(path)
+        return cls(model, recipe, device=device, info=info, quality_gate=gate, calibration=calibration)
 
     @property
     def uses_sex(self) -> bool:
@@ -153,10 +161,11 @@ class Predictor:
         return image
 
     def _result(self, per_view: np.ndarray, sex: Sex) -> Prediction:
-        value = self.aggregate(per_view)
-        return Prediction(bone_age_months=float(value), sex=sex,
+        value = float(self.aggregate(per_view))
+        return Prediction(bone_age_months=value, sex=sex,
                           spread_months=float(per_view.std()), n_views=int(per_view.size),
-                          model_name=self.recipe.name, model_hash=self.info.get("model_sha256", "")[:16])
+                          model_name=self.recipe.name, model_hash=self.info.get("model_sha256", "")[:16],
+                          interval=self.calibration.interval(value) if self.calibration else None)
 
     def predict(self, image: np.ndarray, sex: str | bool | None) -> Prediction:
         """Bone age of one radiograph given as a 2-D float array in [0, 1]."""

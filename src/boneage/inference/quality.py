@@ -1,8 +1,33 @@
-"""The quality gate: is this a hand radiograph the model can read, the right way up?"""
+"""The quality gate: is this a hand radiograph the model can read, the right way up?
+
+Before a bone age is given, :func:`screen` checks, in order:
+
+1. the DICOM header, when there is one (:func:`header_refusal`): CT, MR, ultrasound, ...
+   objects, body parts that are not a hand, scout images, multi-frame objects;
+2. colour: a photograph or colour drawing (channels that differ) is not a radiograph;
+3. the pixels, in the bone-age model's own feature space (the pooled features of its
+   backbone, one un-augmented view), with the :class:`QualityGate` stored in the model file:
+
+   * *orientation and polarity*: a linear classifier over the 8 ways a radiograph can reach
+     us (turned 0/90/180/270 degrees, normal or inverted), fitted on training radiographs
+     turned and inverted. When it is sure (probability >= ``orientation_sure``) of a turn or
+     an inversion, the image is corrected and the verdict says how; unsure, it is refused;
+   * *is it a hand radiograph*: a linear classifier of training radiographs (in every
+     orientation) against generated non-radiographs (:mod:`boneage.data.negatives`), and a
+     Mahalanobis distance to the training radiographs (catching what no generated negative
+     resembled). Both thresholds are set on held-back radiographs so that about 99.5 % of
+     them pass.
+
+``force`` assesses a refused image anyway; the verdict then says it was forced and why the
+gate would have refused.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -64,13 +89,208 @@ def header_refusal(metadata) -> str | None:
     return None
 
 
+#: Files whose colour channels differ by more than this (fraction of full scale, on average)
+#: are colour pictures. Radiographs saved as RGB have equal channels (0); tinted scans of
+#: films stay well below it.
+MAX_COLOURFULNESS = 0.04
+
+# --- orientation ---------------------------------------------------------------------------
+#: The 8 ways an image can be turned and inverted; class k + 4 * inverted means "turned k
+#: quarter turns counter-clockwise (np.rot90), then inverted if inverted".
+ORIENTATIONS = tuple((k, inv) for inv in (False, True) for k in range(4))
+
+
+def orient(image: np.ndarray, cls: int) -> np.ndarray:
+    """``image`` turned and/or inverted as orientation class ``cls`` describes."""
+    k, inverted = ORIENTATIONS[cls]
+    out = np.rot90(image, k)
+    return np.ascontiguousarray(1.0 - out if inverted else out, dtype=np.float32)
+
+
+def undo_orientation(image: np.ndarray, cls: int) -> np.ndarray:
+    """The upright, normal-polarity image of one that is in orientation ``cls``."""
+    k, inverted = ORIENTATIONS[cls]
+    out = 1.0 - image if inverted else image
+    return np.ascontiguousarray(np.rot90(out, -k), dtype=np.float32)
+
+
+def describe_correction(cls: int) -> tuple[str, ...]:
+    """What undoing orientation ``cls`` did, in words (empty for upright and normal)."""
+    k, inverted = ORIENTATIONS[cls]
+    out = []
+    if inverted:
+        out.append("inverted polarity corrected (bone was dark)")
+    if k:
+        # np.rot90(k) turned it counter-clockwise; undoing turns it back clockwise.
+        out.append({1: "turned 90° clockwise to upright", 2: "turned 180° to upright",
+                    3: "turned 90° counter-clockwise to upright"}[k])
+    return tuple(out)
+
+
+# --- the gate ------------------------------------------------------------------------------
+_ARRAYS = ("feature_mean", "feature_scale", "radiograph_w", "radiograph_b", "orientation_w",
+           "orientation_b", "pca_components", "precision")
+TENSOR_PREFIX = "quality."
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class QualityGate:
+    """Classifiers over a model's pooled features, and their thresholds (see module doc).
+
+    Arrays: ``feature_mean``/``feature_scale`` (D,) standardise features; ``radiograph_w``
+    (D,), ``radiograph_b`` () score radiograph vs not; ``orientation_w`` (8, D),
+    ``orientation_b`` (8,) score the orientation classes; ``pca_components`` (K, D) and
+    ``precision`` (K, K) give the Mahalanobis distance of upright radiographs.
+    """
+
+    feature_mean: np.ndarray
+    feature_scale: np.ndarray
+    radiograph_w: np.ndarray
+    radiograph_b: np.ndarray
+    orientation_w: np.ndarray
+    orientation_b: np.ndarray
+    pca_components: np.ndarray
+    precision: np.ndarray
+    radiograph_min: float = 0.5
+    """Refuse when P(radiograph) is below this."""
+    distance_max: float = float("inf")
+    """Refuse when the Mahalanobis distance (squared) exceeds this."""
+    orientation_sure: float = 0.9
+    """Correct a turn or inversion only when its probability is at least this."""
+    facts: dict = field(default_factory=dict)
+    """How the gate was fitted and what it measured (free-form, stored with it)."""
+
+    def _z(self, features: np.ndarray) -> np.ndarray:
+        return (np.asarray(features, np.float64) - self.feature_mean) / self.feature_scale
+
+    def radiograph_probability(self, features: np.ndarray) -> np.ndarray:
+        z = self._z(features) @ self.radiograph_w + self.radiograph_b
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+    def orientation_probabilities(self, features: np.ndarray) -> np.ndarray:
+        return _softmax(self._z(features) @ self.orientation_w.T + self.orientation_b)
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        p = self._z(features) @ self.pca_components.T
+        return np.einsum("nk,kl,nl->n", p, self.precision, p)
+
+    # storage in a model file: tensors under "quality." and thresholds in the metadata
+    def to_tensors(self) -> dict:
+        import torch
+
+        return {TENSOR_PREFIX + k: torch.from_numpy(np.ascontiguousarray(getattr(self, k), np.float32)).contiguous()
+                for k in _ARRAYS}
+
+    def to_metadata(self) -> str:
+        return json.dumps({"radiograph_min": self.radiograph_min, "distance_max": self.distance_max,
+                           "orientation_sure": self.orientation_sure, "facts": self.facts})
+
+    @classmethod
+    def from_stored(cls, tensors: dict, metadata: str) -> "QualityGate":
+        meta = json.loads(metadata)
+        arrays = {k: tensors[TENSOR_PREFIX + k].double().numpy() for k in _ARRAYS}
+        return cls(**arrays, radiograph_min=meta["radiograph_min"], distance_max=meta["distance_max"],
+                   orientation_sure=meta["orientation_sure"], facts=meta.get("facts", {}))
+
+
+@dataclass(frozen=True)
+class PixelScores:
+    """The gate's scores for one image (before any correction, except ``distance``)."""
+
+    radiograph: float
+    distance: float
+    orientation: int
+    orientation_probability: float
+
+
+def image_features(predictor, images) -> np.ndarray:
+    """Pooled backbone features of one un-augmented view per image (after the recipe's
+    preprocessing and canonical stage), shape (N, D)."""
+    import torch
+
+    from boneage.transforms import make_views
+
+    model = predictor.model
+    out = []
+    batch = []
+
+    def flush():
+        with torch.no_grad():
+            x = predictor.to_input(np.stack(batch))
+            out.append(model.pool(model.forward_features(x)).float().cpu().numpy())
+        batch.clear()
+
+    for image in images:
+        pre = predictor.preprocess(np.asarray(image, np.float32))
+        batch.append(make_views(pre, None, False, (), predictor._canonical)[0])
+        if len(batch) == predictor.batch_size:
+            flush()
+    if batch:
+        flush()
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def score_pixels(gate: QualityGate, predictor, image: np.ndarray) -> tuple[PixelScores, np.ndarray]:
+    """The gate's scores for one image and the image corrected to the likeliest orientation
+    (the Mahalanobis distance is that of the corrected image)."""
+    feats = image_features(predictor, [image])
+    probs = gate.orientation_probabilities(feats)[0]
+    cls = int(np.argmax(probs))
+    corrected = undo_orientation(image, cls) if cls else image
+    distance = gate.distance(image_features(predictor, [corrected]) if cls else feats)[0]
+    scores = PixelScores(radiograph=float(gate.radiograph_probability(feats)[0]), distance=float(distance),
+                         orientation=cls, orientation_probability=float(probs[cls]))
+    return scores, corrected
+
+
+def judge(gate: QualityGate, scores: PixelScores) -> tuple[str | None, tuple[str, ...]]:
+    """``(refusal reason or None, corrections)`` from the scores."""
+    if scores.radiograph < gate.radiograph_min:
+        return (f"does not look like a hand radiograph (radiograph score {scores.radiograph:.2f}, "
+                f"needs >= {gate.radiograph_min:.2f})"), ()
+    if scores.distance > gate.distance_max:
+        return (f"unlike the hand radiographs the model was trained on (distance "
+                f"{scores.distance:.0f}, limit {gate.distance_max:.0f})"), ()
+    if scores.orientation == 0:
+        return None, ()
+    described = describe_correction(scores.orientation)
+    if scores.orientation_probability < gate.orientation_sure:
+        return (f"orientation or polarity unsure (likeliest: {'; '.join(described)}, probability "
+                f"{scores.orientation_probability:.2f}); turn or invert it, or pass --force"), ()
+    return None, described
+
+
 def screen(predictor, pixels, metadata=None, *, name: str | None = None, force: bool = False):
-    """``(pixels, QualityVerdict)`` for one image; raises QualityRefusal unless ``force``."""
+    """``(pixels to assess, QualityVerdict)`` for one image; raises
+    :class:`~boneage.errors.QualityRefusal` unless ``force``.
+
+    Without a gate in the model file only the header and colour checks run (the verdict's
+    ``scores`` are then empty). A forced image is assessed as given, uncorrected.
+    """
     from boneage.errors import QualityRefusal
 
     reason = header_refusal(metadata)
+    if reason is None and metadata is not None and metadata.colourfulness > MAX_COLOURFULNESS:
+        reason = (f"a colour image (colour channels differ by {metadata.colourfulness:.0%} on "
+                  f"average), not a radiograph")
+    scores_dict: dict = {}
+    corrections: tuple[str, ...] = ()
+    corrected = pixels
+    gate = getattr(predictor, "quality_gate", None)
+    if reason is None and gate is not None:
+        scores, corrected = score_pixels(gate, predictor, pixels)
+        scores_dict = {"radiograph": scores.radiograph, "distance": scores.distance,
+                       "orientation_probability": scores.orientation_probability}
+        reason, corrections = judge(gate, scores)
     if reason is not None:
         if not force:
             raise QualityRefusal(reason, name)
-        return pixels, QualityVerdict(accepted=False, reason=reason, forced=True)
-    return pixels, QualityVerdict(accepted=True)
+        return pixels, QualityVerdict(accepted=False, reason=reason, scores=scores_dict, forced=True)
+    return (corrected if corrections else pixels), QualityVerdict(
+        accepted=True, corrections=corrections, scores=scores_dict)

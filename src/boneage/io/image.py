@@ -82,6 +82,9 @@ class ImageMetadata:
     """DICOM ImageType values (``("ORIGINAL", "PRIMARY")``, ``("DERIVED", "SECONDARY", "LOCALIZER")``)."""
     n_frames: int = 1
     """DICOM NumberOfFrames (1 for raster formats)."""
+    colourfulness: float = 0.0
+    """Mean spread between the colour channels, as a fraction of full scale: 0 for grayscale
+    files and for radiographs saved as RGB with equal channels; photographs score > 0.05."""
 
 
 @dataclass
@@ -161,7 +164,8 @@ def read_image_bytes(data: bytes, name: str = "<upload>") -> LoadedImage:
     h, w = arr.shape[:2]
     check_size(h, w, name)
     metadata = ImageMetadata(
-        format=fmt, bit_depth=arr.dtype.itemsize * 8, original_shape=(int(h), int(w))
+        format=fmt, bit_depth=arr.dtype.itemsize * 8, original_shape=(int(h), int(w)),
+        colourfulness=colourfulness(arr),
     )
     return LoadedImage(pixels=_raster_to_unit_gray(arr), metadata=metadata)
 
@@ -231,6 +235,19 @@ def _quiet_opencv() -> Iterator[None]:
             _quiet_depth -= 1
             if _quiet_depth == 0:
                 cv2.utils.logging.setLogLevel(_saved_log_level)
+
+
+def colourfulness(arr: np.ndarray) -> float:
+    """Mean over pixels of (largest - smallest colour channel) / full scale; 0 for gray.
+
+    Alpha is ignored. Computed on at most ~250k pixels (a strided subsample) to stay cheap.
+    """
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        return 0.0
+    step = max(1, int(np.sqrt(arr.shape[0] * arr.shape[1] / 250_000)))
+    rgb = arr[::step, ::step, :3].astype(np.float32)
+    scale = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else max(float(rgb.max()), 1e-6)
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean() / scale)
 
 
 def _raster_to_unit_gray(arr: np.ndarray) -> np.ndarray:

@@ -1,0 +1,119 @@
+"""The quality gate's parts that need no fitted gate: DICOM header and colour checks,
+orientation arithmetic, decisions from scores, and the generated non-radiographs."""
+
+import numpy as np
+import pytest
+
+from boneage.data.negatives import FIT_VARIANTS, NEGATIVES, TEST_VARIANTS, negative_image
+from boneage.errors import QualityRefusal
+from boneage.inference.quality import (
+    ORIENTATIONS, PixelScores, QualityGate, describe_correction, header_refusal, judge, orient,
+    screen, undo_orientation,
+)
+from boneage.io.image import ImageMetadata
+
+
+@pytest.mark.parametrize("fields, expected", [
+    (dict(modality="CR", body_part="HAND"), None),
+    (dict(modality="DX", body_part="LEFT WRIST"), None),
+    (dict(modality="OT"), None),
+    (dict(), None),
+    (dict(modality="CT"), "DICOM Modality is CT (computed tomography), not a radiograph"),
+    (dict(modality="MR"), "DICOM Modality is MR (magnetic resonance)"),
+    (dict(modality="US"), "(ultrasound)"),
+    (dict(modality="DX", body_part="CHEST"), "DICOM BodyPartExamined is CHEST, not a hand or wrist"),
+    (dict(modality="CR", image_type=("DERIVED", "SECONDARY", "LOCALIZER")), "LOCALIZER"),
+    (dict(n_frames=12), "multi-frame DICOM object (12 frames)"),
+])
+def test_header_refusal(fields, expected):
+    reason = header_refusal(ImageMetadata(format="dicom", **fields))
+    if expected is None:
+        assert reason is None
+    else:
+        assert expected in reason
+
+
+def test_orientations_are_undone_exactly():
+    image = np.arange(12, dtype=np.float32).reshape(3, 4) / 11
+    assert len(ORIENTATIONS) == 8
+    for cls in range(8):
+        turned = orient(image, cls)
+        assert turned.shape == ((3, 4) if ORIENTATIONS[cls][0] % 2 == 0 else (4, 3))
+        np.testing.assert_allclose(undo_orientation(turned, cls), image, atol=1e-7)
+    np.testing.assert_allclose(orient(image, 4), 1.0 - image)  # class 4: inverted, not turned
+    assert describe_correction(0) == ()
+    assert describe_correction(1) == ("turned 90° clockwise to upright",)
+    assert describe_correction(6) == ("inverted polarity corrected (bone was dark)", "turned 180° to upright")
+
+
+def _gate(**thresholds) -> QualityGate:
+    d = 4
+    zeros = np.zeros(d)
+    return QualityGate(feature_mean=zeros, feature_scale=np.ones(d), radiograph_w=zeros,
+                       radiograph_b=np.array(0.0), orientation_w=np.zeros((8, d)), orientation_b=np.zeros(8),
+                       pca_components=np.eye(d), precision=np.eye(d), **thresholds)
+
+
+@pytest.mark.parametrize("scores, refused, corrections", [
+    (PixelScores(0.99, 10.0, 0, 0.99), None, ()),
+    (PixelScores(0.10, 10.0, 0, 0.99), "does not look like a hand radiograph", ()),
+    (PixelScores(0.99, 500.0, 0, 0.99), "unlike the hand radiographs", ()),
+    (PixelScores(0.99, 10.0, 4, 0.97), None, ("inverted polarity corrected (bone was dark)",)),
+    (PixelScores(0.99, 10.0, 1, 0.60), "orientation or polarity unsure", ()),
+])
+def test_judge(scores, refused, corrections):
+    reason, done = judge(_gate(radiograph_min=0.5, distance_max=100.0, orientation_sure=0.9), scores)
+    assert (reason is None) == (refused is None) and done == corrections
+    if refused:
+        assert refused in reason
+
+
+def test_gate_arithmetic_and_storage():
+    gate = _gate(distance_max=7.0)
+    feats = np.array([[1.0, 2.0, 0.0, 0.0]])
+    assert gate.distance(feats)[0] == pytest.approx(5.0)           # identity precision: |z|^2
+    assert gate.radiograph_probability(feats)[0] == pytest.approx(0.5)
+    np.testing.assert_allclose(gate.orientation_probabilities(feats)[0], np.full(8, 1 / 8))
+    back = QualityGate.from_stored(gate.to_tensors(), gate.to_metadata())
+    assert back.distance_max == 7.0 and back.distance(feats)[0] == pytest.approx(5.0)
+
+
+class _NoGate:
+    quality_gate = None
+
+
+def test_screen_refuses_colour_and_headers_unless_forced():
+    pixels = np.zeros((32, 32), np.float32)
+    colour = ImageMetadata(format="png", colourfulness=0.2)
+    with pytest.raises(QualityRefusal, match="photo.png: not assessed: a colour image"):
+        screen(_NoGate(), pixels, colour, name="photo.png")
+    same, verdict = screen(_NoGate(), pixels, colour, force=True)
+    assert same is pixels and verdict.forced and verdict.label == "forced" and "colour" in verdict.reason
+    ct = ImageMetadata(format="dicom", modality="CT")
+    with pytest.raises(QualityRefusal, match="Modality is CT"):
+        screen(_NoGate(), pixels, ct)
+    _, verdict = screen(_NoGate(), pixels, ImageMetadata(format="png", colourfulness=0.01))
+    assert verdict.accepted and verdict.label == "accepted"
+
+
+def test_colourfulness_of_files(tmp_path):
+    import cv2
+
+    from boneage.io import read_image
+
+    gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
+    cv2.imwrite(str(tmp_path / "gray_as_rgb.png"), np.dstack([gray] * 3))
+    cv2.imwrite(str(tmp_path / "colour.png"), np.dstack([gray, 255 - gray, gray]))
+    assert read_image(tmp_path / "gray_as_rgb.png").metadata.colourfulness == 0.0
+    assert read_image(tmp_path / "colour.png").metadata.colourfulness > 0.4
+
+
+def test_negatives_are_reproducible_and_split_into_fit_and_test_variants():
+    assert set(FIT_VARIANTS).isdisjoint(TEST_VARIANTS)
+    assert set(FIT_VARIANTS) | set(TEST_VARIANTS) <= set(NEGATIVES.names())
+    kinds = lambda vs: {v.split("/")[0] for v in vs}
+    assert kinds(FIT_VARIANTS) == kinds(TEST_VARIANTS)     # every kind has an unseen variant
+    for variant in FIT_VARIANTS + TEST_VARIANTS:
+        a = negative_image(variant, 3, size=(64, 48))
+        assert a.shape == (64, 48) and a.dtype == np.float32 and 0 <= a.min() <= a.max() <= 1
+        np.testing.assert_array_equal(a, negative_image(variant, 3, size=(64, 48)))
