@@ -154,6 +154,30 @@ def cmd_robustness(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from boneage.inference.calibrate import CalibrationSettings, calibrate_model_file
+
+    out = refuse_overwrite(args.out, args.force)
+    if not 0.5 <= args.level < 1.0:
+        raise InputError(f"--level must be in [0.5, 1), got {args.level}")
+    settings = CalibrationSettings(level=args.level, bands=args.bands, seed=args.seed,
+                                   n_fit_radiographs=args.fit_images)
+    facts = calibrate_model_file(args.data_dir, args.model, out, settings=settings, csv=args.csv,
+                                 images=args.images, progress=not args.quiet)
+    cal, gate = facts["calibration"], facts["quality_gate"]
+    if args.json:
+        _print_json({k: v for k, v in facts.items() if k != "calibration_ids"})
+        return 0
+    print(f"interval   {cal['level']:.0%}: ± {', '.join(f'{h:.1f}' for h in cal['half_widths'])} months "
+          f"(predicted-age bands split at {', '.join(f'{e:.0f}' for e in cal['edges'])} months); "
+          f"coverage {cal['coverage']:.1%} on {cal['n_test']} held-back images not used to fit it")
+    print(f"gate       accepts {gate['accepted_test']:.1%} of those radiographs; rejects "
+          f"{gate['rejected_test_negatives']:.1%} of unseen generated non-radiographs; orientation/"
+          f"polarity right for {gate['orientation_accuracy']:.1%} of them turned and inverted")
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from boneage.config import load_recipe
     from boneage.engine import fit
@@ -374,6 +398,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_robustness)
 
+    s = sub.add_parser("calibrate", help="fit a model file's prediction interval and quality gate "
+                       "on the labelled folder it was trained on (its held-back images)")
+    s.add_argument("data_dir", metavar="DATA_DIR", nargs="?")
+    s.add_argument("--csv", help="label CSV in any RSNA layout (default DATA_DIR/labels.csv)")
+    s.add_argument("--images", help="image folder (default DATA_DIR/images)")
+    s.add_argument("--model", help="model file to calibrate (default: the bundled model)")
+    s.add_argument("--out", required=True, metavar="FILE.safetensors", help="the calibrated model file to write")
+    s.add_argument("--level", type=float, default=0.9, help="interval coverage to aim for (default 0.9)")
+    s.add_argument("--bands", type=_positive_int, default=3, help="bands of predicted age, each with its own width")
+    s.add_argument("--fit-images", type=_positive_int, default=1200,
+                   help="training radiographs the gate's classifiers are fitted on (default 1200)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_calibrate)
+
     s = sub.add_parser("train", help="train a recipe (YAML) and write a model file, metrics and plots")
     s.add_argument("config", metavar="CONFIG")
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.epochs=5 data.root=/data")
@@ -436,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("models", help="list the registered model architectures")
     s.set_defaults(func=cmd_models)
 
+    from boneage.cli.report import add_parser as add_report_parser
+
+    add_report_parser(sub)
+
     s = sub.add_parser("info", help="what a model file is: name, hash, training data, validation MAE, date")
     s.add_argument("model", nargs="?", help="model file (default: the bundled model)")
     s.add_argument("--json", action="store_true", help="the full stored recipe and training facts as JSON")
@@ -489,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # a bad argument (one line already printed), --help or --version
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     _configure_process()
-    if args.command in ("evaluate", "robustness") and not (args.data_dir or args.csv):
+    if args.command in ("evaluate", "robustness", "calibrate") and not (args.data_dir or args.csv):
         print(f"boneage: error: {args.command} needs DATA_DIR or --csv", file=sys.stderr)
         return EXIT_USER_ERROR
     try:

@@ -1,0 +1,234 @@
+"""Calibrate a trained model file: its prediction interval and its quality gate.
+
+``boneage calibrate DATA_DIR --model M --out M2`` runs :func:`calibrate_model_file`. It
+needs the labelled folder the model was trained on, because both parts must be fitted on
+radiographs the model did not train on: the model's held-back images (their ids are stored
+in the file) are split, by a seeded draw, into a *calibration* half (fits the interval and
+sets the gate's thresholds) and a *test* half (only measured: the coverage and acceptance
+written into the file and reported). The gate's classifiers are fitted on training images
+(features of radiographs the backbone has seen are what it will see of new ones) and on
+generated non-radiographs (:mod:`boneage.data.negatives`, the fit variants only); the test
+variants are only measured.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from boneage.data.negatives import FIT_VARIANTS, TEST_VARIANTS, negative_set
+from boneage.errors import InputError
+from boneage.inference.interval import coverage, fit_conformal
+from boneage.inference.quality import (
+    ORIENTATIONS, QualityGate, image_features, judge, orient, score_pixels,
+)
+
+log = logging.getLogger(__name__)
+
+#: Preparations a radiograph may arrive in, drawn at random for the gate's radiographs, so a
+#: blurred, compressed or framed radiograph is not mistaken for a non-radiograph.
+GATE_PREPARATIONS = ("as_stored", "as_stored", "shrink_area", "blur", "sharpen", "noise",
+                     "jpeg_q50", "gamma_0.7", "gamma_1.4", "border_black", "border_white",
+                     "pad_square", "marker", "rotate_+10", "rotate_-10")
+
+
+@dataclass
+class CalibrationSettings:
+    """What :func:`calibrate_model_file` fits and how much data it uses."""
+
+    level: float = 0.9
+    bands: int = 3
+    n_fit_radiographs: int = 1200
+    negatives_per_variant: int = 60
+    accept_quantile: float = 0.995
+    """Share of held-back radiographs the gate's thresholds let through."""
+    orientation_sure: float = 0.9
+    pca_components: int = 32
+    seed: int = 0
+
+
+def _prepare(images, rng, workdir, grid: int):
+    from boneage.evaluation.robustness import PREPARATIONS, PrepContext
+
+    out = []
+    for image in images:
+        name = GATE_PREPARATIONS[int(rng.integers(len(GATE_PREPARATIONS)))]
+        ctx = PrepContext(grid=grid, rng=np.random.default_rng(int(rng.integers(1 << 31))), workdir=workdir)
+        out.append(np.clip(PREPARATIONS.get(name).apply(image, ctx), 0, 1).astype(np.float32))
+    return out
+
+
+def _read_all(samples, progress: bool, what: str):
+    from boneage.io import read_image
+
+    it = samples
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(samples, desc=f"read {what}", unit="image", leave=False, disable=None)
+    return [read_image(s.path).pixels for s in it]
+
+
+def fit_gate(predictor, radiographs, negatives, calibration_radiographs,
+             settings: CalibrationSettings, progress: bool = False) -> QualityGate:
+    """Fit the gate's classifiers on ``radiographs`` (upright training images, any
+    preparation) against ``negatives``, and set its thresholds on ``calibration_radiographs``
+    (held-back, never fitted on)."""
+    from sklearn.covariance import LedoitWolf
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+
+    feats, labels = [], []
+    classes = range(len(ORIENTATIONS))
+    if progress:
+        from tqdm import tqdm
+        classes = tqdm(classes, desc="gate features", unit="orientation", leave=False, disable=None)
+    for c in classes:
+        feats.append(image_features(predictor, [orient(im, c) for im in radiographs]))
+        labels.append(np.full(len(radiographs), c))
+    pos, orient_labels = np.concatenate(feats), np.concatenate(labels)
+    rng = np.random.default_rng(settings.seed)
+    neg = image_features(predictor, [orient(im, int(rng.integers(8))) for im in negatives])
+
+    mean, scale = pos.mean(0), pos.std(0) + 1e-6
+    z_pos, z_neg = (pos - mean) / scale, (neg - mean) / scale
+    radio = LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000)
+    radio.fit(np.concatenate([z_pos, z_neg]), np.r_[np.ones(len(z_pos)), np.zeros(len(z_neg))])
+    orient_clf = LogisticRegression(C=0.1, max_iter=2000)
+    orient_clf.fit(z_pos, orient_labels)
+    upright = z_pos[orient_labels == 0]
+    pca = PCA(settings.pca_components, random_state=settings.seed).fit(upright)
+    # PCA centres; the gate's distance does not, so the stored mean includes PCA's centre
+    # and the classifiers' biases absorb the shift (z_gate = z - pca.mean_).
+    precision = LedoitWolf().fit(pca.transform(upright)).precision_
+    gate = QualityGate(
+        feature_mean=mean + pca.mean_ * scale, feature_scale=scale,
+        radiograph_w=radio.coef_[0], radiograph_b=np.asarray(radio.intercept_[0] + radio.coef_[0] @ pca.mean_),
+        orientation_w=orient_clf.coef_, orientation_b=orient_clf.intercept_ + orient_clf.coef_ @ pca.mean_,
+        pca_components=pca.components_, precision=precision,
+        orientation_sure=settings.orientation_sure)
+    # Thresholds: let ``accept_quantile`` of held-back radiographs through, but never accept
+    # what the classifier calls more likely a non-radiograph than not.
+    scores = [score_pixels(gate, predictor, im)[0] for im in calibration_radiographs]
+    q = settings.accept_quantile
+    gate.radiograph_min = float(min(0.5, np.quantile([s.radiograph for s in scores], 1 - q)))
+    gate.distance_max = float(np.quantile([s.distance for s in scores], q))
+    return gate
+
+
+def measure_gate(gate: QualityGate, predictor, radiographs, negatives_by_variant) -> dict:
+    """Acceptance of radiographs as given, orientation/inversion accuracy on them turned and
+    inverted, and rejection of negatives per variant."""
+    accepted = 0
+    per_class = {c: {"n": 0, "correct": 0, "corrected": 0, "refused": 0} for c in range(len(ORIENTATIONS))}
+    for im in radiographs:
+        for c in range(len(ORIENTATIONS)):
+            s, _ = score_pixels(gate, predictor, orient(im, c))
+            reason, corrections = judge(gate, s)
+            row = per_class[c]
+            row["n"] += 1
+            row["correct"] += int(s.orientation == c)
+            row["refused"] += int(reason is not None)
+            # right when it ends upright: nothing to undo, or undone exactly
+            row["corrected"] += int(reason is None and s.orientation == c)
+            if c == 0:
+                accepted += int(reason is None)
+    rejected = {}
+    for variant, images in negatives_by_variant.items():
+        rejected[variant] = float(np.mean([judge(gate, score_pixels(gate, predictor, im)[0])[0] is not None
+                                           for im in images]))
+    n = len(radiographs)
+    total = sum(r["n"] for r in per_class.values())
+    return {
+        "accepted": accepted / n if n else float("nan"),
+        "n": n,
+        "orientation_accuracy": sum(r["correct"] for r in per_class.values()) / total if total else float("nan"),
+        "ends_upright_and_accepted": sum(r["corrected"] for r in per_class.values()) / total if total else float("nan"),
+        "per_orientation": {f"turn{ORIENTATIONS[c][0] * 90}{'_inverted' if ORIENTATIONS[c][1] else ''}":
+                            {k: v / r["n"] for k, v in r.items() if k != "n"} for c, r in per_class.items()},
+        "rejected_per_variant": rejected,
+        "rejected": float(np.mean(list(rejected.values()))) if rejected else float("nan"),
+    }
+
+
+def calibrate_model_file(data_dir, model=None, out=None, *, settings: CalibrationSettings | None = None,
+                         csv=None, images=None, progress: bool = False) -> dict:
+    """Fit the interval and the gate of ``model`` on the labelled folder it was trained on,
+    measure them on the held-back images not used for fitting, and write the model file
+    ``out`` with both (weights unchanged). Returns the measured facts."""
+    import tempfile
+    from pathlib import Path
+
+    from boneage.data.datasets import PreprocessedCache
+    from boneage.data.labels import load_samples
+    from boneage.data.split import holdout_subset
+    from boneage.inference.batch import predict_cached
+    from boneage.inference.modelfile import add_to_model_file
+    from boneage.inference.predictor import Predictor, default_model_path
+
+    settings = settings or CalibrationSettings()
+    model_path = Path(model) if model else default_model_path()
+    predictor = Predictor.from_file(model_path)
+    samples = load_samples(data_dir, csv, images, None)
+    held = holdout_subset(samples, predictor.recipe.data, predictor.info)
+    if len(held) < 60:
+        raise InputError(f"calibration needs at least 60 held-back images, the model has {len(held)}")
+    rng = np.random.default_rng(settings.seed)
+    order = rng.permutation(len(held))
+    cal = [held[i] for i in sorted(order[: len(held) // 2])]
+    test = [held[i] for i in sorted(order[len(held) // 2:])]
+    held_ids = {s.id for s in held}
+    train = [s for s in samples if s.id not in held_ids]
+    fit_idx = rng.choice(len(train), size=min(settings.n_fit_radiographs, len(train)), replace=False)
+    fit = [train[i] for i in sorted(fit_idx)]
+
+    log.info("interval: predicting %d held-back images", len(held))
+    cache = PreprocessedCache(cal + test, predictor.recipe, progress=progress)
+    preds, _ = predict_cached(predictor.model, predictor.recipe, cache, range(len(cal) + len(test)),
+                              predictor.device, progress=progress)
+    truth = np.array([s.boneage for s in cal + test], dtype=np.float64)
+    nc = len(cal)
+    calibration = fit_conformal(preds[:nc], truth[:nc], settings.level, settings.bands)
+    test_cov = coverage(calibration, preds[nc:], truth[nc:])
+    male = np.array([s.male for s in test])
+    interval_facts = {
+        "level": settings.level, "n_calibration": nc, "n_test": len(test), "coverage": test_cov,
+        "coverage_calibration": coverage(calibration, preds[:nc], truth[:nc]),
+        "coverage_male": coverage(calibration, preds[nc:][male], truth[nc:][male]),
+        "coverage_female": coverage(calibration, preds[nc:][~male], truth[nc:][~male]),
+        "half_widths": list(calibration.half_widths), "edges": list(calibration.edges), "seed": settings.seed,
+    }
+    log.info("interval: half-widths %s months, coverage %.3f on %d test images",
+             [round(h, 1) for h in calibration.half_widths], test_cov, len(test))
+
+    grid = predictor.recipe.preprocess[0].get("size", 100) if predictor.recipe.preprocess else 100
+    with tempfile.TemporaryDirectory() as tmp:
+        prng = np.random.default_rng(settings.seed + 1)
+        fit_images = _prepare(_read_all(fit, progress, "radiographs"), prng, Path(tmp), grid)
+        cal_images = _read_all(cal, progress, "calibration")
+        cal_images = cal_images + _prepare(cal_images, prng, Path(tmp), grid)
+        test_images = _read_all(test, progress, "test")
+    negatives = [im for _, im in negative_set(FIT_VARIANTS, settings.negatives_per_variant, seed=settings.seed)]
+    gate = fit_gate(predictor, fit_images, negatives, cal_images, settings, progress=progress)
+    unseen = {}
+    for variant, im in negative_set(TEST_VARIANTS, settings.negatives_per_variant // 2, seed=settings.seed + 7):
+        unseen.setdefault(variant, []).append(im)
+    measured = measure_gate(gate, predictor, test_images, unseen)
+    gate_facts = {
+        "accepted_test": measured["accepted"], "n_test": measured["n"],
+        "rejected_test_negatives": measured["rejected"],
+        "rejected_per_variant": measured["rejected_per_variant"],
+        "orientation_accuracy": measured["orientation_accuracy"],
+        "ends_upright_and_accepted": measured["ends_upright_and_accepted"],
+        "per_orientation": measured["per_orientation"],
+        "radiograph_min": gate.radiograph_min, "distance_max": gate.distance_max,
+        "n_fit_radiographs": len(fit), "fit_negative_variants": list(FIT_VARIANTS),
+        "test_negative_variants": list(TEST_VARIANTS),
+    }
+    gate.facts = {k: gate_facts[k] for k in ("accepted_test", "rejected_test_negatives", "orientation_accuracy")}
+    facts = {"calibration": interval_facts, "quality_gate": gate_facts,
+             "calibration_ids": [s.id for s in cal]}
+    if out is not None:
+        add_to_model_file(model_path, out, gate=gate, calibration=calibration, info_update=facts)
+    return facts
