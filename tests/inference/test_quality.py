@@ -51,7 +51,8 @@ def _gate(**thresholds) -> QualityGate:
     zeros = np.zeros(d)
     return QualityGate(feature_mean=zeros, feature_scale=np.ones(d), radiograph_w=zeros,
                        radiograph_b=np.array(0.0), orientation_w=np.zeros((8, d)), orientation_b=np.zeros(8),
-                       pca_components=np.eye(d), precision=np.eye(d), **thresholds)
+                       pca_components=np.eye(d)[:2], precision=np.eye(2), residual_scale=np.array(4.0),
+                       **thresholds)
 
 
 @pytest.mark.parametrize("scores, refused, corrections", [
@@ -70,12 +71,13 @@ def test_judge(scores, refused, corrections):
 
 def test_gate_arithmetic_and_storage():
     gate = _gate(distance_max=7.0)
-    feats = np.array([[1.0, 2.0, 0.0, 0.0]])
-    assert gate.distance(feats)[0] == pytest.approx(5.0)           # identity precision: |z|^2
+    feats = np.array([[1.0, 2.0, 0.0, 4.0]])
+    # identity precision in the subspace: 1 + 4; off it: 2 dims * 16 / residual scale 4
+    assert gate.distance(feats)[0] == pytest.approx(5.0 + 2 * 16 / 4)
     assert gate.radiograph_probability(feats)[0] == pytest.approx(0.5)
     np.testing.assert_allclose(gate.orientation_probabilities(feats)[0], np.full(8, 1 / 8))
     back = QualityGate.from_stored(gate.to_tensors(), gate.to_metadata())
-    assert back.distance_max == 7.0 and back.distance(feats)[0] == pytest.approx(5.0)
+    assert back.distance_max == 7.0 and back.distance(feats)[0] == pytest.approx(13.0)
 
 
 class _NoGate:

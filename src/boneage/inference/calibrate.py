@@ -22,7 +22,7 @@ from boneage.data.negatives import FIT_VARIANTS, TEST_VARIANTS, negative_set
 from boneage.errors import InputError
 from boneage.inference.interval import coverage, fit_conformal
 from boneage.inference.quality import (
-    ORIENTATIONS, QualityGate, image_features, judge, orient, score_pixels,
+    _REMAIN, ORIENTATIONS, QualityGate, image_features, judge, orient, scores_from_candidates,
 )
 
 log = logging.getLogger(__name__)
@@ -70,85 +70,121 @@ def _read_all(samples, progress: bool, what: str):
     return [read_image(s.path).pixels for s in it]
 
 
-def fit_gate(predictor, radiographs, negatives, calibration_radiographs,
-             settings: CalibrationSettings, progress: bool = False) -> QualityGate:
-    """Fit the gate's classifiers on ``radiographs`` (upright training images, any
-    preparation) against ``negatives``, and set its thresholds on ``calibration_radiographs``
-    (held-back, never fitted on)."""
+def orientation_stack(predictor, images, progress: bool = False, what: str = "") -> np.ndarray:
+    """Features of every orientation of every image, shape (N, 8, D): row ``k`` is
+    :func:`~boneage.inference.quality.orient` ``(image, k)``. Any correction of any turned
+    copy is one of these rows, so fitting and measuring need no further forward passes."""
+    it = range(len(ORIENTATIONS))
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc=f"features {what}".strip(), unit="orientation", leave=False, disable=None)
+    return np.stack([image_features(predictor, [orient(im, k) for im in images]) for k in it], axis=1)
+
+
+def candidates_of(stack: np.ndarray, h: int) -> np.ndarray:
+    """The (N, 8, D) candidate-correction features of the images turned into orientation
+    ``h``, from their orientation stack (see :func:`scores_from_candidates`)."""
+    return stack[:, _REMAIN[h]]
+
+
+def fit_gate(radiographs: np.ndarray, negatives: np.ndarray, calibration: np.ndarray,
+             settings: CalibrationSettings) -> QualityGate:
+    """Fit the gate on orientation stacks (:func:`orientation_stack`) of training
+    radiographs and generated negatives; set its thresholds on held-back radiographs'
+    stacks (``calibration``), never fitted on, so that ``accept_quantile`` of them pass."""
     from sklearn.covariance import LedoitWolf
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
-    feats, labels = [], []
-    classes = range(len(ORIENTATIONS))
-    if progress:
-        from tqdm import tqdm
-        classes = tqdm(classes, desc="gate features", unit="orientation", leave=False, disable=None)
-    for c in classes:
-        feats.append(image_features(predictor, [orient(im, c) for im in radiographs]))
-        labels.append(np.full(len(radiographs), c))
-    pos, orient_labels = np.concatenate(feats), np.concatenate(labels)
-    rng = np.random.default_rng(settings.seed)
-    neg = image_features(predictor, [orient(im, int(rng.integers(8))) for im in negatives])
-
-    mean, scale = pos.mean(0), pos.std(0) + 1e-6
+    n, k, d = radiographs.shape
+    pos = radiographs.reshape(n * k, d)
+    orient_labels = np.tile(np.arange(k), n)
+    neg = negatives.reshape(-1, d)
+    # Many features are (nearly) constant on radiographs (a quarter vary by < 1e-4): dividing
+    # by their spread would blow any small deviation up, so no scale is below the median.
+    std = pos.std(0)
+    mean, scale = pos.mean(0), np.maximum(std, np.median(std)) + 1e-9
     z_pos, z_neg = (pos - mean) / scale, (neg - mean) / scale
-    radio = LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000)
+    radio = LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000)
     radio.fit(np.concatenate([z_pos, z_neg]), np.r_[np.ones(len(z_pos)), np.zeros(len(z_neg))])
-    orient_clf = LogisticRegression(C=0.1, max_iter=2000)
+    orient_clf = LogisticRegression(C=0.1, max_iter=3000)
     orient_clf.fit(z_pos, orient_labels)
     upright = z_pos[orient_labels == 0]
-    pca = PCA(settings.pca_components, random_state=settings.seed).fit(upright)
-    # PCA centres; the gate's distance does not, so the stored mean includes PCA's centre
-    # and the classifiers' biases absorb the shift (z_gate = z - pca.mean_).
+    # leave at least one dimension outside the subspace for the residual term
+    k_pca = max(1, min(settings.pca_components, d - 1, len(upright) - 1))
+    pca = PCA(k_pca, random_state=settings.seed).fit(upright)
     precision = LedoitWolf().fit(pca.transform(upright)).precision_
+    centred = upright - pca.mean_
+    residual = centred - (centred @ pca.components_.T) @ pca.components_
+    # PCA centres and the gate's distance does not: the stored mean includes PCA's centre, so
+    # the gate's z is z - pca.mean_, and the classifiers' biases absorb that shift.
     gate = QualityGate(
         feature_mean=mean + pca.mean_ * scale, feature_scale=scale,
         radiograph_w=radio.coef_[0], radiograph_b=np.asarray(radio.intercept_[0] + radio.coef_[0] @ pca.mean_),
         orientation_w=orient_clf.coef_, orientation_b=orient_clf.intercept_ + orient_clf.coef_ @ pca.mean_,
         pca_components=pca.components_, precision=precision,
+        residual_scale=np.asarray((residual ** 2).sum(1).mean()),
         orientation_sure=settings.orientation_sure)
-    # Thresholds: let ``accept_quantile`` of held-back radiographs through, but never accept
-    # what the classifier calls more likely a non-radiograph than not.
-    scores = [score_pixels(gate, predictor, im)[0] for im in calibration_radiographs]
+    scores = [scores_from_candidates(gate, row) for row in candidates_of(calibration, 0)]
     q = settings.accept_quantile
+    # never accept what the classifier calls more likely a non-radiograph than not
     gate.radiograph_min = float(min(0.5, np.quantile([s.radiograph for s in scores], 1 - q)))
     gate.distance_max = float(np.quantile([s.distance for s in scores], q))
     return gate
 
 
-def measure_gate(gate: QualityGate, predictor, radiographs, negatives_by_variant) -> dict:
-    """Acceptance of radiographs as given, orientation/inversion accuracy on them turned and
-    inverted, and rejection of negatives per variant."""
-    accepted = 0
-    per_class = {c: {"n": 0, "correct": 0, "corrected": 0, "refused": 0} for c in range(len(ORIENTATIONS))}
-    for im in radiographs:
-        for c in range(len(ORIENTATIONS)):
-            s, _ = score_pixels(gate, predictor, orient(im, c))
-            reason, corrections = judge(gate, s)
-            row = per_class[c]
-            row["n"] += 1
-            row["correct"] += int(s.orientation == c)
-            row["refused"] += int(reason is not None)
-            # right when it ends upright: nothing to undo, or undone exactly
-            row["corrected"] += int(reason is None and s.orientation == c)
-            if c == 0:
-                accepted += int(reason is None)
-    rejected = {}
-    for variant, images in negatives_by_variant.items():
-        rejected[variant] = float(np.mean([judge(gate, score_pixels(gate, predictor, im)[0])[0] is not None
-                                           for im in images]))
-    n = len(radiographs)
-    total = sum(r["n"] for r in per_class.values())
+def measure_gate(gate: QualityGate, radiographs: np.ndarray, negatives_by_variant: dict) -> dict:
+    """From orientation stacks: acceptance of held-back radiographs as given, what happens
+    to them in each of the 8 orientations (orientation right, ends upright and accepted,
+    refused), and the share of negatives of each variant that is refused."""
+    per_class = {}
+    for h in range(len(ORIENTATIONS)):
+        scores = [scores_from_candidates(gate, row) for row in candidates_of(radiographs, h)]
+        verdicts = [judge(gate, s)[0] is None for s in scores]
+        right = [s.orientation == h for s in scores]
+        per_class[h] = {"orientation_right": float(np.mean(right)),
+                        "upright_and_accepted": float(np.mean(np.logical_and(right, verdicts))),
+                        "refused": 1.0 - float(np.mean(verdicts)),
+                        "wrongly_corrected": float(np.mean([v and not r for v, r in zip(verdicts, right)]))}
+    rejected = {variant: float(np.mean([judge(gate, scores_from_candidates(gate, row))[0] is not None
+                                        for row in candidates_of(stack, 0)]))
+                for variant, stack in negatives_by_variant.items()}
+    mean = lambda key: float(np.mean([r[key] for r in per_class.values()]))
     return {
-        "accepted": accepted / n if n else float("nan"),
-        "n": n,
-        "orientation_accuracy": sum(r["correct"] for r in per_class.values()) / total if total else float("nan"),
-        "ends_upright_and_accepted": sum(r["corrected"] for r in per_class.values()) / total if total else float("nan"),
-        "per_orientation": {f"turn{ORIENTATIONS[c][0] * 90}{'_inverted' if ORIENTATIONS[c][1] else ''}":
-                            {k: v / r["n"] for k, v in r.items() if k != "n"} for c, r in per_class.items()},
+        "accepted": 1.0 - per_class[0]["refused"], "n": int(len(radiographs)),
+        "orientation_accuracy": mean("orientation_right"),
+        "ends_upright_and_accepted": mean("upright_and_accepted"),
+        "wrongly_corrected": mean("wrongly_corrected"),
+        "per_orientation": {f"turn{ORIENTATIONS[c][0] * 90}{'_inverted' if ORIENTATIONS[c][1] else ''}": r
+                            for c, r in per_class.items()},
         "rejected_per_variant": rejected,
         "rejected": float(np.mean(list(rejected.values()))) if rejected else float("nan"),
+    }
+
+
+def gate_data(predictor, fit, cal, test, settings: CalibrationSettings, grid: int, progress: bool = False) -> dict:
+    """Orientation stacks of everything the gate is fitted, thresholded and measured on."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prng = np.random.default_rng(settings.seed + 1)
+        fit_images = _prepare(_read_all(fit, progress, "radiographs"), prng, Path(tmp), grid)
+        cal_images = _read_all(cal, progress, "calibration")
+        cal_images = cal_images + _prepare(cal_images, prng, Path(tmp), grid)
+        test_images = _read_all(test, progress, "test")
+        test_prepared = _prepare(test_images, prng, Path(tmp), grid)
+    negatives = [im for _, im in negative_set(FIT_VARIANTS, settings.negatives_per_variant, seed=settings.seed)]
+    unseen: dict[str, list] = {}
+    for variant, im in negative_set(TEST_VARIANTS, max(1, settings.negatives_per_variant // 2), seed=settings.seed + 7):
+        unseen.setdefault(variant, []).append(im)
+    return {
+        "fit": orientation_stack(predictor, fit_images, progress, "radiographs"),
+        "negatives": orientation_stack(predictor, negatives, progress, "negatives"),
+        "calibration": orientation_stack(predictor, cal_images, progress, "calibration"),
+        "test": orientation_stack(predictor, test_images, progress, "test"),
+        "test_prepared": orientation_stack(predictor, test_prepared, progress, "test prepared"),
+        "unseen": {v: orientation_stack(predictor, ims) for v, ims in unseen.items()},
     }
 
 
@@ -203,24 +239,18 @@ def calibrate_model_file(data_dir, model=None, out=None, *, settings: Calibratio
              [round(h, 1) for h in calibration.half_widths], test_cov, len(test))
 
     grid = predictor.recipe.preprocess[0].get("size", 100) if predictor.recipe.preprocess else 100
-    with tempfile.TemporaryDirectory() as tmp:
-        prng = np.random.default_rng(settings.seed + 1)
-        fit_images = _prepare(_read_all(fit, progress, "radiographs"), prng, Path(tmp), grid)
-        cal_images = _read_all(cal, progress, "calibration")
-        cal_images = cal_images + _prepare(cal_images, prng, Path(tmp), grid)
-        test_images = _read_all(test, progress, "test")
-    negatives = [im for _, im in negative_set(FIT_VARIANTS, settings.negatives_per_variant, seed=settings.seed)]
-    gate = fit_gate(predictor, fit_images, negatives, cal_images, settings, progress=progress)
-    unseen = {}
-    for variant, im in negative_set(TEST_VARIANTS, settings.negatives_per_variant // 2, seed=settings.seed + 7):
-        unseen.setdefault(variant, []).append(im)
-    measured = measure_gate(gate, predictor, test_images, unseen)
+    data = gate_data(predictor, fit, cal, test, settings, grid, progress)
+    gate = fit_gate(data["fit"], data["negatives"], data["calibration"], settings)
+    measured = measure_gate(gate, data["test"], data["unseen"])
+    prepared = measure_gate(gate, data["test_prepared"], {})
     gate_facts = {
         "accepted_test": measured["accepted"], "n_test": measured["n"],
+        "accepted_test_prepared": prepared["accepted"],
         "rejected_test_negatives": measured["rejected"],
         "rejected_per_variant": measured["rejected_per_variant"],
         "orientation_accuracy": measured["orientation_accuracy"],
         "ends_upright_and_accepted": measured["ends_upright_and_accepted"],
+        "wrongly_corrected": measured["wrongly_corrected"],
         "per_orientation": measured["per_orientation"],
         "radiograph_min": gate.radiograph_min, "distance_max": gate.distance_max,
         "n_fit_radiographs": len(fit), "fit_negative_variants": list(FIT_VARIANTS),

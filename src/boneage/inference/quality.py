@@ -129,7 +129,7 @@ def describe_correction(cls: int) -> tuple[str, ...]:
 
 # --- the gate ------------------------------------------------------------------------------
 _ARRAYS = ("feature_mean", "feature_scale", "radiograph_w", "radiograph_b", "orientation_w",
-           "orientation_b", "pca_components", "precision")
+           "orientation_b", "pca_components", "precision", "residual_scale")
 TENSOR_PREFIX = "quality."
 
 
@@ -145,8 +145,8 @@ class QualityGate:
 
     Arrays: ``feature_mean``/``feature_scale`` (D,) standardise features; ``radiograph_w``
     (D,), ``radiograph_b`` () score radiograph vs not; ``orientation_w`` (8, D),
-    ``orientation_b`` (8,) score the orientation classes; ``pca_components`` (K, D) and
-    ``precision`` (K, K) give the Mahalanobis distance of upright radiographs.
+    ``orientation_b`` (8,) score the orientation classes; ``pca_components`` (K, D),
+    ``precision`` (K, K) and ``residual_scale`` () give the distance to upright radiographs.
     """
 
     feature_mean: np.ndarray
@@ -157,6 +157,7 @@ class QualityGate:
     orientation_b: np.ndarray
     pca_components: np.ndarray
     precision: np.ndarray
+    residual_scale: np.ndarray
     radiograph_min: float = 0.5
     """Refuse when P(radiograph) is below this."""
     distance_max: float = float("inf")
@@ -177,8 +178,16 @@ class QualityGate:
         return _softmax(self._z(features) @ self.orientation_w.T + self.orientation_b)
 
     def distance(self, features: np.ndarray) -> np.ndarray:
-        p = self._z(features) @ self.pca_components.T
-        return np.einsum("nk,kl,nl->n", p, self.precision, p)
+        """Squared distance to the upright training radiographs: Mahalanobis within their
+        principal subspace plus the energy outside it, scaled so each of the D - K remaining
+        dimensions counts like one of the K (a probabilistic-PCA-like score). The residual
+        matters: what is unlike a radiograph mostly lies off the radiographs' subspace."""
+        z = self._z(features)
+        p = z @ self.pca_components.T
+        residual = z - p @ self.pca_components
+        off = z.shape[1] - self.pca_components.shape[0]
+        return (np.einsum("nk,kl,nl->n", p, self.precision, p)
+                + off * (residual ** 2).sum(1) / float(np.asarray(self.residual_scale).reshape(-1)[0]))
 
     # storage in a model file: tensors under "quality." and thresholds in the metadata
     def to_tensors(self) -> dict:
@@ -236,16 +245,45 @@ def image_features(predictor, images) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def remaining(h: int, c: int) -> int:
+    """The orientation class left when correction ``c`` is undone from an image in
+    orientation ``h`` (turns subtract, inversions cancel)."""
+    (kh, ih), (kc, ic) = ORIENTATIONS[h], ORIENTATIONS[c]
+    return ORIENTATIONS.index(((kh - kc) % 4, ih != ic))
+
+
+#: _REMAIN[h, c] = remaining(h, c)
+_REMAIN = np.array([[remaining(h, c) for c in range(8)] for h in range(8)])
+
+
+def candidate_features(predictor, image: np.ndarray) -> np.ndarray:
+    """Features of the image under each of the 8 corrections, shape (8, D): row ``c`` is
+    :func:`undo_orientation` ``(image, c)``."""
+    return image_features(predictor, [undo_orientation(image, c) for c in range(len(ORIENTATIONS))])
+
+
+def scores_from_candidates(gate: QualityGate, feats: np.ndarray) -> PixelScores:
+    """Scores of one image from the features of its 8 corrections.
+
+    Orientation is a consensus: if the image is in orientation ``h``, undoing correction
+    ``c`` leaves orientation ``remaining(h, c)``, which the classifier should see in row
+    ``c``; the log-probabilities of all 8 rows add up, so one misleading view does not decide.
+    The radiograph score is the mean over the 8 rows (a turned radiograph is still one); the
+    distance is that of the corrected image.
+    """
+    log_p = np.log(np.clip(gate.orientation_probabilities(feats), 1e-12, 1.0))   # (c, class)
+    joint = log_p[np.arange(8)[None, :], _REMAIN].sum(axis=1)                     # (h,)
+    post = _softmax(joint)
+    h = int(np.argmax(post))
+    return PixelScores(radiograph=float(gate.radiograph_probability(feats).mean()),
+                       distance=float(gate.distance(feats[h:h + 1])[0]),
+                       orientation=h, orientation_probability=float(post[h]))
+
+
 def score_pixels(gate: QualityGate, predictor, image: np.ndarray) -> tuple[PixelScores, np.ndarray]:
-    """The gate's scores for one image and the image corrected to the likeliest orientation
-    (the Mahalanobis distance is that of the corrected image)."""
-    feats = image_features(predictor, [image])
-    probs = gate.orientation_probabilities(feats)[0]
-    cls = int(np.argmax(probs))
-    corrected = undo_orientation(image, cls) if cls else image
-    distance = gate.distance(image_features(predictor, [corrected]) if cls else feats)[0]
-    scores = PixelScores(radiograph=float(gate.radiograph_probability(feats)[0]), distance=float(distance),
-                         orientation=cls, orientation_probability=float(probs[cls]))
+    """The gate's scores for one image and the image corrected to its likeliest orientation."""
+    scores = scores_from_candidates(gate, candidate_features(predictor, image))
+    corrected = undo_orientation(image, scores.orientation) if scores.orientation else image
     return scores, corrected
 
 

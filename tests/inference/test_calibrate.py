@@ -1,0 +1,63 @@
+"""``boneage calibrate`` end to end on synthetic radiographs with a small model: the file it
+writes carries an interval and a gate, predicts the same bone ages, and refuses noise."""
+
+import json
+
+import numpy as np
+import pytest
+
+from boneage import api
+from boneage.data.negatives import negative_image
+from boneage.errors import QualityRefusal
+from boneage.inference import Predictor
+
+
+@pytest.fixture(scope="module")
+def half_held_model(tmp_path_factory):
+    """A small CNN trained one epoch on 160 synthetic radiographs, half of them held back."""
+    from boneage.config import Recipe
+    from boneage.data.synthetic import write_synthetic_dataset
+    from boneage.engine import fit
+
+    folder = write_synthetic_dataset(tmp_path_factory.mktemp("cal") / "set", 160, size=48, seed=5)
+    recipe = Recipe.from_dict({
+        "name": "halfheld", "data": {"root": str(folder), "val_fraction": 0.5},
+        "preprocess": [{"name": "resize", "size": 32}],
+        "model": {"name": "small_cnn", "options": {"width": 4, "stages": 3}},
+        "train": {"epochs": 1, "batch_size": 16, "device": "cpu"},
+    })
+    model = fit(recipe, tmp_path_factory.mktemp("halfheld"), progress=False, log=lambda *_: None).model_path
+    return folder, model
+
+
+def test_calibrate_writes_interval_and_gate_without_changing_the_bone_age(cli, half_held_model, tmp_path):
+    folder, model = half_held_model
+    out = tmp_path / "calibrated.safetensors"
+    code, text, err = cli("calibrate", folder, "--model", model, "--out", out, "--fit-images", 40,
+                          "--quiet", "--json")
+    assert code == 0, err
+    facts = json.loads(text)
+    cal = facts["calibration"]
+    assert cal["n_calibration"] == cal["n_test"] == 40 and cal["level"] == 0.9
+    assert len(cal["half_widths"]) == 3 and 0.0 <= cal["coverage"] <= 1.0
+    assert cal["coverage_calibration"] >= 0.9          # by construction of the conformal quantile
+    gate = facts["quality_gate"]
+    assert gate["n_fit_radiographs"] == 40 and 0.0 <= gate["accepted_test"] <= 1.0
+
+    before, after = Predictor.from_file(model), Predictor.from_file(out)
+    assert before.quality_gate is None and before.calibration is None
+    assert after.quality_gate is not None and after.calibration is not None
+    image = sorted((folder / "images").glob("*.png"))[0]
+    p0 = api.predict(image, "F", model=before)
+    p1 = api.predict(image, "F", model=after, force=True)
+    assert p1.bone_age_months == pytest.approx(p0.bone_age_months, abs=1e-6)
+    assert p0.interval is None
+    assert p1.interval.low_months < p1.bone_age_months < p1.interval.high_months
+    assert p1.to_dict()["interval"]["level"] == 0.9
+    with pytest.raises(QualityRefusal, match="not assessed"):
+        api.predict(negative_image("noise/uniform", 0), "F", model=after)
+
+    code, _, err = cli("calibrate", folder, "--model", model, "--out", out)
+    assert code == 2 and "file exists" in err
+    code, _, err = cli("calibrate", folder, "--model", model, "--out", tmp_path / "x.safetensors", "--level", "1.5")
+    assert code == 2 and "--level must be in [0.5, 1), got 1.5" in err
