@@ -38,9 +38,12 @@ def test_evaluate_matches_the_cli(cli, tiny_model, synthetic_folder, tmp_path):
         api.evaluate(synthetic_folder, model=tiny_model, limit=0)
 
 
-def test_explain_returns_a_map_on_the_preprocessed_image(tiny_model, synthetic_folder, tmp_path):
+def test_explain_returns_a_map_on_the_radiograph_as_given(tiny_model, synthetic_folder, tmp_path):
+    from boneage.io import read_image
+
     path = sorted((synthetic_folder / "images").glob("*.png"))[0]
-    pred, heat, pre = api.explain(path, "F", model=tiny_model, out=tmp_path / "h.png")
-    assert heat.shape == pre.shape and 0.0 <= heat.min() and heat.max() <= 1.0
+    pred, heat, background = api.explain(path, "F", model=tiny_model, out=tmp_path / "h.png")
+    assert heat.shape == background.shape == read_image(path).pixels.shape
+    assert 0.0 <= heat.min() and heat.max() <= 1.0
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     assert pred.bone_age_months == pytest.approx(api.predict(path, "F", model=tiny_model).bone_age_months)

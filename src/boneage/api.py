@@ -164,7 +164,9 @@ def evaluate(data_dir=None, *, csv=None, images=None, model=None, holdout: bool 
 
 def explain(image, sex=None, *, model=None, out=None, title: str | None = None):
     """Prediction and Grad-CAM heat map of one radiograph: ``(prediction, heatmap, image)``,
-    the map lying on the preprocessed image; ``out`` (a .png) also writes the overlay."""
+    the map lying on the radiograph as given, at its own size and aspect ratio (see
+    :func:`boneage.evaluation.gradcam.heatmap_to_original`); ``out`` (a .png) also writes
+    the overlay."""
     from boneage.evaluation.gradcam import explain_image, overlay_heatmap
 
     predictor = load_predictor(model)

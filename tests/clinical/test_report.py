@@ -48,7 +48,7 @@ def tall_png(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(tall_png, predictor):
-    return create_report(tall_png, "M", model=predictor, age_months=110, report_date=WHEN)
+    return create_report(tall_png, "M", model=predictor, age_months=110, report_date=WHEN, force=True)
 
 
 @pytest.fixture
@@ -110,12 +110,17 @@ def decode_data_png(src: str) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
-def test_html_report_shows_the_reading_the_missing_interval_and_the_intended_use(report):
+def test_html_report_shows_the_reading_the_interval_the_forcing_and_the_intended_use(report):
     page = parse_html(render_html(report))
     text = " ".join(page.text)
-    months = report.prediction.bone_age_months
+    p = report.prediction
+    months = p.bone_age_months
     assert f"{months:.1f} months ({months / 12:.1f} years)" in text
-    assert NO_INTERVAL in text and report.prediction.interval is None  # no calibration yet
+    # the bundled model is calibrated; the synthetic drawing was forced past the gate
+    assert f"{p.interval.low_months:.1f}–{p.interval.high_months:.1f} months" in text and NO_INTERVAL not in text
+    assert p.quality.forced and "forced" in text.lower()
+    without = " ".join(parse_html(render_html(replace(report, prediction=replace(p, interval=None)))).text)
+    assert NO_INTERVAL in without
     assert INTENDED_USE in text and "not a diagnosis" in text
     assert "110.0 months (9.2 years), from age given" in text
     assert report.prediction.clinical.statement in text
@@ -143,7 +148,7 @@ def test_json_report_has_the_same_fields(report, tmp_path):
     data = json.loads(out.read_text(encoding="utf-8"))
     p = report.prediction
     assert data["bone_age_months"] == pytest.approx(p.bone_age_months)
-    assert data["interval"] is None and data["interval_text"] == NO_INTERVAL
+    assert data["interval"] == p.interval.to_dict() and "90% interval" in data["interval_text"]
     assert data["clinical"]["chronological_age_months"] == 110.0
     assert data["clinical"]["age_source"] == "age given"
     assert data["clinical"]["impression"] == p.clinical.impression
@@ -154,7 +159,7 @@ def test_json_report_has_the_same_fields(report, tmp_path):
     assert data["intended_use"] == INTENDED_USE
     assert data["image"] == {"name": "hand.png", "format": "png", "width": 200, "height": 300}
     assert data["patient"] == {}  # a PNG has no patient fields
-    assert data["quality"]["verdict"] in ("accepted", "corrected")
+    assert data["quality"]["verdict"] == "forced" and data["quality"]["reason"]  # a drawing, forced past the gate
     heat = data["heatmap"]
     assert (heat["overlay_height"], heat["overlay_width"]) == (300, 200)
     assert 0 <= heat["peak_row"] < 300 and 0 <= heat["peak_col"] < 200
@@ -215,7 +220,7 @@ def test_report_of_a_dicom_shows_its_patient_fields_escaped(tmp_path, predictor)
     pixels = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
     dcm = write_dicom(tmp_path / "h.dcm", pixels, sex="F", birth_date=datetime.date(2015, 2, 1),
                       study_date=datetime.date(2023, 6, 1), patient_id="<b>ID-77</b>")
-    report = create_report(dcm, model=predictor, report_date=WHEN)
+    report = create_report(dcm, model=predictor, report_date=WHEN, force=True)
     assert report.sex_source == "DICOM PatientSex" and str(report.prediction.sex) == "F"
     assert report.patient == {"patient_id": "<b>ID-77</b>", "birth_date": "2015-02-01",
                               "study_date": "2023-06-01"}
@@ -227,7 +232,7 @@ def test_report_of_a_dicom_shows_its_patient_fields_escaped(tmp_path, predictor)
 
 
 def test_report_without_an_age_says_so(tall_png, predictor):
-    report = create_report(tall_png, "F", model=predictor, report_date=WHEN)
+    report = create_report(tall_png, "F", model=predictor, report_date=WHEN, force=True)
     text = " ".join(parse_html(render_html(report)).text)
     assert report.prediction.clinical is None
     assert "Chronological age not known" in text and "Impression none without" in text
@@ -236,7 +241,7 @@ def test_report_without_an_age_says_so(tall_png, predictor):
 
 def test_report_cli_end_to_end(cli, tall_png, tmp_path):
     out = tmp_path / "r.html"
-    code, stdout, err = cli("report", tall_png, "--sex", "M", "--age-months", "110", "--out", out)
+    code, stdout, err = cli("report", tall_png, "--force", "--sex", "M", "--age-months", "110", "--out", out)
     assert code == 0, err
     assert stdout.startswith(f"{tall_png}: bone age ") and stdout.strip().endswith(f"report: {out}")
     assert stdout.count("\n") == 1 and err == ""
@@ -244,13 +249,13 @@ def test_report_cli_end_to_end(cli, tall_png, tmp_path):
 
     # An existing report is kept unless --overwrite; --force is the quality gate's, as in predict.
     before = out.stat().st_mtime_ns
-    code, stdout, err = cli("report", tall_png, "--sex", "M", "--out", out)
+    code, stdout, err = cli("report", tall_png, "--force", "--sex", "M", "--out", out)
     assert code == 2 and stdout == "" and "exists" in err and "--overwrite" in err
     assert out.stat().st_mtime_ns == before
-    code, _, err = cli("report", tall_png, "--sex", "M", "--out", out, "--overwrite")
+    code, _, err = cli("report", tall_png, "--force", "--sex", "M", "--out", out, "--overwrite")
     assert code == 0, err
 
-    code, _, err = cli("report", tall_png, "--sex", "M", "--out", tmp_path / "r.pdf",
+    code, _, err = cli("report", tall_png, "--force", "--sex", "M", "--out", tmp_path / "r.pdf",
                        "--birth-date", "2014-03-09", "--study-date", "2024-05-01")
     assert code == 0, err
     assert (tmp_path / "r.pdf").read_bytes()[:5] == b"%PDF-"
@@ -264,7 +269,7 @@ def test_report_cli_end_to_end(cli, tall_png, tmp_path):
     (["--out", "{tmp}/r.json", "--study-date", "05/01/2024"], "unknown format"),
 ])
 def test_report_cli_bad_input_is_one_line(cli, tall_png, tmp_path, args, message):
-    code, stdout, err = cli("report", tall_png, "--sex", "M", *[a.format(tmp=tmp_path) for a in args])
+    code, stdout, err = cli("report", tall_png, "--force", "--sex", "M", *[a.format(tmp=tmp_path) for a in args])
     assert code == 2 and stdout == ""
     assert err.startswith("boneage: error: ") and err.count("\n") == 1 and message in err
     assert list(tmp_path.iterdir()) == []

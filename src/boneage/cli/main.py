@@ -33,6 +33,18 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, sort_keys=False), flush=True)
 
 
+def _result_text(result) -> str:
+    """``bone age 121.3 months (10.1 years), 90% interval 100.1-142.5 months, sex F``: the
+    interval when the model carries one, else the spread of the views (which is not one)."""
+    months = result.bone_age_months
+    text = f"bone age {months:.1f} months ({months / 12:.1f} years)"
+    if result.interval is not None:
+        text += f", {result.interval}"
+    elif result.n_views > 1:
+        text += f", views spread {result.spread_months:.1f}"
+    return text + f", sex {result.sex}"
+
+
 def cmd_predict(args) -> int:
     from boneage import api
     from boneage.inference.files import (
@@ -96,9 +108,11 @@ def cmd_predict(args) -> int:
         if args.json:
             _print_json(row)
         else:
-            print(f"{path}: bone age {result.bone_age_months:.1f} months "
-                  f"({result.bone_age_months / 12:.1f} years), sex {result.sex}"
-                  + (f", spread {result.spread_months:.1f}" if result.n_views > 1 else ""))
+            print(f"{path}: {_result_text(result)}")
+            if result.quality is not None and result.quality.corrections:
+                print(f"  corrected before assessment: {'; '.join(result.quality.corrections)}")
+            if result.quality is not None and result.quality.forced:
+                print(f"  FORCED past the quality gate, which would have refused it: {result.quality.reason}")
             if result.clinical is not None:
                 for line in result.clinical.lines():
                     print(f"  {line}")
@@ -197,7 +211,8 @@ def cmd_example(args) -> int:
         write_example_radiograph(out, age_months=args.age, sex=Sex.parse(args.sex).value, size=args.size)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    print(f"wrote a SYNTHETIC hand radiograph (not a real patient) to {out}")
+    print(f"wrote a SYNTHETIC hand radiograph (not a real patient) to {out}; the quality gate "
+          f"tells such drawings from real radiographs, so predict it with --force")
     return 0
 
 

@@ -1,0 +1,61 @@
+"""The bundled model's quality gate and interval on the inputs the issue found it assessed
+blindly: non-radiographs are refused (exit 3, one line), ``--force`` assesses them and says
+so, and a real radiograph turned or inverted is corrected to the upright reading."""
+
+import cv2
+import numpy as np
+import pytest
+
+from boneage import api
+from boneage.data.negatives import TEST_VARIANTS, negative_image
+from boneage.errors import QualityRefusal
+from boneage.inference import Predictor
+from boneage.inference.quality import orient
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return Predictor.from_file()
+
+
+def test_bundled_model_carries_a_gate_and_a_calibrated_interval(bundled):
+    assert bundled.quality_gate is not None and bundled.calibration is not None
+    assert bundled.calibration.level == 0.9
+    facts = bundled.info["calibration"]
+    assert abs(facts["coverage"] - 0.9) <= 0.03 and facts["n_test"] >= 500
+    assert bundled.info["quality_gate"]["accepted_test"] >= 0.99
+    assert bundled.info["quality_gate"]["rejected_test_negatives"] >= 0.95
+
+
+@pytest.mark.parametrize("variant", TEST_VARIANTS)
+def test_unseen_kinds_of_non_radiograph_are_refused(bundled, variant):
+    with pytest.raises(QualityRefusal, match="not assessed: "):
+        api.predict(negative_image(variant, 11, size=(400, 320)), "F", model=bundled)
+
+
+def test_cli_refuses_with_exit_3_and_force_assesses(cli, tmp_path):
+    black = tmp_path / "black.png"
+    cv2.imwrite(str(black), np.zeros((300, 240), np.uint8))
+    gradient = tmp_path / "gradient.png"
+    ramp = np.linspace(0, 255, 240, dtype=np.uint8)
+    cv2.imwrite(str(gradient), np.dstack([np.tile(ramp, (300, 1)), np.full((300, 240), 90, np.uint8),
+                                          np.tile(ramp[::-1], (300, 1))]))
+    for image, reason in ((black, "does not look like a hand radiograph"), (gradient, "a colour image")):
+        code, out, err = cli("predict", image, "--sex", "F")
+        assert code == 3 and out == "" and err.count("\n") == 1
+        assert f"boneage: refused: {image}: not assessed: {reason}" in err
+    code, out, err = cli("predict", black, "--sex", "F", "--force")
+    assert code == 0 and "FORCED past the quality gate" in out and "bone age" in out
+
+
+def test_real_radiograph_turned_or_inverted_is_corrected(bundled, data_dir):
+    path = sorted((data_dir / "rsna-fullres" / "images").glob("*.png"))[0]
+    from boneage.io import read_image
+
+    upright = read_image(path).pixels
+    base = api.predict(upright, "M", model=bundled)
+    assert base.quality.label == "accepted" and base.interval is not None
+    for cls, words in ((1, "turned 90° clockwise"), (4, "inverted polarity corrected"), (6, "turned 180°")):
+        p = api.predict(orient(upright, cls), "M", model=bundled)
+        assert p.quality.label == "corrected" and any(words in c for c in p.quality.corrections)
+        assert p.bone_age_months == pytest.approx(base.bone_age_months, abs=0.01)
