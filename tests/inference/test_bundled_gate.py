@@ -59,3 +59,19 @@ def test_real_radiograph_turned_or_inverted_is_corrected(bundled, data_dir):
         p = api.predict(orient(upright, cls), "M", model=bundled)
         assert p.quality.label == "corrected" and any(words in c for c in p.quality.corrections)
         assert p.bone_age_months == pytest.approx(base.bone_age_months, abs=0.01)
+
+
+@pytest.mark.parametrize("age", [30.0, 150.0])
+def test_turned_and_inverted_synthetic_radiographs_get_their_orientation(bundled, age, tmp_path):
+    """The synthetic drawings are too unlike real radiographs to be accepted, but the
+    orientation evidence must still name how each copy was turned and inverted."""
+    from boneage.data.synthetic import write_example_radiograph
+    from boneage.inference.quality import score_pixels
+    from boneage.io import read_image
+
+    path = write_example_radiograph(tmp_path / "h.png", age_months=age, sex="F", size=(300, 240))
+    upright = read_image(path).pixels
+    for cls in range(8):
+        scores, corrected = score_pixels(bundled.quality_gate, bundled, orient(upright, cls))
+        assert scores.orientation == cls and scores.orientation_probability > 0.9
+        np.testing.assert_allclose(corrected, upright, atol=1e-6)
