@@ -3,7 +3,6 @@ in a new series, with the patient and study tags copied."""
 
 from __future__ import annotations
 
-import argparse
 import datetime
 
 import cv2
@@ -15,32 +14,6 @@ from boneage.clinical.dicom_output import SC_IMAGE_STORAGE, secondary_capture, w
 from boneage.data.synthetic import write_example_radiograph
 from boneage.errors import InputError
 from boneage.io import write_dicom
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """The ``boneage`` CLI in-process with ``report`` registered (whether or not build_parser
-    registers it already): ``cli(*argv) -> (code, stdout, stderr)``."""
-    from boneage.cli import main as cli_main
-    from boneage.cli import report as cli_report
-
-    build = cli_main.build_parser
-
-    def build_with_report():
-        parser = build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "report" not in sub.choices:
-            cli_report.add_parser(sub)
-        return parser
-
-    monkeypatch.setattr(cli_main, "build_parser", build_with_report)
-
-    def run(*argv):
-        code = cli_main.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture(scope="module")

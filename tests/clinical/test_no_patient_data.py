@@ -4,7 +4,6 @@ successes and error paths alike, with the ``boneage`` logger at DEBUG."""
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -76,31 +75,6 @@ def logs(caplog, monkeypatch):
     yield caplog
     logger.removeHandler(caplog.handler)
     logger.setLevel(old_level)
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """The ``boneage`` CLI in-process with ``report`` registered: ``cli(*argv) -> (code, out, err)``."""
-    from boneage.cli import main as cli_main
-    from boneage.cli import report as cli_report
-
-    build = cli_main.build_parser
-
-    def build_with_report():
-        parser = build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "report" not in sub.choices:
-            cli_report.add_parser(sub)
-        return parser
-
-    monkeypatch.setattr(cli_main, "build_parser", build_with_report)
-
-    def run(*argv):
-        code = cli_main.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def _leaks(text: str) -> list[str]:

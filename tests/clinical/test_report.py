@@ -4,7 +4,6 @@ aspect ratio."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime
 import json
@@ -49,32 +48,6 @@ def tall_png(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(tall_png, predictor):
     return create_report(tall_png, "M", model=predictor, age_months=110, report_date=WHEN, force=True)
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """The ``boneage`` CLI in-process with ``report`` registered (whether or not build_parser
-    registers it already): ``cli(*argv) -> (code, stdout, stderr)``."""
-    from boneage.cli import main as cli_main
-    from boneage.cli import report as cli_report
-
-    build = cli_main.build_parser
-
-    def build_with_report():
-        parser = build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "report" not in sub.choices:
-            cli_report.add_parser(sub)
-        return parser
-
-    monkeypatch.setattr(cli_main, "build_parser", build_with_report)
-
-    def run(*argv):
-        code = cli_main.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 class _Page(HTMLParser):

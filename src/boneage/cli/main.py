@@ -345,6 +345,13 @@ def _age_months(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _add_labelled_folder(s: argparse.ArgumentParser) -> None:
+    """DATA_DIR, --csv and --images: a labelled folder or the challenge's CSV layouts."""
+    s.add_argument("data_dir", metavar="DATA_DIR", nargs="?")
+    s.add_argument("--csv", help="label CSV in any RSNA layout (default DATA_DIR/labels.csv)")
+    s.add_argument("--images", help="image folder (default DATA_DIR/images)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="boneage", description="Pediatric bone age assessment from hand radiographs.")
     p.add_argument("--version", action="version", version=f"boneage {__version__}")
@@ -380,9 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("evaluate", help="MAE of a model on a labelled folder (labels.csv + images/)")
-    s.add_argument("data_dir", metavar="DATA_DIR", nargs="?")
-    s.add_argument("--csv", help="label CSV in any RSNA layout (default DATA_DIR/labels.csv)")
-    s.add_argument("--images", help="image folder (default DATA_DIR/images)")
+    _add_labelled_folder(s)
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--limit", type=_positive_int, help="evaluate only the first N labelled images")
     s.add_argument("--holdout", action="store_true",
@@ -395,9 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("robustness", help="how far the bone age moves when the same radiographs are "
                        "prepared differently (resampling, blur, JPEG, bit depth, DICOM, markers, ...)")
-    s.add_argument("data_dir", metavar="DATA_DIR", nargs="?")
-    s.add_argument("--csv", help="label CSV in any RSNA layout (default DATA_DIR/labels.csv)")
-    s.add_argument("--images", help="image folder (default DATA_DIR/images)")
+    _add_labelled_folder(s)
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--holdout", action="store_true",
                    help="only the images the model held back when it was trained on this folder")
@@ -415,9 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("calibrate", help="fit a model file's prediction interval and quality gate "
                        "on the labelled folder it was trained on (its held-back images)")
-    s.add_argument("data_dir", metavar="DATA_DIR", nargs="?")
-    s.add_argument("--csv", help="label CSV in any RSNA layout (default DATA_DIR/labels.csv)")
-    s.add_argument("--images", help="image folder (default DATA_DIR/images)")
+    _add_labelled_folder(s)
     s.add_argument("--model", help="model file to calibrate (default: the bundled model)")
     s.add_argument("--out", required=True, metavar="FILE.safetensors", help="the calibrated model file to write")
     s.add_argument("--level", type=float, default=0.9, help="interval coverage to aim for (default 0.9)")
