@@ -1,0 +1,43 @@
+"""Fixtures of the HTTP service tests: one loaded bundled model, one app, synthetic images."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the service needs fastapi (pip install fastapi uvicorn python-multipart httpx)")
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+
+#: Small, so that the over-the-limit tests send little.
+LIMIT = 2 * 2**20
+
+
+@pytest.fixture(scope="package")
+def predictor():
+    from boneage import api
+
+    return api.load_predictor()
+
+
+@pytest.fixture(scope="package")
+def app(predictor):
+    from boneage.service import create_app
+
+    return create_app(predictor, max_upload_bytes=LIMIT, workers=2)
+
+
+@pytest.fixture(scope="package")
+def client(app):
+    from fastapi.testclient import TestClient
+
+    # raise_server_exceptions=False: a bug must show as the 500 a client would get.
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="package")
+def png_bytes(tmp_path_factory) -> bytes:
+    """A synthetic radiograph (a drawing, which the bundled model's quality gate refuses)."""
+    from boneage.data.synthetic import write_example_radiograph
+
+    path = write_example_radiograph(tmp_path_factory.mktemp("svc") / "hand.png", age_months=100, sex="M", size=256)
+    return path.read_bytes()
