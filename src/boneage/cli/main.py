@@ -496,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     from boneage.cli.report import add_parser as add_report_parser
 
     add_report_parser(sub)
+    from boneage.cli.serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
 
     s = sub.add_parser("info", help="what a model file is: name, hash, training data, validation MAE, date")
     s.add_argument("model", nargs="?", help="model file (default: the bundled model)")
