@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 import pytest
 
 pytest.importorskip("fastapi", reason="the service needs fastapi (pip install fastapi uvicorn python-multipart httpx)")
@@ -41,3 +45,33 @@ def png_bytes(tmp_path_factory) -> bytes:
 
     path = write_example_radiograph(tmp_path_factory.mktemp("svc") / "hand.png", age_months=100, sex="M", size=256)
     return path.read_bytes()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="package")
+def server(predictor):
+    """The app (bundled model, 1 MiB limit, 1 s body timeout) on uvicorn on a free loopback
+    port, in a thread: ``(base url, port)``."""
+    import uvicorn
+
+    from boneage.service import create_app
+
+    app = create_app(predictor, max_upload_bytes=2**20, workers=2, body_timeout=1.0)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        access_log=False, lifespan="on"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        if time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start within 30 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", port
+    srv.should_exit = True
+    thread.join(10)

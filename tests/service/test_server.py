@@ -4,39 +4,8 @@ over-limit Content-Length before any body, and concurrent predictions on the one
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-
-import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(predictor):
-    import uvicorn
-
-    from boneage.service import create_app
-
-    app = create_app(predictor, max_upload_bytes=2**20, workers=2, body_timeout=1.0)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        access_log=False, lifespan="on"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start within 30 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", port
-    srv.should_exit = True
-    thread.join(10)
 
 
 def _raw(port: int, request: bytes, wait: float = 10.0) -> bytes:
