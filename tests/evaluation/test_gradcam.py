@@ -235,3 +235,32 @@ def test_overlay_rgb_keeps_the_aspect_ratio_and_caps_the_size():
     gray = np.linspace(0, 1, 50, dtype=np.float32)[None, :].repeat(20, 0)
     plain = overlay_rgb(gray, np.zeros_like(gray))
     np.testing.assert_array_equal(plain[..., 0], np.round(gray * 255).astype(np.uint8))
+
+
+def test_efficientnet_is_explained_at_its_stride_16_map():
+    import torch
+
+    from boneage.evaluation.gradcam import feature_split
+    from boneage.models import create_model
+
+    model = create_model("efficientnet_lite0", in_chans=3, pretrained=None).eval()
+    pre, post = feature_split(model)
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        mid = pre(x)
+        assert mid.shape[-2:] == (7, 7)                       # half the last map's 4 x 4 stride
+        torch.testing.assert_close(post(mid), model.forward_features(x))
+    assert feature_split(create_model("small_cnn", in_chans=1)) is None   # falls back to the last map
+
+
+def test_bundled_models_peak_lies_on_the_hand(data_dir):
+    from boneage.evaluation.gradcam import explain_image
+    from boneage.inference import Predictor
+    from boneage.io import read_image
+
+    predictor = Predictor.from_file()
+    for path in sorted((data_dir / "rsna-fullres" / "images").glob("*.png"))[:3]:
+        pixels = read_image(path).pixels                      # background removed: black
+        _, heat, background = explain_image(predictor, pixels, "M")
+        peak = np.unravel_index(np.argmax(heat), heat.shape)
+        assert background[peak] > 0.1, (path.name, peak)

@@ -41,7 +41,7 @@ NO_INTERVAL = "no calibrated interval"
 REPORT_SUFFIXES = (".html", ".pdf", ".json")
 HEATMAP_CAPTION = ("Grad-CAM heat map: areas whose image features raise the estimated bone age "
                    "(relative influence), on the radiograph as assessed, at its own aspect ratio. "
-                   "The map is coarse (the network's last feature map is a few cells across): "
+                   "The map is coarse (the network's feature map is a few cells across): "
                    "it shows regions, not single bones.")
 #: The caption when Grad-CAM found nothing that raises the estimate (an all-zero map).
 FLAT_HEATMAP_CAPTION = ("Grad-CAM found no area whose features raise the estimated bone age "

@@ -7,8 +7,12 @@ age itself: bright areas are those whose features push the estimate *up*. This i
 of focus-area map the SE-ResNet compression paper shows for the RSNA data (its figure 8).
 
 Every :class:`boneage.models.head.BoneAgeModel` computes ``head(pool(forward_features(x)),
-sex)``, so the feature map is obtained directly from ``forward_features`` and only the
-head is differentiated: no hooks, and no gradients through (or left on) the backbone.
+sex)``. The map is taken at the backbone's deepest feature map of half the final resolution
+where the backbone can be split there (:func:`feature_split`: timm EfficientNets, the
+bundled model's family): the last map of an EfficientNet at 112 px is 4 x 4 cells, each a
+quarter of the image, and its peak fell on background beside the wrist; at stride 16 (7 x 7)
+the map lands on the hand. Otherwise it is the last map, and only the head is differentiated.
+Either way: no hooks, and no gradients left on the model.
 
 Public API::
 
@@ -66,6 +70,35 @@ def _sex_tensor(sex, n: int, device) -> torch.Tensor | None:
     return torch.full((n,), float(sex), device=device)
 
 
+def feature_split(model: torch.nn.Module):
+    """``(pre, post)`` with ``post(pre(x)) == model.forward_features(x)``, split after the
+    deepest block whose output has half the final map's resolution, or None when the
+    backbone is not one we know how to split (then Grad-CAM uses the last map)."""
+    bb = getattr(model, "backbone", None)
+    needed = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "feature_info")
+    if bb is None or not all(hasattr(bb, n) for n in needed):
+        return None
+    info = bb.feature_info.get_dicts() if hasattr(bb.feature_info, "get_dicts") else list(bb.feature_info)
+    final = max(d["reduction"] for d in info)
+    finer = [d for d in info if d["reduction"] == final // 2 and d["module"].startswith("blocks.")]
+    if not finer:
+        return None
+    cut = int(finer[-1]["module"].split(".")[1]) + 1
+
+    def pre(x):
+        h = bb.bn1(bb.conv_stem(x))
+        for block in bb.blocks[:cut]:
+            h = block(h)
+        return h
+
+    def post(h):
+        for block in bb.blocks[cut:]:
+            h = block(h)
+        return bb.bn2(bb.conv_head(h))
+
+    return pre, post
+
+
 def _raw_cams(model: torch.nn.Module, x: torch.Tensor, sex) -> torch.Tensor:
     """Unnormalised Grad-CAM maps, shape (B, H, W) at the input's resolution.
 
@@ -78,16 +111,18 @@ def _raw_cams(model: torch.nn.Module, x: torch.Tensor, sex) -> torch.Tensor:
     # Eval mode: BatchNorm must use running statistics and dropout must be off, as at
     # inference; otherwise the map explains a different function than the one predicting.
     model.eval()
+    split = feature_split(model)
+    pre, post = split if split is not None else (model.forward_features, lambda h: h)
     try:
         with torch.no_grad():
-            fmap = model.forward_features(x)
+            fmap = pre(x)
         if fmap.ndim != 4:
             raise ValueError(f"Grad-CAM needs a 4-D feature map, forward_features gave shape {tuple(fmap.shape)}")
-        # The gradient w.r.t. the feature map only involves pool + head, so a detached leaf
-        # is enough; it also works for backbones without trainable parameters.
+        # A detached leaf is enough (the gradient w.r.t. the map only involves what follows
+        # it); it also works for backbones without trainable parameters.
         fmap = fmap.detach().float().requires_grad_(True)
         with torch.enable_grad():
-            out = model.head(model.pool(fmap), _sex_tensor(sex, x.shape[0], x.device))
+            out = model.head(model.pool(post(fmap)), _sex_tensor(sex, x.shape[0], x.device))
             # Each output depends only on its own sample (eval mode), so the gradient of the
             # sum gives every sample's own gradient in one backward pass.
             (grad,) = torch.autograd.grad(out.sum(), fmap)
