@@ -29,11 +29,17 @@ from boneage.sex import Sex
 ImageLike = "str | os.PathLike | LoadedImage | np.ndarray"
 
 
-def load_predictor(model: str | os.PathLike | Predictor | None = None, device: str = "cpu") -> Predictor:
-    """A Predictor for a model file (the bundled model for None); a Predictor passes through."""
+def load_predictor(model: str | os.PathLike | Predictor | None = None, device: str = "cpu",
+                   threads: int | None = None) -> Predictor:
+    """A Predictor for a model file (the bundled model for None); a Predictor passes through.
+
+    A ``.onnx`` file (``boneage export``) runs in onnxruntime with ``threads`` intra-op
+    threads, default 1 (one per concurrent request, so parallel requests do not thrash); for
+    a PyTorch file ``threads`` sets ``torch.set_num_threads`` and None keeps PyTorch's default.
+    """
     if isinstance(model, Predictor):
         return model
-    return Predictor.from_file(model, device=device)
+    return Predictor.from_file(model, device=device, threads=threads)
 
 
 def _read(image, sex, predictor: Predictor, name: str):

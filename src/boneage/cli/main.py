@@ -496,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     from boneage.cli.report import add_parser as add_report_parser
 
     add_report_parser(sub)
+    from boneage.cli.export import add_parser as add_export_parser
+
+    add_export_parser(sub)
     from boneage.cli.serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)

@@ -67,8 +67,12 @@ class Predictor:
                  batch_size: int = 64, info: dict | None = None, quality_gate=None,
                  calibration=None):
         self.model = model.to(device).eval()
-        self.recipe = recipe
         self.device = device
+        self._setup(recipe, batch_size, info, quality_gate, calibration)
+
+    def _setup(self, recipe: Recipe, batch_size: int, info: dict | None, quality_gate, calibration) -> None:
+        """Everything but the network (shared with the ONNX runner, which has no torch model)."""
+        self.recipe = recipe
         self.batch_size = batch_size
         self.info = info or {}
         self.quality_gate = quality_gate
@@ -83,11 +87,27 @@ class Predictor:
             raise ValueError("recipe has no target scaling; was the model trained?")
 
     @classmethod
-    def from_file(cls, path: str | Path | None = None, device: str = "cpu") -> "Predictor":
-        """Load a model file (the bundled default when ``path`` is None)."""
+    def from_file(cls, path: str | Path | None = None, device: str = "cpu",
+                  threads: int | None = None) -> "Predictor":
+        """Load a model file (the bundled default when ``path`` is None).
+
+        A ``.onnx`` file (written by ``boneage export``) gives an
+        :class:`~boneage.inference.onnx_model.OnnxPredictor` running in onnxruntime with
+        ``threads`` intra-op threads (default 1: one per concurrent request). For a PyTorch
+        model file, ``threads`` calls ``torch.set_num_threads`` (process-wide); None leaves
+        PyTorch's own default (one per core).
+        """
         path = default_model_path() if path is None else Path(path)
+        if path.suffix.lower() == ".onnx":
+            from boneage.inference.onnx_model import OnnxPredictor
+
+            return OnnxPredictor.from_file(path, device=device, threads=threads)
         if not path.exists() and path == default_model_path():
             raise InputError("the bundled default model is missing from this installation", path)
+        if threads is not None:
+            if int(threads) < 1:
+                raise InputError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(int(threads))
         from boneage.inference.modelfile import load_model_extras
 
         model, recipe, info = load_model_file(path, device)
@@ -139,6 +159,16 @@ class Predictor:
             out.append(self.model(x, s).float().cpu().numpy())
         t = self.recipe.target
         return np.concatenate(out) * t.std + t.mean
+
+    @torch.no_grad()
+    def features(self, views: np.ndarray) -> np.ndarray:
+        """Pooled backbone features of views (V, h, w) in [0, 1], shape (V, D) (what the
+        quality gate reads), in batches of ``batch_size``."""
+        out = []
+        for i in range(0, len(views), self.batch_size):
+            x = self.to_input(views[i:i + self.batch_size])
+            out.append(self.model.pool(self.model.forward_features(x)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def predict_views(self, image: np.ndarray, sex: Sex | str) -> np.ndarray:
         """Bone age in months for each view (patch and/or flip) of a raw [0, 1] image."""

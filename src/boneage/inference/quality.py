@@ -220,19 +220,17 @@ class PixelScores:
 
 def image_features(predictor, images) -> np.ndarray:
     """Pooled backbone features of one un-augmented view per image (after the recipe's
-    preprocessing and canonical stage), shape (N, D)."""
-    import torch
-
+    preprocessing and canonical stage), shape (N, D), from the predictor's ``features``
+    (PyTorch or onnxruntime alike)."""
     from boneage.transforms import make_views
 
-    model = predictor.model
     out = []
     batch = []
 
     def flush():
-        with torch.no_grad():
-            x = predictor.to_input(np.stack(batch))
-            out.append(model.pool(model.forward_features(x)).float().cpu().numpy())
+        # Streamed in batch_size groups, so calibrating on thousands of images never holds
+        # all their views at once.
+        out.append(predictor.features(np.stack(batch)))
         batch.clear()
 
     for image in images:

@@ -1,0 +1,363 @@
+"""Model files as ONNX: export a boneage model file, and predict with onnxruntime.
+
+:func:`export_onnx` writes one ``.onnx`` file that carries everything the
+:class:`~boneage.inference.Predictor` needs besides the network, in the ONNX model's
+``metadata_props``: the recipe (preprocessing, views, aggregation, target scaling), the info,
+the interval calibration, the quality gate (its arrays as base64 float32, exactly the values
+of the source file) and the source model file's SHA-256. The graph takes ``x`` (N, C, H, W)
+float32, normalised as :func:`boneage.data.datasets.to_input_tensor` does, and ``sex`` (N,)
+float (1 = male, 0 = female; absent from the graph when the model does not use sex), with a
+dynamic batch axis, and gives two outputs: ``age`` (N,), the scaled bone age, and
+``features`` (N, D), the backbone's pooled features the quality gate reads.
+
+:class:`OnnxPredictor` runs such a file with onnxruntime through the same preprocessing,
+views, aggregation, interval and gate code as the PyTorch path (it is a
+:class:`~boneage.inference.Predictor` with another network runner), so the two give the same
+bone ages to float rounding. Loading needs only onnxruntime; exporting needs PyTorch and onnx.
+
+Threads: an :class:`OnnxPredictor` uses one intra-op thread unless told otherwise (``threads``):
+a service answering several requests at once runs one prediction per request, and more
+threads per prediction than cores makes them thrash (measured in ``benchmarks/latency.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from boneage.config import Recipe
+from boneage.errors import InputError
+from boneage.inference.predictor import Predictor
+
+#: ``boneage_format`` of an exported ONNX file (the safetensors files say "1").
+ONNX_FORMAT = "onnx-1"
+#: Network inputs and outputs of an exported graph.
+INPUT_NAMES = ("x", "sex")
+OUTPUT_NAMES = ("age", "features")
+#: Intra-op threads of a session when the caller does not say (one per concurrent request).
+DEFAULT_THREADS = 1
+
+
+def _encode_array(a: np.ndarray) -> dict:
+    a = np.ascontiguousarray(a, dtype="<f4")
+    return {"shape": list(a.shape), "float32_base64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def _decode_array(d: dict) -> np.ndarray:
+    flat = np.frombuffer(base64.b64decode(d["float32_base64"]), dtype="<f4")
+    return flat.reshape(d["shape"]).astype(np.float64)
+
+
+def gate_to_json(gate) -> str:
+    """A :class:`~boneage.inference.quality.QualityGate` as one JSON string: its thresholds
+    and facts as in a model file, its arrays as float32 (as a model file stores them)."""
+    from boneage.inference.quality import _ARRAYS
+
+    return json.dumps({"thresholds": json.loads(gate.to_metadata()),
+                       "arrays": {k: _encode_array(getattr(gate, k)) for k in _ARRAYS}})
+
+
+def gate_from_json(text: str):
+    """The :class:`~boneage.inference.quality.QualityGate` written by :func:`gate_to_json`;
+    the same float64 arrays as :meth:`QualityGate.from_stored` gives for the source file."""
+    from boneage.inference.quality import _ARRAYS, QualityGate
+
+    d = json.loads(text)
+    meta = d["thresholds"]
+    return QualityGate(**{k: _decode_array(d["arrays"][k]) for k in _ARRAYS},
+                       radiograph_min=meta["radiograph_min"], distance_max=meta["distance_max"],
+                       orientation_sure=meta["orientation_sure"], facts=meta.get("facts", {}))
+
+
+def _view_shape(model, recipe: Recipe) -> tuple[int, int]:
+    """(h, w) of the views the network sees, from running the recipe on a made-up image."""
+    rng = np.random.default_rng(0)
+    predictor = Predictor(model, recipe)
+    views = predictor.views(rng.random((256, 256), dtype=np.float32))
+    return int(views.shape[-2]), int(views.shape[-1])
+
+
+def _network_steps(recipe: Recipe) -> list[str]:
+    """Names of the recipe's steps that run a network of their own (not in the ONNX graph)."""
+    from boneage.transforms import TRANSFORMS
+
+    out = []
+    for section in ("preprocess", "canonical"):
+        for step in getattr(recipe, section):
+            name = step.get("name") if isinstance(step, dict) else None
+            if name in TRANSFORMS and getattr(TRANSFORMS.get(name), "subnetwork", None) is not None:
+                out.append(f"{section}: {name}")
+    return out
+
+
+def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int | None = None,
+                dynamo: bool = True) -> Path:
+    """Write the model file ``model_path`` (the bundled model for None) as ONNX to ``out``.
+
+    ``opset``: the ONNX opset (default: the exporter's own, which onnxruntime runs).
+    ``dynamo``: PyTorch's torch.export-based exporter (the default since PyTorch 2.9); False
+    uses the older TorchScript exporter, deprecated but several times faster to export.
+    Returns ``out``. Recipes with a network inside their preprocessing (``unet_crop``) are
+    refused: that network would not be in the graph.
+    """
+    import torch
+
+    import onnx
+
+    from boneage.fileutils import atomic_path
+    from boneage.inference.modelfile import _metadata, file_hash, load_model_extras, load_model_file
+    from boneage.inference.predictor import default_model_path
+
+    model_path = default_model_path() if model_path is None else Path(model_path)
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise InputError(f"the ONNX file's name must end in .onnx, got {out.name!r}", out)
+    model, recipe, info = load_model_file(model_path)
+    inside = _network_steps(recipe)
+    if inside:
+        raise InputError(f"cannot export: the recipe's preprocessing runs a network of its own "
+                         f"({', '.join(inside)}), which the ONNX graph would not carry", model_path)
+    gate, calibration = load_model_extras(model_path)
+    meta_src = _metadata(model_path)
+    uses_sex = bool(getattr(model.head, "uses_sex", True))
+
+    class _AgeAndFeatures(torch.nn.Module):
+        # One graph, two outputs: the age and the pooled features the gate reads, so the
+        # ONNX file alone serves both (and the features are not computed twice per view).
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, sex):
+            features = self.net.pool(self.net.forward_features(x))
+            return self.net.head(features, sex), features
+
+    wrapper = _AgeAndFeatures(model).eval()
+    h, w = _view_shape(model, recipe)
+    channels = recipe.input_spec()[0]
+    # A batch of 2 at export: a batch of 1 may let the exporter treat the axis as constant.
+    args = (torch.zeros(2, channels, h, w), torch.tensor([1.0, 0.0]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"input_names": list(INPUT_NAMES), "output_names": list(OUTPUT_NAMES)}
+    if opset is not None:
+        kwargs["opset_version"] = int(opset)
+    import warnings
+
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        # The exporters warn about their own internals (deprecations, dynamic-shape renames)
+        # on every export; nothing a user of this command can act on.
+        warnings.simplefilter("ignore")
+        if dynamo:
+            batch = torch.export.Dim("batch", min=1)
+            torch.onnx.export(wrapper, args, str(tmp), dynamo=True, external_data=False,
+                              dynamic_shapes={"x": {0: batch}, "sex": {0: batch}}, verbose=False,
+                              **kwargs)
+        else:
+            torch.onnx.export(wrapper, args, str(tmp), dynamo=False,
+                              dynamic_axes={n: {0: "batch"} for n in INPUT_NAMES + OUTPUT_NAMES},
+                              **kwargs)
+        proto = onnx.load(str(tmp))
+        props = {"boneage_format": ONNX_FORMAT,
+                 "recipe": meta_src["recipe"],
+                 "info": meta_src.get("info", "{}"),
+                 "source_model": json.dumps({"file": model_path.name, "sha256": file_hash(model_path)}),
+                 "uses_sex": json.dumps(uses_sex)}
+        if calibration is not None:
+            props["interval"] = json.dumps(calibration.to_dict())
+        if gate is not None:
+            props["quality"] = gate_to_json(gate)
+        del proto.metadata_props[:]
+        for key, value in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name = "boneage"
+        onnx.save(proto, str(tmp))
+    return out
+
+
+def _session(path: Path, threads: int, device: str):
+    """An onnxruntime session for ``path``; one-line InputError when it cannot be run."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise InputError("running an ONNX model needs the onnxruntime package (pip install onnxruntime)",
+                         path) from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle worker threads spin by default, burning cores another request could use.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0" if threads > 1 else "1")
+    options.log_severity_level = 3  # errors only: its warnings are about graph internals
+    if device == "cpu":
+        providers = ["CPUExecutionProvider"]
+    elif device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise InputError(f"device {device!r} asked for, but this onnxruntime has no CUDA "
+                             f"provider (it has {', '.join(ort.get_available_providers())})", path)
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:
+        raise InputError(f"ONNX models run on 'cpu' or 'cuda', got device {device!r}", path)
+    if not path.is_file():
+        raise InputError("no such model file", path)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+        raise InputError(_load_failure(str(exc), ort.__version__), path) from None
+
+
+def _load_failure(message: str, version: str) -> str:
+    """One line for an onnxruntime load failure: the opset when that is the problem, else the
+    message without its C++ source location."""
+    import re
+
+    opset = re.search(r"Opset (\d+) is under development", message)
+    if opset:
+        till = re.search(r"is till opset (\d+)", message)
+        return (f"the model's opset {opset.group(1)} is newer than onnxruntime {version} runs"
+                + (f" (up to {till.group(1)}); re-export with --opset {till.group(1)} or lower" if till else ""))
+    text = " ".join(message.split())
+    # "... failed:/onnxruntime_src/...h:46 void f(...) What went wrong" -> "What went wrong"
+    text = re.sub(r"/onnxruntime_src/\S+ [^)]*\)+ ?", "", text)
+    return f"onnxruntime cannot load this ONNX model ({text[:300] or 'no reason given'})"
+
+
+def read_onnx_metadata(session, path: str | Path) -> dict[str, str]:
+    """The boneage metadata of a loaded ONNX session; InputError when it has none."""
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    if meta.get("boneage_format") != ONNX_FORMAT or "recipe" not in meta:
+        raise InputError("an ONNX model without boneage metadata (no embedded recipe); "
+                         "write one with `boneage export MODEL --format onnx`", path)
+    return meta
+
+
+class OnnxPredictor(Predictor):
+    """A :class:`~boneage.inference.Predictor` whose network runs in onnxruntime.
+
+    Preprocessing, views, aggregation, interval and quality gate are the Predictor's own
+    code; only :meth:`_run` (bone ages of views) and :meth:`features` (the gate's pooled
+    features) go through the ONNX session. ``info["model_sha256"]`` is the ONNX file's hash
+    (its identity); ``info["source_model"]`` names the model file it was exported from.
+    """
+
+    def __init__(self, session, recipe: Recipe, *, batch_size: int = 64, info: dict | None = None,
+                 quality_gate=None, calibration=None, uses_sex: bool = True,
+                 path: str | Path | None = None):
+        self._setup(recipe, batch_size, info, quality_gate, calibration)
+        self.session = session
+        self.device = "cpu"
+        self.path = None if path is None else Path(path)
+        self._uses_sex = uses_sex
+        self._inputs = {i.name for i in session.get_inputs()}
+        missing = sorted({"x"} - self._inputs | set(OUTPUT_NAMES) - {o.name for o in session.get_outputs()})
+        if missing:
+            raise InputError(f"the ONNX graph lacks {', '.join(missing)} (inputs x[, sex]; outputs "
+                             f"age, features)", path)
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None, device: str = "cpu",
+                  threads: int | None = None) -> "OnnxPredictor":
+        """Load an ONNX file written by :func:`export_onnx`, with ``threads`` intra-op threads
+        (default :data:`DEFAULT_THREADS`, one per concurrent request)."""
+        from boneage.inference.interval import ConformalCalibration
+
+        if path is None:
+            raise InputError("an ONNX predictor needs the path of an .onnx file")
+        path = Path(path)
+        threads = DEFAULT_THREADS if threads is None else int(threads)
+        if threads < 1:
+            raise InputError(f"threads must be >= 1, got {threads}")
+        session = _session(path, threads, device)
+        meta = read_onnx_metadata(session, path)
+        try:
+            recipe = Recipe.from_dict(json.loads(meta["recipe"]))
+            info = json.loads(meta.get("info", "{}"))
+            calibration = (ConformalCalibration.from_dict(json.loads(meta["interval"]))
+                           if "interval" in meta else None)
+            gate = gate_from_json(meta["quality"]) if "quality" in meta else None
+            source = json.loads(meta.get("source_model", "{}"))
+            uses_sex = bool(json.loads(meta.get("uses_sex", "true")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"broken boneage metadata in the ONNX model ({str(exc).splitlines()[0]})",
+                             path) from None
+        from boneage.inference.modelfile import file_hash
+
+        info = {**info, "model_sha256": file_hash(path), "source_model": source, "threads": threads}
+        predictor = cls(session, recipe, info=info, quality_gate=gate, calibration=calibration,
+                        uses_sex=uses_sex, path=path)
+        predictor.device = device
+        return predictor
+
+    @property
+    def model(self):
+        """There is no PyTorch model behind an ONNX file; what needs one (Grad-CAM, batch
+        evaluation) says so in one line."""
+        raise InputError("this is an ONNX model: this needs the PyTorch model file (.safetensors) "
+                         "it was exported from", self.path)
+
+    @property
+    def uses_sex(self) -> bool:
+        return self._uses_sex
+
+    def to_input(self, views: np.ndarray) -> np.ndarray:
+        """Network input (N, C, h, w) float32 from views in [0, 1]: the same arithmetic as
+        :func:`boneage.data.datasets.to_input_tensor`, in numpy (no PyTorch needed)."""
+        channels, mean, std = self.recipe.input_spec()
+        x = (np.clip(views, 0.0, 1.0) - np.float32(mean)) / np.float32(std)
+        x = np.ascontiguousarray(x, dtype=np.float32)[..., None, :, :]
+        if channels > 1:
+            x = np.ascontiguousarray(np.broadcast_to(x, (*x.shape[:-3], channels, *x.shape[-2:])))
+        return x
+
+    def _feed(self, views: np.ndarray, male: np.ndarray | None) -> dict:
+        feed = {"x": self.to_input(views)}
+        if "sex" in self._inputs:
+            feed["sex"] = (np.zeros(len(views), np.float32) if male is None
+                           else np.ascontiguousarray(male, dtype=np.float32))
+        return feed
+
+    def _run(self, views: np.ndarray, male: np.ndarray) -> np.ndarray:
+        """Bone age in months for a stack of views with one sex flag (1 = male) per view."""
+        out = [self.session.run(["age"], self._feed(views[i:i + self.batch_size], male[i:i + self.batch_size]))[0]
+               for i in range(0, len(views), self.batch_size)]
+        t = self.recipe.target
+        return np.concatenate(out).astype(np.float32) * t.std + t.mean
+
+    def features(self, views: np.ndarray) -> np.ndarray:
+        """Pooled backbone features of views (V, h, w) in [0, 1], shape (V, D)."""
+        # The features do not depend on sex; a zero flag only satisfies the graph's input.
+        out = [self.session.run(["features"], self._feed(views[i:i + self.batch_size], None))[0]
+               for i in range(0, len(views), self.batch_size)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+def compare_backends(torch_predictor: Predictor, onnx_predictor: Predictor, images, sexes) -> dict:
+    """How far the ONNX predictor's bone ages (months) and gate features lie from the PyTorch
+    predictor's on the same images: ``{"n", "max_abs_months", "mean_abs_months",
+    "max_abs_feature"}``. Both go through ``predict_batch`` (views, TTA, aggregation)."""
+    from boneage.inference.quality import image_features
+
+    images = list(images)
+    a = np.array([p.bone_age_months for p in torch_predictor.predict_batch(images, sexes)])
+    b = np.array([p.bone_age_months for p in onnx_predictor.predict_batch(images, sexes)])
+    fa, fb = image_features(torch_predictor, images), image_features(onnx_predictor, images)
+    diff = np.abs(a - b)
+    return {"n": len(images), "max_abs_months": float(diff.max()) if len(diff) else 0.0,
+            "mean_abs_months": float(diff.mean()) if len(diff) else 0.0,
+            "max_abs_feature": float(np.abs(fa - fb).max()) if fa.size else 0.0}
+
+
+def synthetic_check(model_path: str | Path | None, onnx_path: str | Path, n: int = 4) -> dict:
+    """:func:`compare_backends` of a model file and its ONNX export on ``n`` synthetic
+    radiographs (both sexes, ages across the range): the check ``boneage export`` runs."""
+    from boneage.data.synthetic import make_radiograph
+
+    images = [make_radiograph(24.0 + 150.0 * i / max(n - 1, 1), "MF"[i % 2], size=256, seed=i).image
+              for i in range(n)]
+    sexes = ["MF"[i % 2] for i in range(n)]
+    return compare_backends(Predictor.from_file(model_path), OnnxPredictor.from_file(onnx_path),
+                            images, sexes)
