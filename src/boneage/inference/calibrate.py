@@ -72,13 +72,15 @@ def _read_all(samples, progress: bool, what: str):
 
 def orientation_stack(predictor, images, progress: bool = False, what: str = "") -> np.ndarray:
     """Features of every orientation of every image, shape (N, 8, D): row ``k`` is
-    :func:`~boneage.inference.quality.orient` ``(image, k)``. Any correction of any turned
+    :func:`~boneage.inference.quality.orient` of the preprocessed image (as the gate sees it). Any correction of any turned
     copy is one of these rows, so fitting and measuring need no further forward passes."""
+    pre = [predictor.preprocess(np.asarray(im, np.float32)) for im in images]
     it = range(len(ORIENTATIONS))
     if progress:
         from tqdm import tqdm
         it = tqdm(it, desc=f"features {what}".strip(), unit="orientation", leave=False, disable=None)
-    return np.stack([image_features(predictor, [orient(im, k) for im in images]) for k in it], axis=1)
+    return np.stack([image_features(predictor, [orient(p, k) for p in pre], preprocessed=True) for k in it],
+                    axis=1)
 
 
 def candidates_of(stack: np.ndarray, h: int) -> np.ndarray:

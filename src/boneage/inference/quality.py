@@ -218,10 +218,10 @@ class PixelScores:
     orientation_probability: float
 
 
-def image_features(predictor, images) -> np.ndarray:
+def image_features(predictor, images, preprocessed: bool = False) -> np.ndarray:
     """Pooled backbone features of one un-augmented view per image (after the recipe's
-    preprocessing and canonical stage), shape (N, D), from the predictor's ``features``
-    (PyTorch or onnxruntime alike)."""
+    preprocessing, unless ``preprocessed``, and its canonical stage), shape (N, D), from the
+    predictor's ``features`` (PyTorch or onnxruntime alike)."""
     from boneage.transforms import make_views
 
     out = []
@@ -234,7 +234,8 @@ def image_features(predictor, images) -> np.ndarray:
         batch.clear()
 
     for image in images:
-        pre = predictor.preprocess(np.asarray(image, np.float32))
+        image = np.asarray(image, np.float32)
+        pre = image if preprocessed else predictor.preprocess(image)
         batch.append(make_views(pre, None, False, (), predictor._canonical)[0])
         if len(batch) == predictor.batch_size:
             flush()
@@ -256,8 +257,12 @@ _REMAIN = np.array([[remaining(h, c) for c in range(8)] for h in range(8)])
 
 def candidate_features(predictor, image: np.ndarray) -> np.ndarray:
     """Features of the image under each of the 8 corrections, shape (8, D): row ``c`` is
-    :func:`undo_orientation` ``(image, c)``."""
-    return image_features(predictor, [undo_orientation(image, c) for c in range(len(ORIENTATIONS))])
+    :func:`undo_orientation` of the *preprocessed* image. Turning after preprocessing, not
+    before, preprocesses a full-resolution radiograph once instead of 8 times (most of the
+    gate's cost); the gate is fitted the same way (:func:`~boneage.inference.calibrate.orientation_stack`)."""
+    pre = predictor.preprocess(np.asarray(image, np.float32))
+    return image_features(predictor, [undo_orientation(pre, c) for c in range(len(ORIENTATIONS))],
+                          preprocessed=True)
 
 
 def scores_from_candidates(gate: QualityGate, feats: np.ndarray) -> PixelScores:
