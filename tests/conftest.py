@@ -63,3 +63,37 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+def _hand_built_dicom(path, stored, photometric="MONOCHROME2", bits_stored=16, **tags):
+    """Write a minimal Part 10 file with pydicom directly (no boneage code involved);
+    ``stored=None`` leaves the pixel data out."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    if stored is not None:
+        ds.set_pixel_data(np.asarray(stored), photometric, bits_stored)
+    else:
+        ds.SOPInstanceUID = generate_uid()
+        ds.Rows, ds.Columns = 32, 32
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def hand_built_dicom():
+    """``hand_built_dicom(path, stored, photometric, bits_stored, **tags) -> path``: a DICOM
+    file written by pydicom alone, to test our reader against files we did not write."""
+    return _hand_built_dicom

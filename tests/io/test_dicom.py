@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from boneage.errors import InputError
 from boneage.io import parse_age_months, read_image, read_image_bytes, write_dicom
@@ -22,26 +22,6 @@ def _image(h=40, w=56, seed=0):
     return 0.1 + 0.8 * (0.7 * smooth + 0.3 * rng.random((h, w)))
 
 
-def _hand_built(path, stored, photometric="MONOCHROME2", bits_stored=16, **tags):
-    """Write a minimal Part 10 file with pydicom directly (no boneage code involved)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = "OT"
-    if stored is not None:
-        ds.set_pixel_data(np.asarray(stored), photometric, bits_stored)
-    else:
-        ds.SOPInstanceUID = generate_uid()
-        ds.Rows, ds.Columns = 32, 32
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 # ----------------------------------------------------------------------------- round trips
@@ -84,35 +64,35 @@ def test_monochrome1_stores_inverted_values(tmp_path):
     assert img.pixels[0, 1] == pytest.approx(0.25, abs=1e-5)
 
 
-def test_hand_built_monochrome1_without_window_is_inverted(tmp_path):
+def test_hand_built_monochrome1_without_window_is_inverted(tmp_path, hand_built_dicom):
     stored = np.zeros((16, 16), np.uint16)
     stored[0, 0], stored[0, 1], stored[0, 2] = 65535, 16384, 0
     stored[1:] = 65535
-    img = read_image(_hand_built(tmp_path / "m1.dcm", stored, "MONOCHROME1"))
+    img = read_image(hand_built_dicom(tmp_path / "m1.dcm", stored, "MONOCHROME1"))
     assert img.pixels[0, 0] == 0.0
     assert img.pixels[0, 2] == 1.0
     assert img.pixels[0, 1] == pytest.approx(1 - 16384 / 65535, abs=1e-6)
 
 
-def test_without_window_min_max_to_data_range(tmp_path):
+def test_without_window_min_max_to_data_range(tmp_path, hand_built_dicom):
     stored = np.full((16, 16), 100, np.uint16)
     stored[0, 0], stored[0, 1] = 300, 150
-    img = read_image(_hand_built(tmp_path / "mm.dcm", stored))
+    img = read_image(hand_built_dicom(tmp_path / "mm.dcm", stored))
     assert img.pixels[0, 0] == 1.0 and img.pixels[5, 5] == 0.0
     assert img.pixels[0, 1] == pytest.approx(0.25)
 
 
-def test_constant_image_uses_bits_stored_range(tmp_path):
+def test_constant_image_uses_bits_stored_range(tmp_path, hand_built_dicom):
     stored = np.full((16, 16), 1024, np.uint16)
-    img = read_image(_hand_built(tmp_path / "k.dcm", stored, bits_stored=12))
+    img = read_image(hand_built_dicom(tmp_path / "k.dcm", stored, bits_stored=12))
     np.testing.assert_allclose(img.pixels, 1024 / 4095, atol=1e-7)
 
 
-def test_window_center_width_applied(tmp_path):
+def test_window_center_width_applied(tmp_path, hand_built_dicom):
     stored = np.zeros((16, 16), np.uint16)
     stored[0, :5] = [400, 750, 1000, 1250, 2000]
     # LINEAR: c - 0.5 = 1000 and w - 1 = 1000, so [500, 1500] maps onto the full output range.
-    path = _hand_built(tmp_path / "w.dcm", stored, WindowCenter=1000.5, WindowWidth=1001)
+    path = hand_built_dicom(tmp_path / "w.dcm", stored, WindowCenter=1000.5, WindowWidth=1001)
     row = read_image(path).pixels[0, :5]
     np.testing.assert_allclose(row, [0.0, 0.25, 0.5, 0.75, 1.0], atol=1e-6)
 
@@ -126,11 +106,11 @@ def test_write_dicom_explicit_window(tmp_path):
     np.testing.assert_allclose(img.pixels, np.clip((x - 0.25) * 2, 0, 1), atol=1e-4)
 
 
-def test_rescale_slope_and_intercept_hand_built(tmp_path):
+def test_rescale_slope_and_intercept_hand_built(tmp_path, hand_built_dicom):
     # Modality value = 2 * stored - 1000; the window is in modality units.
     stored = np.full((16, 16), 500, np.uint16)
     stored[0, :5] = [500, 750, 1000, 1250, 1500]  # -> modality 0, 500, 1000, 1500, 2000
-    path = _hand_built(
+    path = hand_built_dicom(
         tmp_path / "r.dcm", stored,
         RescaleSlope=2, RescaleIntercept=-1000, WindowCenter=1000.5, WindowWidth=1001,
     )
@@ -151,10 +131,10 @@ def test_write_dicom_rescale_round_trip(tmp_path, slope, intercept):
     assert np.abs(img.pixels - x).max() <= abs(slope) / 4095
 
 
-def test_bits_stored_12_in_16_bit_allocation(tmp_path):
+def test_bits_stored_12_in_16_bit_allocation(tmp_path, hand_built_dicom):
     values = np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 16  # 0 .. 4080
     path = tmp_path / "b12.dcm"
-    _hand_built(path, values, bits_stored=12, WindowCenter=2048, WindowWidth=4096)
+    hand_built_dicom(path, values, bits_stored=12, WindowCenter=2048, WindowWidth=4096)
     ds = pydicom.dcmread(path)
     # Garbage in the 4 unused high bits (overlay bits in old files) must be masked away.
     ds.PixelData = (values | 0xF000).astype("<u2").tobytes()
@@ -164,13 +144,13 @@ def test_bits_stored_12_in_16_bit_allocation(tmp_path):
     np.testing.assert_allclose(img.pixels, values / 4095, atol=1e-6)
 
 
-def test_voi_lut_sequence_preferred_over_window(tmp_path):
+def test_voi_lut_sequence_preferred_over_window(tmp_path, hand_built_dicom):
     stored = np.zeros((16, 16), np.uint16)
     stored[0, :4] = [0, 100, 255, 3000]
     item = Dataset()
     item.add_new(0x00283002, "US", [256, 0, 8])  # 256 entries, first input 0, 8 bits
     item.add_new(0x00283006, "US", list(range(255, -1, -1)))  # an inverting LUT
-    path = _hand_built(tmp_path / "lut.dcm", stored, VOILUTSequence=[item],
+    path = hand_built_dicom(tmp_path / "lut.dcm", stored, VOILUTSequence=[item],
                        WindowCenter=1000, WindowWidth=10)
     row = read_image(path).pixels[0, :4]
     np.testing.assert_allclose(row, [1.0, 155 / 255, 0.0, 0.0], atol=1e-6)
@@ -186,10 +166,10 @@ def test_monochrome1_dicom_matches_8bit_png(tmp_path):
     assert diff <= 1 / 255
 
 
-def test_rgb_dicom_converted_to_gray(tmp_path):
+def test_rgb_dicom_converted_to_gray(tmp_path, hand_built_dicom):
     rgb = np.zeros((16, 16, 3), np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 50, 100, 200
-    img = read_image(_hand_built(tmp_path / "rgb.dcm", rgb, "RGB", bits_stored=8))
+    img = read_image(hand_built_dicom(tmp_path / "rgb.dcm", rgb, "RGB", bits_stored=8))
     assert img.pixels.shape == (16, 16)
     np.testing.assert_allclose(img.pixels, (0.299 * 50 + 0.587 * 100 + 0.114 * 200) / 255,
                                atol=1e-3)
@@ -219,16 +199,16 @@ def test_metadata_absent_is_none(tmp_path):
 
 # Lower-case 'm' and a free-text age are invalid DICOM on purpose: files in the wild have them.
 @pytest.mark.filterwarnings("ignore:Invalid value for VR")
-def test_metadata_hand_built_fallbacks_and_bad_values(tmp_path):
+def test_metadata_hand_built_fallbacks_and_bad_values(tmp_path, hand_built_dicom):
     stored = np.zeros((16, 16), np.uint16)
-    path = _hand_built(tmp_path / "m.dcm", stored, PatientSex="O", PatientAge="006M",
+    path = hand_built_dicom(tmp_path / "m.dcm", stored, PatientSex="O", PatientAge="006M",
                        AcquisitionDate="20230102", SeriesDate="20220101")
     md = read_image(path).metadata
     assert md.sex is None
     assert md.patient_age_months == 6.0
     assert md.study_date == datetime.date(2023, 1, 2)
 
-    path = _hand_built(tmp_path / "m2.dcm", stored, PatientSex="m", PatientAge="10 years",
+    path = hand_built_dicom(tmp_path / "m2.dcm", stored, PatientSex="m", PatientAge="10 years",
                        SeriesDate="20220101")
     md = read_image(path).metadata
     assert md.sex == "M"
@@ -236,17 +216,17 @@ def test_metadata_hand_built_fallbacks_and_bad_values(tmp_path):
     assert md.study_date == datetime.date(2022, 1, 1)
 
 
-def test_study_date_tags_in_order_and_which_one_is_kept(tmp_path):
+def test_study_date_tags_in_order_and_which_one_is_kept(tmp_path, hand_built_dicom):
     stored = np.zeros((16, 16), np.uint16)
-    path = _hand_built(tmp_path / "c.dcm", stored, ContentDate="20210304", SeriesDate="20200101")
+    path = hand_built_dicom(tmp_path / "c.dcm", stored, ContentDate="20210304", SeriesDate="20200101")
     md = read_image(path).metadata
     assert (md.study_date, md.study_date_tag) == (datetime.date(2021, 3, 4), "ContentDate")
-    path = _hand_built(tmp_path / "a.dcm", stored, AcquisitionDate="20210305", ContentDate="20210304")
+    path = hand_built_dicom(tmp_path / "a.dcm", stored, AcquisitionDate="20210305", ContentDate="20210304")
     assert read_image(path).metadata.study_date_tag == "AcquisitionDate"
-    path = _hand_built(tmp_path / "s.dcm", stored, StudyDate="20210306", AcquisitionDate="20210305")
+    path = hand_built_dicom(tmp_path / "s.dcm", stored, StudyDate="20210306", AcquisitionDate="20210305")
     md = read_image(path).metadata
     assert (md.study_date, md.study_date_tag) == (datetime.date(2021, 3, 6), "StudyDate")
-    assert read_image(_hand_built(tmp_path / "n.dcm", stored)).metadata.study_date_tag is None
+    assert read_image(hand_built_dicom(tmp_path / "n.dcm", stored)).metadata.study_date_tag is None
 
 
 @pytest.mark.parametrize("age,months", [
@@ -281,15 +261,15 @@ def test_dicom_without_preamble_is_recognised(tmp_path):
 # ----------------------------------------------------------------------------- errors
 
 
-def test_dicom_without_pixel_data(tmp_path):
-    path = _hand_built(tmp_path / "nopix.dcm", None)
+def test_dicom_without_pixel_data(tmp_path, hand_built_dicom):
+    path = hand_built_dicom(tmp_path / "nopix.dcm", None)
     with pytest.raises(InputError, match="DICOM file has no pixel data") as exc:
         read_image(path)
     assert "nopix.dcm" in str(exc.value)
 
 
-def test_three_frame_dicom(tmp_path):
-    path = _hand_built(tmp_path / "vol.dcm", np.zeros((3, 16, 16), np.uint16))
+def test_three_frame_dicom(tmp_path, hand_built_dicom):
+    path = hand_built_dicom(tmp_path / "vol.dcm", np.zeros((3, 16, 16), np.uint16))
     with pytest.raises(
         InputError,
         match="DICOM holds a 3-D volume of 3 frames; a single 2-D radiograph is required",
@@ -298,8 +278,8 @@ def test_three_frame_dicom(tmp_path):
     assert "vol.dcm" in str(exc.value)
 
 
-def test_tiny_dicom(tmp_path):
-    path = _hand_built(tmp_path / "tiny.dcm", np.zeros((4, 4), np.uint16))
+def test_tiny_dicom(tmp_path, hand_built_dicom):
+    path = hand_built_dicom(tmp_path / "tiny.dcm", np.zeros((4, 4), np.uint16))
     with pytest.raises(InputError, match="image size 4x4 is too small") as exc:
         read_image(path)
     assert "tiny.dcm" in str(exc.value)

@@ -20,30 +20,6 @@ def _png_declaring(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
 
 
-def _dicom(tmp_path, name, stored):
-    """A minimal DICOM built with pydicom directly, as tests/io/test_dicom.py does."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = "OT"
-    if stored is not None:
-        ds.set_pixel_data(np.asarray(stored), "MONOCHROME2", 16)
-    else:
-        ds.SOPInstanceUID = generate_uid()
-        ds.Rows, ds.Columns = 32, 32
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    path = tmp_path / name
-    ds.save_as(path, enforce_file_format=True)
-    return path.read_bytes()
-
-
 def _check_one_message(r, status, phrase):
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
@@ -57,24 +33,24 @@ def _still_serving(client, png_bytes):
 
 UPLOADS = {
     # name: (bytes or builder, form fields, status, phrase)
-    "zero-byte": (lambda tmp, png: b"", {"sex": "M"}, 422, "file is empty"),
-    "truncated png": (lambda tmp, png: png[: len(png) // 2], {"sex": "M"}, 422, "PNG data is corrupt or truncated"),
-    "dicom without pixels": (lambda tmp, png: _dicom(tmp, "nopix.dcm", None), {"sex": "M"}, 422,
+    "zero-byte": (lambda tmp, png, dicom: b"", {"sex": "M"}, 422, "file is empty"),
+    "truncated png": (lambda tmp, png, dicom: png[: len(png) // 2], {"sex": "M"}, 422, "PNG data is corrupt or truncated"),
+    "dicom without pixels": (lambda tmp, png, dicom: dicom(tmp / "nopix.dcm", None).read_bytes(), {"sex": "M"}, 422,
                              "DICOM file has no pixel data"),
-    "3-D dicom": (lambda tmp, png: _dicom(tmp, "vol.dcm", np.zeros((3, 16, 16), np.uint16)), {"sex": "M"}, 422,
+    "3-D dicom": (lambda tmp, png, dicom: dicom(tmp / "vol.dcm", np.zeros((3, 16, 16), np.uint16)).read_bytes(), {"sex": "M"}, 422,
                   "3-D volume of 3 frames"),
-    "declared 100000x100000 png": (lambda tmp, png: _png_declaring(100000, 100000), {"sex": "M"}, 422,
+    "declared 100000x100000 png": (lambda tmp, png, dicom: _png_declaring(100000, 100000), {"sex": "M"}, 422,
                                    "image size 100000x100000"),
-    "not an image": (lambda tmp, png: b"hello, this is text and no radiograph\n" * 10, {"sex": "M"}, 415,
+    "not an image": (lambda tmp, png, dicom: b"hello, this is text and no radiograph\n" * 10, {"sex": "M"}, 415,
                      "not a recognised image format"),
-    "sex X": (lambda tmp, png: png, {"sex": "X"}, 422, "sex must be M or F, got 'X'"),
-    "no sex for a png": (lambda tmp, png: png, {"force": "true"}, 422, "sex is unknown"),
-    "bad birth date": (lambda tmp, png: png, {"sex": "F", "birth_date": "2015-02-30", "study_date": "2024-01-01"},
+    "sex X": (lambda tmp, png, dicom: png, {"sex": "X"}, 422, "sex must be M or F, got 'X'"),
+    "no sex for a png": (lambda tmp, png, dicom: png, {"force": "true"}, 422, "sex is unknown"),
+    "bad birth date": (lambda tmp, png, dicom: png, {"sex": "F", "birth_date": "2015-02-30", "study_date": "2024-01-01"},
                        422, "birth_date"),
-    "bad age": (lambda tmp, png: png, {"sex": "F", "age_months": "ten"}, 422, "age_months must be a number"),
-    "age out of range": (lambda tmp, png: png, {"sex": "F", "age_months": "500", "force": "true"}, 422, "500"),
-    "bad flag": (lambda tmp, png: png, {"sex": "F", "force": "maybe"}, 422, "force must be true or false"),
-    "unknown field": (lambda tmp, png: png, {"sex": "F", "birthdate": "2015-01-01"}, 422,
+    "bad age": (lambda tmp, png, dicom: png, {"sex": "F", "age_months": "ten"}, 422, "age_months must be a number"),
+    "age out of range": (lambda tmp, png, dicom: png, {"sex": "F", "age_months": "500", "force": "true"}, 422, "500"),
+    "bad flag": (lambda tmp, png, dicom: png, {"sex": "F", "force": "maybe"}, 422, "force must be true or false"),
+    "unknown field": (lambda tmp, png, dicom: png, {"sex": "F", "birthdate": "2015-01-01"}, 422,
                       "unknown form field 'birthdate'"),
 }
 
@@ -82,9 +58,10 @@ UPLOADS = {
 # The report shares the predict path's checks: three cases suffice there.
 @pytest.mark.parametrize("path, case", [("/v1/predict", case) for case in UPLOADS]
                          + [("/v1/report", case) for case in ("zero-byte", "3-D dicom", "sex X")])
-def test_bad_upload(client, png_bytes, tmp_path, case, path):
+def test_bad_upload(client, png_bytes, tmp_path, hand_built_dicom, case, path):
     make, fields, status, phrase = UPLOADS[case]
-    r = client.post(path, files={"file": ("upload.bin", make(tmp_path, png_bytes), "application/octet-stream")},
+    upload = make(tmp_path, png_bytes, hand_built_dicom)
+    r = client.post(path, files={"file": ("upload.bin", upload, "application/octet-stream")},
                     data=fields)
     _check_one_message(r, status, phrase)
     _still_serving(client, png_bytes)
