@@ -79,17 +79,29 @@ def predict(image, sex=None, *, model=None, birth_date=None, study_date=None,
     """
     predictor = load_predictor(model)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
+    pixels, settled, verdict, age = _screened(image, sex, predictor, name, force, birth_date=birth_date,
+                                             study_date=study_date, age_months=age_months)
+    return _with_reading(predictor.predict(pixels, settled), verdict, settled, age)
+
+
+def _screened(image, sex, predictor: Predictor, name: str, force: bool, **ages):
+    """What :func:`predict` does before the model: read, settle sex, resolve the age (bad
+    ones fail before any work), run the quality gate. ``(pixels, sex, verdict, age)``."""
     pixels, settled, metadata = _read(image, sex, predictor, name)
     try:
-        age = resolve_chronological_age(birth_date=birth_date, study_date=study_date,
-                                        age_months=age_months, metadata=metadata)
+        age = resolve_chronological_age(**ages, metadata=metadata)
     except InputError as exc:
         # Say which image: with several on one command line the bare reason is ambiguous.
         raise InputError(exc.problem, exc.path or name) from None
     pixels, verdict = predictor.screen(pixels, metadata, name=name, force=force)
-    prediction = replace(predictor.predict(pixels, settled), quality=verdict)
+    return pixels, settled, verdict, age
+
+
+def _with_reading(prediction: Prediction, verdict, sex, age) -> Prediction:
+    """The prediction with the gate's verdict and, when an age is known, the clinical reading."""
+    prediction = replace(prediction, quality=verdict)
     if age is not None:
-        prediction = replace(prediction, clinical=clinical_reading(prediction.bone_age_months, settled, age))
+        prediction = replace(prediction, clinical=clinical_reading(prediction.bone_age_months, sex, age))
     return prediction
 
 
@@ -110,26 +122,12 @@ def predict_batch(images: Sequence, sexes: Sequence | None = None, *, model=None
         raise InputError(f"got {len(images)} images but {len(sexes)} sexes")
     if len(ages) != len(images):
         raise InputError(f"got {len(images)} images but {len(ages)} ages (age_months)")
-    pixels, settled, readings = [], [], []
-    for i, (image, sex, age_months_i) in enumerate(zip(images, sexes, ages)):
-        name = str(image) if isinstance(image, (str, os.PathLike)) else f"<image {i}>"
-        raw, sex_i, metadata = _read(image, sex, predictor, name)
-        try:
-            age = resolve_chronological_age(age_months=age_months_i, metadata=metadata)
-        except InputError as exc:
-            raise InputError(exc.problem, exc.path or name) from None
-        # The gate runs per image, as in predict: it may turn or invert the pixels.
-        screened, verdict = predictor.screen(raw, metadata, name=name, force=force)
-        pixels.append(screened)
-        settled.append(sex_i)
-        readings.append((verdict, age))
-    results = []
-    for prediction, sex_i, (verdict, age) in zip(predictor.predict_batch(pixels, settled), settled, readings):
-        prediction = replace(prediction, quality=verdict)
-        if age is not None:
-            prediction = replace(prediction, clinical=clinical_reading(prediction.bone_age_months, sex_i, age))
-        results.append(prediction)
-    return results
+    screened = [_screened(image, sex, predictor,
+                          str(image) if isinstance(image, (str, os.PathLike)) else f"<image {i}>",
+                          force, age_months=age)
+                for i, (image, sex, age) in enumerate(zip(images, sexes, ages))]
+    batch = predictor.predict_batch([s[0] for s in screened], [s[1] for s in screened])
+    return [_with_reading(p, verdict, sex, age) for p, (_, sex, verdict, age) in zip(batch, screened)]
 
 
 def evaluate(data_dir=None, *, csv=None, images=None, model=None, holdout: bool = False,
