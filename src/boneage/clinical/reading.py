@@ -11,7 +11,6 @@ file are named by their DICOM tag, not echoed, so patient dates stay out of erro
 from __future__ import annotations
 
 import datetime
-import math
 import re
 from dataclasses import dataclass
 

@@ -195,7 +195,6 @@ def calibrate_model_file(data_dir, model=None, out=None, *, settings: Calibratio
     """Fit the interval and the gate of ``model`` on the labelled folder it was trained on,
     measure them on the held-back images not used for fitting, and write the model file
     ``out`` with both (weights unchanged). Returns the measured facts."""
-    import tempfile
     from pathlib import Path
 
     from boneage.data.datasets import PreprocessedCache

@@ -105,6 +105,7 @@ def fit_conformal(predicted, truth, level: float = 0.9, bands: int = 3) -> Confo
 
 def coverage(calibration: ConformalCalibration, predicted, truth) -> float:
     """Share of images whose interval holds the truth."""
-    hits = [calibration.interval(p).low_months <= t <= calibration.interval(p).high_months
-            for p, t in zip(np.asarray(predicted, float), np.asarray(truth, float))]
+    hits = [iv.low_months <= t <= iv.high_months
+            for iv, t in ((calibration.interval(p), t) for p, t in zip(np.asarray(predicted, float),
+                                                                    np.asarray(truth, float)))]
     return float(np.mean(hits)) if hits else float("nan")
