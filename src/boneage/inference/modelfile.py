@@ -15,17 +15,19 @@ import datetime
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
-from boneage import embedded
 from boneage.config import Recipe
 from boneage.errors import BoneAgeError, InputError
 from boneage.fileutils import atomic_path, read_safetensors_metadata
-from boneage.models import create_model
 from boneage.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+# PyTorch is imported where weights are built or read, not here: reading a model file's
+# recipe and info (``boneage info``, the service's model page, an ONNX export's metadata) works
+# in the light install, which has no PyTorch.
 
 FORMAT_VERSION = "1"
 #: Recipe sections whose steps may carry a network of their own.
@@ -55,6 +57,8 @@ def _embed_subnetworks(recipe: Recipe) -> tuple[Recipe, dict[str, torch.Tensor],
     """A copy of ``recipe`` whose network-backed steps name embedded networks, their tensors
     (keys ``<section>.<index>.<name>``) and what rebuilds them."""
     from boneage.transforms import TRANSFORMS, build_transform
+
+    from boneage import embedded
 
     stored = copy.deepcopy(recipe)
     tensors: dict[str, torch.Tensor] = {}
@@ -95,6 +99,8 @@ def save_model_file(path: str | Path, model: torch.nn.Module, recipe: Recipe,
                     info: dict[str, Any] | None = None) -> Path:
     """Write ``model``'s weights, ``recipe`` and free-form ``info`` to one file, embedding
     the networks the recipe's steps need and leaving no path of this machine in it."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stored, extra, subnets = _embed_subnetworks(recipe)
@@ -122,7 +128,12 @@ def _metadata(path: str | Path) -> dict[str, str]:
 
 
 def read_model_metadata(path: str | Path) -> tuple[Recipe, dict[str, Any]]:
-    """The recipe and info stored in a model file, without loading the weights."""
+    """The recipe and info stored in a model file (or an ONNX export of one, whose info also
+    names its ``source_model``), without loading the weights."""
+    if Path(path).suffix.lower() == ".onnx":
+        from boneage.inference.onnx_model import read_onnx_model_metadata
+
+        return read_onnx_model_metadata(path)
     meta = _metadata(path)
     try:
         recipe = Recipe.from_dict(json.loads(meta["recipe"]))
@@ -134,6 +145,8 @@ def read_model_metadata(path: str | Path) -> tuple[Recipe, dict[str, Any]]:
 
 def build_model(recipe: Recipe, **extra) -> torch.nn.Module:
     """The recipe's model, freshly initialised."""
+    from boneage.models import create_model
+
     options = dict(recipe.model.options)
     options.update(extra)
     options.setdefault("in_chans", recipe.input_spec()[0])
@@ -141,6 +154,8 @@ def build_model(recipe: Recipe, **extra) -> torch.nn.Module:
 
 
 def _load_subnetworks(path: Path, state: dict[str, torch.Tensor], subnets: dict[str, dict]) -> None:
+    from boneage import embedded
+
     for key, spec in subnets.items():
         prefix = key + "."
         own = {k[len(prefix):]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
@@ -155,6 +170,23 @@ def _load_subnetworks(path: Path, state: dict[str, torch.Tensor], subnets: dict[
             raise InputError(f"embedded network {key} is damaged (its weights do not match their hash)", path)
 
 
+#: Tensors of a model file that are not the network's weights (the quality gate's, read by
+#: :func:`load_model_extras`).
+_EXTRA_PREFIXES = ("quality.",)
+
+
+def read_weights(path: str | Path) -> dict:
+    """The network's tensors in a model file, without the quality gate's (so a calibrated
+    file can initialise training as well as an uncalibrated one)."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise InputError(f"cannot read the weights: {str(exc).splitlines()[0]}", path) from None
+    return {k: v for k, v in state.items() if not k.startswith(_EXTRA_PREFIXES)}
+
+
 def load_model_file(path: str | Path, device: str | torch.device = "cpu"
                     ) -> tuple[torch.nn.Module, Recipe, dict[str, Any]]:
     """Rebuild the model from a file: ``(model in eval mode, recipe, info)``.
@@ -166,13 +198,8 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu"
     subnets = json.loads(_metadata(path).get("subnetworks", "{}"))
     # Pretrained initialisation is pointless (and may need a file) when weights follow.
     model = build_model(recipe, **({"pretrained": None} if "pretrained" in recipe.model.options else {}))
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise InputError(f"cannot read the weights: {str(exc).splitlines()[0]}", path) from None
+    state = read_weights(path)
     _load_subnetworks(path, state, subnets)
-    for key in [k for k in state if k.startswith(_EXTRA_PREFIXES)]:
-        state.pop(key)  # the quality gate: read by load_model_extras
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
@@ -181,9 +208,6 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu"
         raise InputError(f"weights do not match the recipe's model (missing {missing[:3]}, unexpected {unexpected[:3]})", path)
     info = {**info, "model_sha256": file_hash(path)}
     return model.to(device).eval(), recipe, info
-
-
-_EXTRA_PREFIXES = ("quality.",)
 
 
 def load_model_extras(path: str | Path):
@@ -200,7 +224,7 @@ def load_model_extras(path: str | Path):
         if "interval" in meta:
             calibration = ConformalCalibration.from_dict(json.loads(meta["interval"]))
         if "quality" in meta:
-            with safe_open(str(path), framework="pt") as fh:
+            with safe_open(str(path), framework="np") as fh:
                 tensors = {k: fh.get_tensor(k) for k in fh.keys() if k.startswith(TENSOR_PREFIX)}
             gate = QualityGate.from_stored(tensors, meta["quality"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -212,6 +236,8 @@ def add_to_model_file(src: str | Path, dst: str | Path, *, gate=None, calibratio
                       info_update: dict | None = None) -> Path:
     """Copy a model file, adding (or replacing) its quality gate, interval calibration and
     info entries; the weights and recipe are unchanged, so are its bone ages."""
+    from safetensors.torch import load_file, save_file
+
     from boneage.inference.quality import TENSOR_PREFIX
 
     meta = dict(_metadata(src))
@@ -246,6 +272,10 @@ def describe_model_file(path: str | Path, recipe: Recipe, info: dict[str, Any]) 
                      f"{info.get('n_val', '?')} held back")
     if info.get("val_mae") is not None:
         lines.append(f"validation   MAE {info['val_mae']:.2f} months (best epoch {info.get('epoch', '?')})")
+    source = info.get("source_model")
+    if source:
+        lines.append(f"exported from {source.get('file')} (sha256 {source.get('sha256', '')[:16]}); "
+                     f"runs in onnxruntime")
     if info.get("init_from"):
         lines.append(f"started from {info['init_from'].get('file')} (sha256 {info['init_from'].get('sha256', '')[:16]})")
     inf = recipe.inference

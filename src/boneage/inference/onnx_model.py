@@ -5,7 +5,7 @@
 ``metadata_props``: the recipe (preprocessing, views, aggregation, target scaling), the info,
 the interval calibration, the quality gate (its arrays as base64 float32, exactly the values
 of the source file) and the source model file's SHA-256. The graph takes ``x`` (N, C, H, W)
-float32, normalised as :func:`boneage.data.datasets.to_input_tensor` does, and ``sex`` (N,)
+float32, normalised as :func:`boneage.transforms.network_input` does, and ``sex`` (N,)
 float (1 = male, 0 = female; absent from the graph when the model does not use sex), with a
 dynamic batch axis, and gives two outputs: ``age`` (N,), the scaled bone age, and
 ``features`` (N, D), the backbone's pooled features the quality gate reads.
@@ -32,6 +32,7 @@ import numpy as np
 from boneage.config import Recipe
 from boneage.errors import InputError
 from boneage.inference.predictor import Predictor
+from boneage.transforms import network_input
 
 #: ``boneage_format`` of an exported ONNX file (the safetensors files say "1").
 ONNX_FORMAT = "onnx-1"
@@ -79,6 +80,14 @@ def _view_shape(model, recipe: Recipe) -> tuple[int, int]:
     predictor = Predictor(model, recipe)
     views = predictor.views(rng.random((256, 256), dtype=np.float32))
     return int(views.shape[-2]), int(views.shape[-1])
+
+
+def _resolved_recipe(recipe: Recipe, stored: str) -> dict:
+    """The stored recipe with its input spec (channels, mean, std) written out: the runner
+    then needs no model registry, which is PyTorch code, to know what the graph is fed."""
+    d = json.loads(stored)
+    d["channels"], d["input_mean"], d["input_std"] = recipe.input_spec()
+    return d
 
 
 def _network_steps(recipe: Recipe) -> list[str]:
@@ -162,7 +171,7 @@ def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int | 
                               **kwargs)
         proto = onnx.load(str(tmp))
         props = {"boneage_format": ONNX_FORMAT,
-                 "recipe": meta_src["recipe"],
+                 "recipe": json.dumps(_resolved_recipe(recipe, meta_src["recipe"])),
                  "info": meta_src.get("info", "{}"),
                  "source_model": json.dumps({"file": model_path.name, "sha256": file_hash(model_path)}),
                  "uses_sex": json.dumps(uses_sex)}
@@ -235,6 +244,32 @@ def read_onnx_metadata(session, path: str | Path) -> dict[str, str]:
     return meta
 
 
+def _parse_metadata(meta: dict[str, str], path) -> dict[str, Any]:
+    """The boneage metadata of an ONNX file as objects (recipe, info, interval, gate,
+    source, uses_sex); one-line InputError when broken."""
+    from boneage.inference.interval import ConformalCalibration
+
+    try:
+        return {"recipe": Recipe.from_dict(json.loads(meta["recipe"])),
+                "info": json.loads(meta.get("info", "{}")),
+                "calibration": (ConformalCalibration.from_dict(json.loads(meta["interval"]))
+                                if "interval" in meta else None),
+                "gate": gate_from_json(meta["quality"]) if "quality" in meta else None,
+                "source": json.loads(meta.get("source_model", "{}")),
+                "uses_sex": bool(json.loads(meta.get("uses_sex", "true")))}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"broken boneage metadata in the ONNX model ({str(exc).splitlines()[0]})",
+                         path) from None
+
+
+def read_onnx_model_metadata(path: str | Path) -> tuple[Recipe, dict[str, Any]]:
+    """``(recipe, info)`` of an exported ONNX file, as :func:`read_model_metadata` gives for a
+    model file; ``info["source_model"]`` names the file it was exported from."""
+    path = Path(path)
+    parsed = _parse_metadata(read_onnx_metadata(_session(path, DEFAULT_THREADS, "cpu"), path), path)
+    return parsed["recipe"], {**parsed["info"], "source_model": parsed["source"]}
+
+
 class OnnxPredictor(Predictor):
     """A :class:`~boneage.inference.Predictor` whose network runs in onnxruntime.
 
@@ -263,8 +298,6 @@ class OnnxPredictor(Predictor):
                   threads: int | None = None) -> "OnnxPredictor":
         """Load an ONNX file written by :func:`export_onnx`, with ``threads`` intra-op threads
         (default :data:`DEFAULT_THREADS`, one per concurrent request)."""
-        from boneage.inference.interval import ConformalCalibration
-
         if path is None:
             raise InputError("an ONNX predictor needs the path of an .onnx file")
         path = Path(path)
@@ -272,23 +305,13 @@ class OnnxPredictor(Predictor):
         if threads < 1:
             raise InputError(f"threads must be >= 1, got {threads}")
         session = _session(path, threads, device)
-        meta = read_onnx_metadata(session, path)
-        try:
-            recipe = Recipe.from_dict(json.loads(meta["recipe"]))
-            info = json.loads(meta.get("info", "{}"))
-            calibration = (ConformalCalibration.from_dict(json.loads(meta["interval"]))
-                           if "interval" in meta else None)
-            gate = gate_from_json(meta["quality"]) if "quality" in meta else None
-            source = json.loads(meta.get("source_model", "{}"))
-            uses_sex = bool(json.loads(meta.get("uses_sex", "true")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"broken boneage metadata in the ONNX model ({str(exc).splitlines()[0]})",
-                             path) from None
+        parsed = _parse_metadata(read_onnx_metadata(session, path), path)
         from boneage.inference.modelfile import file_hash
 
-        info = {**info, "model_sha256": file_hash(path), "source_model": source, "threads": threads}
-        predictor = cls(session, recipe, info=info, quality_gate=gate, calibration=calibration,
-                        uses_sex=uses_sex, path=path)
+        info = {**parsed["info"], "model_sha256": file_hash(path), "source_model": parsed["source"],
+                "threads": threads}
+        predictor = cls(session, parsed["recipe"], info=info, quality_gate=parsed["gate"],
+                        calibration=parsed["calibration"], uses_sex=parsed["uses_sex"], path=path)
         predictor.device = device
         return predictor
 
@@ -303,15 +326,14 @@ class OnnxPredictor(Predictor):
     def uses_sex(self) -> bool:
         return self._uses_sex
 
+    @property
+    def gradcam_unavailable(self) -> str | None:
+        return ("Grad-CAM needs the PyTorch model file this ONNX model was exported from "
+                "(and PyTorch, the 'train' extra)")
+
     def to_input(self, views: np.ndarray) -> np.ndarray:
-        """Network input (N, C, h, w) float32 from views in [0, 1]: the same arithmetic as
-        :func:`boneage.data.datasets.to_input_tensor`, in numpy (no PyTorch needed)."""
-        channels, mean, std = self.recipe.input_spec()
-        x = (np.clip(views, 0.0, 1.0) - np.float32(mean)) / np.float32(std)
-        x = np.ascontiguousarray(x, dtype=np.float32)[..., None, :, :]
-        if channels > 1:
-            x = np.ascontiguousarray(np.broadcast_to(x, (*x.shape[:-3], channels, *x.shape[-2:])))
-        return x
+        """Network input (N, C, h, w) float32 from views in [0, 1] (no PyTorch needed)."""
+        return network_input(views, self.recipe)
 
     def _feed(self, views: np.ndarray, male: np.ndarray | None) -> dict:
         feed = {"x": self.to_input(views)}

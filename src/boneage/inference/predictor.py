@@ -1,4 +1,9 @@
-"""Predict bone age from an image array or file with a trained model."""
+"""Predict bone age from an image array or file with a trained model.
+
+This module imports no PyTorch: a :class:`Predictor` built on a PyTorch model imports it when
+it runs, and the light install (no PyTorch) predicts through its subclass
+:class:`~boneage.inference.onnx_model.OnnxPredictor` with the bundled ONNX model.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,53 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from boneage.config import Recipe
 from boneage.errors import InputError
 from boneage.sex import Sex
 from boneage.inference.aggregate import aggregate
-from boneage.inference.modelfile import load_model_file
-from boneage.transforms import build_pipeline, make_views
+from boneage.transforms import build_pipeline, canonical_pipeline, make_views, network_input
 
 if TYPE_CHECKING:
+    import torch
+
     from boneage.clinical import ClinicalReading
     from boneage.inference.interval import PredictionInterval
     from boneage.inference.quality import QualityVerdict
 
 DEFAULT_MODEL_NAME = "default_model.safetensors"
+#: The same model exported to ONNX (``boneage export``), with the same recipe, interval and
+#: gate: what the light install, which has no PyTorch, predicts with.
+DEFAULT_ONNX_NAME = "default_model.onnx"
 
 
-def default_model_path() -> Path:
-    """The model file bundled inside the package."""
-    return Path(str(resources.files("boneage") / "assets" / DEFAULT_MODEL_NAME))
+def torch_available() -> bool:
+    """Whether PyTorch can be imported (the ``train`` extra is installed)."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec("torch") is not None
+    except (ImportError, ValueError):  # a broken or blocked installation counts as none
+        return False
+
+
+def default_model_path(kind: str = "auto") -> Path:
+    """The model bundled inside the package: ``"torch"`` the PyTorch model file, ``"onnx"``
+    its ONNX export, ``"auto"`` the PyTorch file where PyTorch is installed, else the ONNX one
+    (both give the same bone ages to 0.001 months; their hashes differ)."""
+    if kind not in ("auto", "torch", "onnx"):
+        raise ValueError(f"kind must be 'auto', 'torch' or 'onnx', got {kind!r}")
+    if kind == "auto":
+        kind = "torch" if torch_available() else "onnx"
+    name = DEFAULT_MODEL_NAME if kind == "torch" else DEFAULT_ONNX_NAME
+    return Path(str(resources.files("boneage") / "assets" / name))
+
+
+def require_torch(what: str, path: str | Path | None = None) -> None:
+    """One-line :class:`~boneage.errors.InputError` when PyTorch is missing for ``what``."""
+    if not torch_available():
+        raise InputError(f"{what} needs PyTorch, which this installation lacks "
+                         f"(pip install 'boneage[train]')", path)
 
 
 @dataclass
@@ -80,8 +112,6 @@ class Predictor:
         self.calibration = calibration
         """:class:`~boneage.inference.interval.ConformalCalibration` of the model file, or None."""
         self._pre = build_pipeline(recipe.preprocess)
-        from boneage.data.datasets import canonical_pipeline
-
         self._canonical = canonical_pipeline(recipe)
         if recipe.target.mean is None or recipe.target.std is None:
             raise ValueError("recipe has no target scaling; was the model trained?")
@@ -98,17 +128,20 @@ class Predictor:
         PyTorch's own default (one per core).
         """
         path = default_model_path() if path is None else Path(path)
+        if not path.exists() and path.parent == default_model_path().parent:
+            raise InputError("the bundled default model is missing from this installation", path)
         if path.suffix.lower() == ".onnx":
             from boneage.inference.onnx_model import OnnxPredictor
 
             return OnnxPredictor.from_file(path, device=device, threads=threads)
-        if not path.exists() and path == default_model_path():
-            raise InputError("the bundled default model is missing from this installation", path)
+        require_torch("a PyTorch model file (.safetensors)", path)
+        import torch
+
         if threads is not None:
             if int(threads) < 1:
                 raise InputError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(int(threads))
-        from boneage.inference.modelfile import load_model_extras
+        from boneage.inference.modelfile import load_model_extras, load_model_file
 
         model, recipe, info = load_model_file(path, device)
         gate, calibration = load_model_extras(path)
@@ -117,6 +150,11 @@ class Predictor:
     @property
     def uses_sex(self) -> bool:
         return bool(getattr(self.model.head, "uses_sex", True))
+
+    @property
+    def gradcam_unavailable(self) -> str | None:
+        """Why Grad-CAM cannot explain this predictor's estimates, or None when it can."""
+        return None
 
     def screen(self, image: np.ndarray, metadata=None, *, name: str | None = None,
                force: bool = False) -> tuple[np.ndarray, QualityVerdict]:
@@ -133,9 +171,9 @@ class Predictor:
 
     def to_input(self, views: np.ndarray) -> torch.Tensor:
         """Network input tensor (N, C, h, w) from views in [0, 1], on the predictor's device."""
-        from boneage.data.datasets import to_input_tensor
+        import torch
 
-        return to_input_tensor(views, self.recipe).to(self.device)
+        return torch.from_numpy(network_input(views, self.recipe)).to(self.device)
 
     def views_of_preprocessed(self, preprocessed: np.ndarray) -> np.ndarray:
         """Every view the model sees of an already preprocessed image (patches, TTA
@@ -149,25 +187,29 @@ class Predictor:
         """Every view the model sees of a raw [0, 1] image, shape (V, h, w)."""
         return self.views_of_preprocessed(self.preprocess(image))
 
-    @torch.no_grad()
     def _run(self, views: np.ndarray, male: np.ndarray) -> np.ndarray:
         """Bone age in months for a stack of views with one sex flag (1 = male) per view."""
+        import torch
+
         out = []
-        for i in range(0, len(views), self.batch_size):
-            x = self.to_input(views[i:i + self.batch_size])
-            s = torch.as_tensor(male[i:i + self.batch_size], dtype=torch.float32, device=self.device)
-            out.append(self.model(x, s).float().cpu().numpy())
+        with torch.no_grad():
+            for i in range(0, len(views), self.batch_size):
+                x = self.to_input(views[i:i + self.batch_size])
+                s = torch.as_tensor(male[i:i + self.batch_size], dtype=torch.float32, device=self.device)
+                out.append(self.model(x, s).float().cpu().numpy())
         t = self.recipe.target
         return np.concatenate(out) * t.std + t.mean
 
-    @torch.no_grad()
     def features(self, views: np.ndarray) -> np.ndarray:
         """Pooled backbone features of views (V, h, w) in [0, 1], shape (V, D) (what the
         quality gate reads), in batches of ``batch_size``."""
+        import torch
+
         out = []
-        for i in range(0, len(views), self.batch_size):
-            x = self.to_input(views[i:i + self.batch_size])
-            out.append(self.model.pool(self.model.forward_features(x)).float().cpu().numpy())
+        with torch.no_grad():
+            for i in range(0, len(views), self.batch_size):
+                x = self.to_input(views[i:i + self.batch_size])
+                out.append(self.model.pool(self.model.forward_features(x)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def predict_views(self, image: np.ndarray, sex: Sex | str) -> np.ndarray:

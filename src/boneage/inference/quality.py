@@ -203,7 +203,8 @@ class QualityGate:
     @classmethod
     def from_stored(cls, tensors: dict, metadata: str) -> "QualityGate":
         meta = json.loads(metadata)
-        arrays = {k: tensors[TENSOR_PREFIX + k].double().numpy() for k in _ARRAYS}
+        # numpy arrays (read with framework="np") or torch tensors alike
+        arrays = {k: np.asarray(tensors[TENSOR_PREFIX + k], dtype=np.float64) for k in _ARRAYS}
         return cls(**arrays, radiograph_min=meta["radiograph_min"], distance_max=meta["distance_max"],
                    orientation_sure=meta["orientation_sure"], facts=meta.get("facts", {}))
 

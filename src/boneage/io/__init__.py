@@ -8,7 +8,6 @@ Public API::
     ImageMetadata, LoadedImage, MAX_PIXELS, MIN_SIDE
 """
 
-from boneage.io.dicom import parse_age_months, write_dicom
 from boneage.io.image import (
     MAX_PIXELS,
     MIN_SIDE,
@@ -17,6 +16,19 @@ from boneage.io.image import (
     read_image,
     read_image_bytes,
 )
+
+#: Names served by :mod:`boneage.io.dicom`, imported on first use: pydicom takes most of a
+#: second to import, which a PNG prediction (and the light install's start-up) need not pay.
+_FROM_DICOM = ("parse_age_months", "write_dicom")
+
+
+def __getattr__(name: str):
+    if name in _FROM_DICOM:
+        from boneage.io import dicom
+
+        return getattr(dicom, name)
+    raise AttributeError(f"module 'boneage.io' has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_PIXELS",

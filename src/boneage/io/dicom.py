@@ -28,14 +28,12 @@ from pydicom.uid import (
 from pydicom.valuerep import DA, DSfloat
 
 from boneage.errors import InputError
+from boneage.units import DAYS_PER_MONTH
 from boneage.io.image import ImageMetadata, LoadedImage, check_size
 from boneage.sex import Sex
 
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _AGE_RE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
-#: Days in the mean Gregorian month: DICOM ages in days or weeks, and ages from dates
-#: (:mod:`boneage.clinical`), are converted to months with it.
-DAYS_PER_MONTH = 365.25 / 12
 _AGE_UNIT_MONTHS = {"D": 1 / DAYS_PER_MONTH, "W": 7 / DAYS_PER_MONTH, "M": 1.0, "Y": 12.0}
 #: Where the date of the examination is looked for, first found wins. StudyDate is what the
 #: clinical reading wants; exports that drop it usually keep AcquisitionDate or ContentDate

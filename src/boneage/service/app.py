@@ -27,6 +27,7 @@ import io
 import logging
 import os
 import struct
+import sys
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -69,8 +70,8 @@ class ModelHolder:
         self.predictor = None
         self.error: str | None = None
         self.ready = threading.Event()
-        self.load_seconds: float | None = None
         self._local = threading.local()
+        self.load_seconds: float | None = None
 
     def load(self) -> None:
         """Load the model (the bundled one for None); a failure is kept as a message."""
@@ -78,8 +79,8 @@ class ModelHolder:
 
         start = time.perf_counter()
         try:
-            self.bound_threads()
-            self.predictor = api.load_predictor(self.source)
+            # threads: onnxruntime's per session, or torch.set_num_threads for a PyTorch file
+            self.predictor = api.load_predictor(self.source, threads=self.threads)
             self.load_seconds = time.perf_counter() - start
             logger.info("model %s loaded in %.1f s", self.predictor.recipe.name, self.load_seconds)
         except BoneAgeError as exc:
@@ -97,16 +98,16 @@ class ModelHolder:
         return self.predictor is not None
 
     def bound_threads(self) -> None:
-        """Limit torch's CPU threads for the calling thread (once per thread).
+        """Limit torch's CPU threads for the calling thread (once per thread), when the model
+        runs in PyTorch; an ONNX session has its own thread count (set when loading).
 
         OpenMP keeps the thread count per calling thread, so every pool thread sets it for
         itself; torch.set_num_threads also sets the process-wide intra-op pool.
         """
         if getattr(self._local, "bounded", False):
             return
-        import torch
-
-        torch.set_num_threads(self.threads)
+        if "torch" in sys.modules:  # imported by a PyTorch model; never imported here for ONNX
+            sys.modules["torch"].set_num_threads(self.threads)
         self._local.bounded = True
 
     def require(self):
@@ -223,7 +224,9 @@ def run_prediction(predictor, data: bytes, args: dict) -> dict:
     out["sex_source"] = _sex_source(args["sex"], loaded)
     h, w = loaded.pixels.shape
     out["image"] = {"format": loaded.metadata.format, "width": int(w), "height": int(h)}
-    if args["heatmap"]:
+    if args["heatmap"] and predictor.gradcam_unavailable:
+        out["heatmap_unavailable"] = predictor.gradcam_unavailable
+    elif args["heatmap"]:
         from boneage.evaluation.gradcam import _fit_for_display, explain_image, overlay_rgb
         from boneage.evaluation.gradcam import OVERLAY_MAX_SIDE
 
@@ -315,7 +318,7 @@ _PREDICTION_SCHEMA = {"type": "object", "properties": {
     "bone_age_months": {"type": "number"}, "sex": {"type": "string"}, "sex_source": {"type": "string"},
     "interval": {"type": "object"}, "clinical": {"type": "object"}, "quality": {"type": "object"},
     "model_name": {"type": "string"}, "model_hash": {"type": "string"}, "image": {"type": "object"},
-    "heatmap_png_base64": {"type": "string"}, "radiograph_png_base64": {"type": "string"}}}
+    "heatmap_png_base64": {"type": "string"}, "heatmap_unavailable": {"type": "string"}, "radiograph_png_base64": {"type": "string"}}}
 
 
 def static_dir() -> Path:

@@ -505,6 +505,32 @@ def build_pipeline(steps: Sequence[dict[str, Any] | str], mode: str = "sequentia
     raise ConfigError(f"augmentation mode must be 'sequential' or 'one_of', got {mode!r}")
 
 
+def canonical_pipeline(recipe) -> Transform | None:
+    """The recipe's canonical preparation (after augmentation, before the network), or None."""
+    if not recipe.canonical:
+        return None
+    pipeline = build_pipeline(recipe.canonical)
+    if pipeline.random:
+        raise ConfigError("canonical steps must be deterministic (they run at inference too); "
+                          f"got {[t for t in pipeline.transforms if t.random]}")
+    return pipeline
+
+
+def network_input(images: np.ndarray, recipe) -> np.ndarray:
+    """Network input (..., C, H, W) float32 from [0, 1] image(s) (..., H, W): clipped,
+    normalised by the recipe's input spec, the channel replicated to the model's count.
+
+    The one definition of what a network is fed: training, batch evaluation, the PyTorch
+    Predictor (as a tensor) and the ONNX runner (as this array) all call it.
+    """
+    channels, mean, std = recipe.input_spec()
+    x = (np.clip(images, 0.0, 1.0) - np.float32(mean)) / np.float32(std)
+    x = np.ascontiguousarray(x, dtype=np.float32)[..., None, :, :]
+    if channels > 1:
+        x = np.ascontiguousarray(np.broadcast_to(x, (*x.shape[:-3], channels, *x.shape[-2:])))
+    return x
+
+
 @TRANSFORMS.register("convex_hull_crop")
 class ConvexHullCrop(Transform):
     """Crop to the hand found by threshold + largest component + convex hull (CH+S+I).

@@ -101,7 +101,8 @@ function show(r) {
   $("model").textContent = `${r.model_name} (${r.model_hash})`;
   images.overlay = r.heatmap_png_base64 ? `data:image/png;base64,${r.heatmap_png_base64}` : null;
   images.plain = r.radiograph_png_base64 ? `data:image/png;base64,${r.radiograph_png_base64}` : null;
-  $("picture-caption").textContent = images.overlay ? "Areas whose features raise the estimate." : "";
+  $("picture-caption").textContent = images.overlay ? "Areas whose features raise the estimate."
+    : (r.heatmap_unavailable ? `No heat map: ${r.heatmap_unavailable}.` : "");
   showPicture();
   $("result").hidden = false;
 }
