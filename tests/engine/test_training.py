@@ -7,33 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from boneage.config import Recipe
 from boneage.engine import fit
 from boneage.errors import ConfigError, InputError
 from boneage.inference import Predictor
 from boneage.io import read_image
-
-
-def synthetic_recipe(root, **train) -> Recipe:
-    return Recipe.from_dict({
-        "name": "synthetic-test",
-        "data": {"root": str(root), "val_fraction": 0.25, "split_seed": 1},
-        "preprocess": [{"name": "resize", "size": 48}],
-        "augment": {"steps": [{"name": "rotate", "max_deg": 5}]},
-        "model": {"name": "small_cnn", "options": {"width": 8}},
-        "loss": {"name": "mae"},
-        "optim": {"name": "adam", "lr": 0.003, "grad_clip": 5.0},
-        "schedule": {"name": "step", "step_size": 6, "gamma": 0.3},
-        "train": {"epochs": 8, "batch_size": 16, "seed": 0, "device": "cpu", **train},
-        "inference": {"aggregate": "mean"},
-    })
-
-
-@pytest.fixture(scope="module")
-def learn_folder(tmp_path_factory):
-    from boneage.data.synthetic import write_synthetic_dataset
-
-    return write_synthetic_dataset(tmp_path_factory.mktemp("learn") / "set", 240, size=64, seed=11)
+from synthetic_runs import synthetic_recipe
 
 
 @pytest.fixture(scope="module")
