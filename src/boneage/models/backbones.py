@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -116,20 +117,28 @@ def efficientnet_lite0(in_chans: int = 3, sex_units: int = 32, hidden: Sequence[
 
 
 class SmallCNN(nn.Module):
-    """A plain VGG-style CNN: ``stages`` blocks of two 3x3 conv-BN-ReLU and a 2x max-pool.
+    """A plain VGG-style CNN: ``stages`` blocks of two 3x3 conv-norm-ReLU and a 2x max-pool.
 
     Small enough to train in seconds on a CPU: used for smoke tests, quick experiments on
-    synthetic data and as a from-scratch baseline.
+    synthetic data and as a from-scratch baseline. ``norm``: ``batch`` (BatchNorm) or
+    ``group`` (GroupNorm of up to 8 groups), which does not depend on the batch, so training
+    split over N processes with per-process batches gives what one process gives.
     """
 
-    def __init__(self, in_chans: int = 1, width: int = 16, stages: int = 4):
+    def __init__(self, in_chans: int = 1, width: int = 16, stages: int = 4, norm: str = "batch"):
         super().__init__()
+        if norm not in ("batch", "group"):
+            raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
+
+        def normalise(c: int) -> nn.Module:
+            return nn.BatchNorm2d(c) if norm == "batch" else nn.GroupNorm(math.gcd(c, 8), c)
+
         layers: list[nn.Module] = []
         c_in = in_chans
         for i in range(stages):
             c_out = width * 2 ** i
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                       nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), normalise(c_out), nn.ReLU(inplace=True),
+                       nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), normalise(c_out), nn.ReLU(inplace=True)]
             if i < stages - 1:
                 layers.append(nn.MaxPool2d(2))
             c_in = c_out
@@ -142,9 +151,10 @@ class SmallCNN(nn.Module):
 
 @register_model
 def small_cnn(in_chans: int = 1, width: int = 16, stages: int = 4, sex_units: int = 16,
-              hidden: Sequence[int] = (), dropout: float = 0.0) -> BoneAgeModel:
+              hidden: Sequence[int] = (), dropout: float = 0.0, norm: str = "batch") -> BoneAgeModel:
     """A small from-scratch CNN with the shared sex-fusion head (fast on a CPU)."""
-    return _assemble(SmallCNN(in_chans, width, stages), sex_units=sex_units, hidden=hidden, dropout=dropout)
+    return _assemble(SmallCNN(in_chans, width, stages, norm), sex_units=sex_units, hidden=hidden,
+                     dropout=dropout)
 
 
 @register_model
