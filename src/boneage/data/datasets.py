@@ -68,6 +68,41 @@ class PreprocessedCache:
             self.images: list[np.ndarray] = list(it)
         self.samples = list(samples)
 
+    #: Files :meth:`save` writes into its folder.
+    PIXELS, SHAPES = "pixels.npy", "shapes.npy"
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write the images to ``folder`` as one flat float16 array and their shapes, so
+        that :meth:`load` can memory-map them (processes on one machine then share one copy
+        in the page cache instead of each holding its own)."""
+        from pathlib import Path
+
+        folder = Path(folder)
+        if not self.images:
+            raise ValueError("an empty cache has nothing to save")
+        shapes = np.array([img.shape for img in self.images], dtype=np.int64)
+        flat = np.concatenate([img.ravel() for img in self.images])
+        np.save(folder / self.SHAPES, shapes)
+        np.save(folder / self.PIXELS, flat.astype(np.float16, copy=False))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, samples: Sequence[Sample]) -> "PreprocessedCache":
+        """The cache :meth:`save` wrote for ``samples``, memory-mapped read-only (the images
+        are views into the file, which may be unlinked once mapped)."""
+        from pathlib import Path
+
+        folder = Path(folder)
+        shapes = np.load(folder / cls.SHAPES)
+        flat = np.load(folder / cls.PIXELS, mmap_mode="r")
+        if len(shapes) != len(samples) or int(np.prod(shapes, axis=1).sum()) != flat.size:
+            raise ValueError(f"the cache in {folder} holds {len(shapes)} images for {len(samples)} samples")
+        cache = cls.__new__(cls)
+        ends = np.cumsum(np.prod(shapes, axis=1))
+        cache.images = [flat[end - int(np.prod(shape)):end].reshape(tuple(shape))
+                        for shape, end in zip(shapes, ends)]
+        cache.samples = list(samples)
+        return cache
+
     def __len__(self) -> int:
         return len(self.images)
 
