@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from boneage.errors import ConfigError
 
@@ -85,9 +85,16 @@ class ScheduleConfig(_Section):
     min_lr: float = 1e-6
 
 
+#: Values of ``train.amp``: off, the device's best choice, or one reduced precision.
+AMP_CHOICES = (False, True, "bf16", "fp16")
+
+
 class TrainConfig(_Section):
-    """The training budget and its randomness. ``device``, ``num_workers`` and ``amp`` say
-    where a run executes, not what it learns: resume accepts other values for them."""
+    """The training budget and its randomness. ``device``, ``num_workers``, ``amp`` and
+    ``channels_last`` say where and how a run executes, not what it learns: resume accepts
+    other values for them. ``batch_size`` is the global batch: under ``torchrun`` each of N
+    processes takes ``batch_size / N`` of it, so a recipe means the same optimisation on any
+    number of GPUs."""
 
     epochs: int = 10
     batch_size: int = 32
@@ -95,13 +102,23 @@ class TrainConfig(_Section):
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | cuda:N
     num_workers: int = 0
-    amp: bool = False              # mixed precision on CUDA
+    # Mixed precision: false | true (CUDA: bf16 where the GPU has it, else fp16; CPU: off) |
+    # bf16 | fp16 (fp16 with a gradient scaler, stored in checkpoints).
+    amp: bool | str = False
+    channels_last: bool = False    # NHWC memory format for the networks and their inputs
     max_steps_per_epoch: int | None = None
     init_from: str | None = None   # model file whose weights start this run (fine-tuning)
     # Before each validation, recompute BatchNorm statistics over this many training batches
     # (0: keep the running averages, which lag the weights under a high constant lr).
     bn_recalibration_batches: int = 0
     sampler: str = "shuffle"       # shuffle | balanced (each 12-month age bin equally often)
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_choice(cls, value: Any) -> bool | str:
+        if isinstance(value, bool) or (isinstance(value, str) and value in AMP_CHOICES):
+            return value
+        raise ValueError("must be false, true (the device's best choice), bf16 or fp16")
 
 
 class TargetConfig(_Section):
@@ -123,7 +140,7 @@ class InferenceConfig(_Section):
 #: Keys that say where and how a run executes rather than what the method is.
 RUN_SETTINGS: dict[str, tuple[str, ...]] = {
     "data": ("root", "csv", "image_dir"),
-    "train": ("device", "num_workers", "amp"),
+    "train": ("device", "num_workers", "amp", "channels_last"),
 }
 
 
@@ -168,7 +185,7 @@ class Recipe(_Section):
 
     def method_dict(self) -> dict[str, Any]:
         """The recipe without its run settings (where the data lies, device, worker count,
-        mixed precision): what must match for a checkpoint to resume."""
+        mixed precision, memory format): what must match for a checkpoint to resume."""
         d = self.to_dict()
         for key in RUN_SETTINGS["data"]:
             d["data"].pop(key)
@@ -199,7 +216,9 @@ def _one_line(exc: ValidationError) -> str:
     value = err.get("input")
     got = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{where}: {err['msg']}{got}{more}"
+    # A validator's own ValueError already says what is allowed; pydantic's prefix adds nothing.
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}{got}{more}"
 
 
 def _section_keys(loc: tuple) -> list[str] | None:

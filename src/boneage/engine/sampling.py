@@ -32,11 +32,18 @@ def is_main_process() -> bool:
 
 
 class _EpochSampler(Sampler[int]):
-    """Indices for one epoch, drawn by ``_draw(rng)`` and split across processes."""
+    """Indices for one epoch, drawn by ``_draw(rng)`` and split across processes.
 
-    def __init__(self, n: int, seed: int, epoch: int):
+    ``world`` is the (rank, world size) whose share to give: ``None`` for this process's
+    under ``torch.distributed``; ``(0, 1)`` for the whole epoch (e.g. a draw only the main
+    process makes, such as validation's BatchNorm recalibration).
+    """
+
+    def __init__(self, n: int, seed: int, epoch: int, world: tuple[int, int] | None = None):
         self.n, self.seed, self.epoch = n, seed, epoch
-        self.rank, self.world = distributed_world()
+        self.rank, self.world = distributed_world() if world is None else world
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"rank {self.rank} is not in a world of {self.world} processes")
 
     def _draw(self, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
@@ -60,8 +67,9 @@ class _EpochSampler(Sampler[int]):
 class ShuffleSampler(_EpochSampler):
     """Every item once per epoch, in a seeded random order."""
 
-    def __init__(self, n: int, seed: int, epoch: int, labels: Sequence[float] | None = None):
-        super().__init__(n, seed, epoch)
+    def __init__(self, n: int, seed: int, epoch: int, labels: Sequence[float] | None = None,
+                 world: tuple[int, int] | None = None):
+        super().__init__(n, seed, epoch, world)
 
     def _draw(self, rng):
         return rng.permutation(self.n)
@@ -72,8 +80,8 @@ class BalancedSampler(_EpochSampler):
     """``n`` draws with replacement, each age bin (``bin_months`` wide) equally likely."""
 
     def __init__(self, n: int, seed: int, epoch: int, labels: Sequence[float] | None = None,
-                 bin_months: float = 12.0):
-        super().__init__(n, seed, epoch)
+                 bin_months: float = 12.0, world: tuple[int, int] | None = None):
+        super().__init__(n, seed, epoch, world)
         if labels is None or len(labels) != n:
             raise ValueError("the balanced sampler needs one bone age per training item")
         if not bin_months > 0:
@@ -87,6 +95,9 @@ class BalancedSampler(_EpochSampler):
         return rng.choice(self.n, size=self.n, replace=True, p=self.p)
 
 
-def make_sampler(name: str, n: int, seed: int, epoch: int, labels: Sequence[float] | None = None) -> Sampler:
-    """The recipe's sampler (``train.sampler``) for an epoch of ``n`` items."""
-    return SAMPLERS.create(name, where="train.sampler", n=n, seed=seed, epoch=epoch, labels=labels)
+def make_sampler(name: str, n: int, seed: int, epoch: int, labels: Sequence[float] | None = None,
+                 world: tuple[int, int] | None = None) -> Sampler:
+    """The recipe's sampler (``train.sampler``) for an epoch of ``n`` items: this process's
+    share under ``torch.distributed``, or the share of ``world`` = (rank, world size)."""
+    return SAMPLERS.create(name, where="train.sampler", n=n, seed=seed, epoch=epoch, labels=labels,
+                           world=world)

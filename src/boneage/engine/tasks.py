@@ -35,8 +35,28 @@ class Task:
     mode: str = "min"
 
     def __init__(self, recipe: Recipe, device: torch.device):
+        from boneage.engine.precision import amp_dtype, memory_format
+
         self.recipe = recipe
         self.device = device
+        #: What the loop set for this run: autocast dtype (None: full precision), input layout.
+        self.amp_dtype = amp_dtype(recipe.train.amp, device)
+        self.memory_format = memory_format(recipe.train.channels_last)
+
+    # -- run settings the task's forward passes follow ---------------------------------------
+    def autocast(self):
+        """The context a training forward pass runs in (``train.amp``); the loop runs the
+        backward pass outside it, as PyTorch asks."""
+        from boneage.engine.precision import autocast
+
+        return autocast(self.device, self.amp_dtype)
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A batch tensor on the run's device, images in the run's memory format
+        (``train.channels_last``)."""
+        from boneage.engine.precision import to_input
+
+        return to_input(tensor, self.device, self.memory_format)
 
     # -- data ------------------------------------------------------------------------------
     def setup(self, samples: list[Sample], train_idx: np.ndarray, val_idx: np.ndarray,
@@ -159,13 +179,14 @@ class RegressionTask(Task):
     mode = "min"
 
     def setup(self, samples, train_idx, val_idx, progress):
-        from boneage.data.datasets import PreprocessedCache, training_dataset
+        from boneage.data.datasets import training_dataset
+        from boneage.engine.distributed import shared_cache
         from boneage.losses import create_loss
 
         self.samples, self.train_idx, self.val_idx = samples, train_idx, val_idx
         self.ages = np.array([s.boneage for s in samples], dtype=np.float64)
         self.recipe = prepare_recipe(self.recipe, self.ages[train_idx])
-        self.cache = PreprocessedCache(samples, self.recipe, progress=progress)
+        self.cache = shared_cache(samples, self.recipe, progress)  # built once for all processes
         self._train_ds = training_dataset(self.cache, train_idx, self.recipe, seed=self.recipe.train.seed)
         self.loss_fn = create_loss(self.recipe.loss.name, **self.recipe.loss.options)
         self.loss_fn.prepare(self.ages[train_idx])
@@ -184,11 +205,10 @@ class RegressionTask(Task):
         return {"model": build_model(self.recipe)}
 
     def training_losses(self, batch, networks):
-        x = batch["image"].to(self.device, non_blocking=True)
-        use_amp = self.recipe.train.amp and self.device.type == "cuda"
-        with torch.autocast(self.device.type, enabled=use_amp):
-            pred = networks["model"](x, batch["sex"].to(self.device))
-        yield "model", self.loss_fn(pred.float(), batch["target"].to(self.device), batch["age"].to(self.device))
+        with self.autocast():
+            pred = networks["model"](self.to_device(batch["image"]), self.to_device(batch["sex"]))
+        # The loss in full precision: reduced precision would round small errors away.
+        yield "model", self.loss_fn(pred.float(), self.to_device(batch["target"]), self.to_device(batch["age"]))
 
     def evaluate(self, networks):
         from torch.utils.data import DataLoader
@@ -199,8 +219,10 @@ class RegressionTask(Task):
         if tc.bn_recalibration_batches:
             from boneage.engine.sampling import make_sampler
 
-            # A fixed draw per epoch, independent of the training order.
-            sampler = make_sampler("shuffle", len(self._train_ds), tc.seed + 500_009, self._epoch)
+            # A fixed draw per epoch, independent of the training order; the whole draw, not
+            # a share, since only the main process validates.
+            sampler = make_sampler("shuffle", len(self._train_ds), tc.seed + 500_009, self._epoch,
+                                   world=(0, 1))
             recal = DataLoader(self._train_ds, batch_size=tc.batch_size, sampler=sampler,
                                num_workers=tc.num_workers)
             recalibrate_batchnorm(model, itertools.islice(recal, tc.bn_recalibration_batches), self.device)

@@ -12,8 +12,12 @@ by the task's monitored metric and checkpoints. It writes into ``out_dir``:
 
 Every random draw of an epoch (sampler order, augmentation, dropout) is seeded by
 (seed, epoch), so a run killed at any point and resumed from its last checkpoint ends with
-the same metrics as an uninterrupted one. Only the main process writes files, so the loop
-runs unchanged under ``torchrun``.
+the same metrics as an uninterrupted one.
+
+Under ``torchrun --nproc_per_node N -m boneage train ...`` every process runs :func:`fit`:
+it joins the process group (:mod:`boneage.engine.distributed`), trains its share of every
+batch through DistributedDataParallel, and only the main process reports, validates and
+writes files.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from torch.utils.data import DataLoader
 from boneage.config import Recipe
 from boneage.data.labels import Sample, load_samples
 from boneage.data.split import train_val_split
+from boneage.engine import distributed
 from boneage.engine.check import check_recipe
 from boneage.engine.optim import make_optimizer, make_scheduler
-from boneage.engine.sampling import is_main_process, make_sampler
+from boneage.engine.precision import grad_scaler
+from boneage.engine.sampling import distributed_world, is_main_process, make_sampler
 from boneage.engine.tasks import Task, create_task
 from boneage.errors import ConfigError, InputError
 from boneage.fileutils import atomic_path
@@ -57,12 +63,26 @@ class FitResult:
     history: list[dict]
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU."""
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """'auto' → CUDA when available, else CPU.
+
+    ``local_rank``: this process's index on its machine when torchrun started several; 'auto'
+    and 'cuda' then mean GPU ``local_rank``, and naming one GPU for all is refused.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+        if local_rank is None:
+            return torch.device(name)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    if local_rank is not None and name.startswith("cuda"):
+        if name != "cuda":
+            raise ConfigError(f"train.device {name!r} names one GPU for every process torchrun started; "
+                              "use cuda or auto (each process takes GPU LOCAL_RANK)")
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"LOCAL_RANK {local_rank} but this machine shows {torch.cuda.device_count()} "
+                              f"GPU(s); start at most {torch.cuda.device_count()} processes per node")
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -70,6 +90,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _silent(*_args) -> None:
+    """The log of a process that is not the main one: one process reports, as one writes."""
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -98,12 +122,13 @@ def _init_weights(model: torch.nn.Module, path: str) -> None:
                          f"unexpected {unexpected[:3]})", path)
 
 
-class _Optimisation:
-    """The optimisers (one per name the task declares), their schedules and gradient scaling."""
+class Optimisation:
+    """The optimisers (one per name the task declares), their schedules and gradient scaling
+    (enabled for fp16 mixed precision; its state is part of the checkpoint)."""
 
     def __init__(self, recipe: Recipe, task: Task, networks: dict, device: torch.device):
         self.recipe, self.task, self.networks = recipe, task, networks
-        self.scaler = torch.amp.GradScaler("cuda", enabled=recipe.train.amp and device.type == "cuda")
+        self.scaler = grad_scaler(device, task.amp_dtype)
         self.rebuild()
 
     def rebuild(self) -> None:
@@ -112,6 +137,7 @@ class _Optimisation:
         self.schedulers = {name: make_scheduler(self.recipe, opt) for name, opt in self.optimizers.items()}
 
     def step(self, name: str, loss: torch.Tensor) -> None:
+        """Backward ``loss`` and step optimiser ``name`` (clipping and scaling as the recipe says)."""
         if name not in self.optimizers:
             raise RuntimeError(f"the task yielded a loss for optimiser {name!r}, which it did not declare")
         opt = self.optimizers[name]
@@ -125,6 +151,7 @@ class _Optimisation:
         self.scaler.update()
 
     def schedule(self, monitored: float | None) -> None:
+        """Advance every schedule by one epoch (a plateau schedule on ``monitored``)."""
         for sched in self.schedulers.values():
             if sched is None:
                 continue
@@ -135,15 +162,18 @@ class _Optimisation:
                 sched.step()
 
     def lr(self) -> float:
+        """The first optimiser's current learning rate (for the metrics)."""
         first = next(iter(self.optimizers.values()))
         return first.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
+        """Optimisers, schedules and the gradient scaler, for the checkpoint."""
         return {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items() if s is not None},
                 "scaler": self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; a scaler state is kept only where scaling is enabled."""
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
@@ -151,6 +181,30 @@ class _Optimisation:
                 s.load_state_dict(state["schedulers"][k])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+
+
+def make_loader(dataset, sampler, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+    """The training loader of one epoch (or one benchmark): ``batch_size`` items per step of
+    this process, the incomplete last batch dropped when there is more than one, memory
+    pinned for fast copies to a GPU."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      drop_last=len(sampler) > batch_size, pin_memory=device.type == "cuda",
+                      persistent_workers=False)
+
+
+def train_step(task: Task, networks: dict, optimisation: Optimisation, batch: dict,
+               where: str = "") -> dict[str, float]:
+    """One training step on ``batch``: each loss the task yields steps its optimiser before
+    the task is asked for the next. Returns the losses by optimiser name; a non-finite loss
+    stops training with a message saying what to change."""
+    losses: dict[str, float] = {}
+    for name, loss in task.training_losses(batch, networks):
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"training diverged{where} ({name} loss {loss.item()}); "
+                               "lower optim.lr or set optim.grad_clip")
+        optimisation.step(name, loss)
+        losses[name] = loss.item()
+    return losses
 
 
 def _loss_column(name: str, n_optimisers: int) -> str:
@@ -180,8 +234,12 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite:
     A folder that already holds a run or a model file is refused unless ``resume`` (continue
     its checkpoint) or ``overwrite`` (start afresh over it) is given. Progress messages go
     to ``log`` (default: the ``boneage`` logger at INFO level).
+
+    Started by torchrun (``WORLD_SIZE`` > 1), every process calls this: it joins the process
+    group, trains on its share of each batch, and returns once the main process has written
+    the files. A process count the data or the batch cannot be split over is refused, as one
+    :class:`ConfigError`, before any process group is formed.
     """
-    log = log or logger.info
     t_start = time.time()
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT
@@ -194,7 +252,9 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite:
     if resume and not ckpt_path.exists():
         raise InputError("nothing to resume: no checkpoint.pt in the output folder", out)
     tc = recipe.train
-    device = resolve_device(tc.device)
+    rank, local_rank, world = distributed.planned_world()
+    device = resolve_device(tc.device, local_rank if world > 1 else None)
+    log = (log or logger.info) if rank == 0 else _silent
     # Every component on a synthetic image first: a typo fails in seconds, not after an epoch.
     check_recipe(recipe)
     seed_everything(tc.seed)
@@ -203,20 +263,47 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite:
         d = recipe.data
         samples = load_samples(d.root or None, d.csv, d.image_dir, d.limit)
     train_idx, val_idx = train_val_split(len(samples), recipe.data.val_fraction, recipe.data.split_seed)
-    log(f"data: {len(train_idx)} train / {len(val_idx)} validation images; device {device}")
+    # Before the process group exists: every process fails alike and none waits for another.
+    distributed.check_world(tc.batch_size, len(train_idx), world)
+    with distributed.session(device, world):
+        log(f"data: {len(train_idx)} train / {len(val_idx)} validation images; device {device}"
+            + (f" x {world} processes ({tc.batch_size // world} images of each batch per process)"
+               if world > 1 else ""))
+        history, best, best_epoch, stopped_early, model_path, monitor = _train(
+            recipe, out, samples, train_idx, val_idx, device, world, resume, overwrite, progress, log)
+    elapsed = time.time() - t_start
+    log(f"done in {elapsed:.0f}s{' (stopped early)' if stopped_early else ''}: best {monitor} "
+        f"{'-' if best is None else f'{best:.2f}'} at epoch {best_epoch}; model: {model_path}")
+    return FitResult(out, model_path, best, best_epoch, len(history), elapsed, history)
+
+
+def prepare(recipe: Recipe, samples: list[Sample], train_idx, val_idx, device: torch.device,
+            progress: bool = False) -> tuple[Task, Recipe, dict, Optimisation]:
+    """What the loop trains: the recipe's task set up on the data, the recipe as it will be
+    stored, the networks (weights from ``train.init_from`` if given, on ``device`` in the
+    run's memory format) and their optimisation. ``benchmarks/train_throughput.py`` times
+    steps on exactly this."""
     task = create_task(recipe, device)
     recipe = task.setup(samples, train_idx, val_idx, progress)
     networks = task.build_networks()
-    if tc.init_from:
+    if recipe.train.init_from:
         if set(networks) != {"model"}:
             raise ConfigError(f"train.init_from works for one-network tasks; {recipe.task!r} has {sorted(networks)}")
-        _init_weights(networks["model"], tc.init_from)
-    networks = {k: v.to(device) for k, v in networks.items()}
-    optimisation = _Optimisation(recipe, task, networks, device)
-    train_ds = task.train_dataset()
-    labels = task.sampler_labels()
+        _init_weights(networks["model"], recipe.train.init_from)
+    networks = {k: v.to(device, memory_format=task.memory_format) for k, v in networks.items()}
+    return task, recipe, networks, Optimisation(recipe, task, networks, device)
 
+
+def _train(recipe: Recipe, out: Path, samples, train_idx, val_idx, device: torch.device, world: int,
+           resume: bool, overwrite: bool, progress: bool, log):
+    """The loop of :func:`fit` once the data and the process group are known to be valid."""
+    tc = recipe.train
+    ckpt_path = out / CHECKPOINT
     main = is_main_process()
+    rank = distributed_world()[0]
+    task, recipe, networks, optimisation = prepare(recipe, samples, train_idx, val_idx, device, progress and main)
+    train_ds = task.train_dataset()
+
     if main and overwrite:
         for name in (CHECKPOINT, MODEL_FILE, METRICS):
             (out / name).unlink(missing_ok=True)
@@ -224,6 +311,8 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite:
         # Created only once data, model and optimiser are known to be valid: a failed start
         # leaves no output folder behind.
         out.mkdir(parents=True, exist_ok=True)
+    # The other processes read the folder only once the main one has made it what it is.
+    distributed.barrier()
     history: list[dict] = []
     best, best_epoch, bad_epochs, start_epoch = None, None, 0, 0
     if resume:
@@ -241,18 +330,23 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite:
         history, best, best_epoch = state["history"], state["best_mae"], state["best_epoch"]
         bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + 1
         log(f"resuming after epoch {start_epoch} (best {task.monitor} {best})")
+        # Nobody overwrites the checkpoint (main, after its next epoch) while another reads it.
+        distributed.barrier()
+    train_nets = distributed.wrap(networks, device)
+    batch_size = tc.batch_size // world  # this process's share of the global batch
 
     model_path = out / MODEL_FILE
     stopped_early = False
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.time()
-        # Dropout and any other torch draw of this epoch depend on (seed, epoch) only.
-        torch.manual_seed(tc.seed * 1_000_003 + epoch)
+        # Dropout and any other torch draw of this epoch depend on (seed, epoch, process) only;
+        # the process term is 0 for one process, whose draws stay as they always were.
+        torch.manual_seed(tc.seed * 1_000_003 + epoch + rank * 100_000_007)
         task.on_epoch_start(epoch, networks)
-        sampler = make_sampler(tc.sampler, len(train_ds), tc.seed, epoch, labels)
-        loader = DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler,
-                            num_workers=tc.num_workers, drop_last=len(train_ds) > tc.batch_size,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
+        # After on_epoch_start: a patch dataset draws new (image, patch) items each epoch, and
+        # a label-aware sampler must weigh this epoch's items, not the first epoch's.
+        sampler = make_sampler(tc.sampler, len(train_ds), tc.seed, epoch, task.sampler_labels())
+        loader = make_loader(train_ds, sampler, batch_size, tc.num_workers, device)
         for net in networks.values():
             net.train()
         totals: dict[str, float] = {}
@@ -265,21 +359,26 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite:
             if tc.max_steps_per_epoch is not None and step >= tc.max_steps_per_epoch:
                 break
             n = len(next(iter(batch.values())))
-            for name, loss in task.training_losses(batch, networks):
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"training diverged at epoch {epoch + 1} step {step} "
-                                       f"({name} loss {loss.item()}); lower optim.lr or set optim.grad_clip")
-                optimisation.step(name, loss)
-                totals[name] = totals.get(name, 0.0) + loss.item() * n
+            for name, value in train_step(task, train_nets, optimisation, batch,
+                                          f" at epoch {epoch + 1} step {step}").items():
+                totals[name] = totals.get(name, 0.0) + value * n
             count += n
             if progress and main:
                 it.set_postfix(loss=f"{sum(totals.values()) / max(count, 1):.4f}")
+        # Each process summed the losses of its own share; the epoch's mean is over all shares.
+        names = list(optimisation.optimizers)
+        *sums, count = distributed.all_reduce_sums([totals.get(k, 0.0) for k in names] + [count], device)
         row: dict = {"epoch": epoch + 1}
-        for name in optimisation.optimizers:
-            row[_loss_column(name, len(optimisation.optimizers))] = totals.get(name, 0.0) / max(count, 1)
+        for name, total in zip(names, sums):
+            row[_loss_column(name, len(names))] = total / max(count, 1)
         for net in networks.values():
             net.eval()
-        metrics = task.evaluate(networks)
+        # Only the main process validates and the others take its metrics: it holds the
+        # weights that are saved (the same on every process; BatchNorm buffers are the main
+        # process's, which DDP hands to the others at the next forward pass), so every process
+        # then makes the same choice of best epoch, schedule step and early stop, however
+        # rounding differs. Validating N times would give no more and use N devices for it.
+        metrics = distributed.broadcast_object(task.evaluate(networks) if main else None)
         row.update(metrics)
         row.setdefault(task.monitor, None)
         row["lr"] = optimisation.lr()
@@ -292,13 +391,16 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite:
         if improved:
             best, best_epoch, bad_epochs = monitored, epoch + 1, 0
             if main:
-                task.save_model(model_path, networks, {
-                    "val_mae" if task.monitor == "val_mae" else task.monitor: best, "epoch": best_epoch,
-                    "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "device": str(device)})
+                info = {"val_mae" if task.monitor == "val_mae" else task.monitor: best, "epoch": best_epoch,
+                        "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "device": str(device)}
+                if world > 1:
+                    info["processes"] = world
+                task.save_model(model_path, networks, info)
         else:
             bad_epochs += 1
         if task.on_epoch_end(epoch, history, networks):
             optimisation.rebuild()
+            train_nets = distributed.wrap(networks, device)  # DDP reduces the parameters it was built with
             log(f"epoch {epoch + 1}: a new training phase begins; optimisers rebuilt")
         if main:
             write_csv(out / METRICS, history)
@@ -320,7 +422,5 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite:
         from boneage.evaluation.plots import plot_training_curves
         plot_training_curves(history, out / "training_curves.png")
         task.finish(model_path, out)
-    elapsed = time.time() - t_start
-    log(f"done in {elapsed:.0f}s{' (stopped early)' if stopped_early else ''}: best {task.monitor} "
-        f"{'-' if best is None else f'{best:.2f}'} at epoch {best_epoch}; model: {model_path}")
-    return FitResult(out, model_path, best, best_epoch, len(history), elapsed, history)
+    distributed.barrier()  # the files exist when fit returns, on every process
+    return history, best, best_epoch, stopped_early, model_path, task.monitor
