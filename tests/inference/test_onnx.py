@@ -30,6 +30,7 @@ TOLERANCE_MONTHS = 0.05
 SMALL = {
     "small_cnn": ({"width": 4, "stages": 3}, 32),
     "inception_v4": ({}, 80),  # needs at least 75 px
+    "inception_v3_scaled": ({"width": 0.25, "extra_fc": True}, 80),  # needs at least 75 px
     **{name: ({"in_size": 64, "ratio": 2}, 64) for name in (
         "compressed_resnet18", "compressed_seresnet18", "compressed_seresnet34", "compressed_seresnet50")},
 }

@@ -5,10 +5,11 @@ from boneage.errors import ConfigError
 from boneage.models import SexFusionHead, create_model, list_models
 
 # Smallest input each backbone accepts comfortably, to keep the smoke test fast.
-INPUT = {"efficientnet_lite0": (3, 64), "inception_v4": (1, 75)}
+INPUT = {"efficientnet_lite0": (3, 64), "inception_v4": (1, 75), "inception_v3_scaled": (1, 75)}
 # Per-model constructor options for the smoke test (compressed models default to 1024 px input).
 OPTIONS = {name: {"in_size": 64} for name in ("compressed_seresnet18", "compressed_seresnet34",
                                                "compressed_seresnet50", "compressed_resnet18")}
+OPTIONS["inception_v3_scaled"] = {"width": 0.25, "extra_fc": True}
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -29,7 +30,7 @@ def test_every_registered_model_forward_backward(name):
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ConfigError, match=r"unknown model 'resnet81'.*did you mean 'resnet18'.*valid names: .*efficientnet_lite0, inception_v4"):
+    with pytest.raises(ConfigError, match=r"unknown model 'resnet81'.*did you mean 'resnet18'.*valid names: .*efficientnet_lite0, .*inception_v4"):
         create_model("resnet81")
 
 

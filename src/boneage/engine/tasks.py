@@ -205,10 +205,14 @@ class RegressionTask(Task):
         return {"model": build_model(self.recipe)}
 
     def training_losses(self, batch, networks):
+        from boneage.models.head import training_penalty
+
         with self.autocast():
             pred = networks["model"](self.to_device(batch["image"]), self.to_device(batch["sex"]))
         # The loss in full precision: reduced precision would round small errors away.
-        yield "model", self.loss_fn(pred.float(), self.to_device(batch["target"]), self.to_device(batch["age"]))
+        loss = self.loss_fn(pred.float(), self.to_device(batch["target"]), self.to_device(batch["age"]))
+        # Plus the model's own regularisation (BoneAgeNet's L2 on its output layer; 0 for most).
+        yield "model", loss + training_penalty(networks["model"])
 
     def evaluate(self, networks):
         from torch.utils.data import DataLoader

@@ -17,11 +17,16 @@ class SexFusionHead(nn.Module):
     ``sex_units=0`` gives an image-only model (the papers' "without sex" ablation).
     ``dropout`` acts on the image features (the patch paper, after Bilbily); ``output_dropout``
     right before the output layer (the SE-ResNet paper's "dropout 0.5 before the output").
+    ``output_l2``: α of an L2 penalty ``α Σ w²`` on the output layer's weights (BoneAgeNet),
+    which :meth:`penalty` returns for the training loss.
     """
 
     def __init__(self, in_features: int, sex_units: int = 16, hidden: Sequence[int] = (),
-                 dropout: float = 0.0, hidden_dropout: float = 0.0, output_dropout: float = 0.0):
+                 dropout: float = 0.0, hidden_dropout: float = 0.0, output_dropout: float = 0.0,
+                 output_l2: float = 0.0):
         super().__init__()
+        if not output_l2 >= 0:
+            raise ValueError(f"output_l2 must be >= 0 (α of the L2 penalty on the output layer), got {output_l2}")
         if in_features < 1:
             raise ValueError(f"in_features must be >= 1, got {in_features}")
         if sex_units < 0:
@@ -41,10 +46,17 @@ class SexFusionHead(nn.Module):
         self.hidden = nn.Sequential(*layers)
         self.output_dropout = nn.Dropout(output_dropout)
         self.out = nn.Linear(width, 1)
+        self.output_l2 = float(output_l2)
 
     @property
     def uses_sex(self) -> bool:
         return self.sex_units > 0
+
+    def penalty(self) -> torch.Tensor | float:
+        """``output_l2 × Σ w²`` over the output layer's weights (0.0 when ``output_l2`` is 0)."""
+        if not self.output_l2:
+            return 0.0
+        return self.output_l2 * self.out.weight.float().pow(2).sum()
 
     def forward(self, features: torch.Tensor, sex: torch.Tensor | None = None) -> torch.Tensor:
         x = self.dropout(features)
@@ -80,3 +92,16 @@ class BoneAgeModel(nn.Module):
 
     def forward(self, x: torch.Tensor, sex: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.pool(self.forward_features(x)), sex)
+
+    def penalty(self) -> torch.Tensor | float:
+        """What the model adds to its training loss (the head's output-layer L2 penalty)."""
+        head_penalty = getattr(self.head, "penalty", None)
+        return head_penalty() if callable(head_penalty) else 0.0
+
+
+def training_penalty(model: nn.Module) -> torch.Tensor | float:
+    """The regularisation term ``model`` adds to its training loss (0.0 for none); looks
+    through a DistributedDataParallel wrapper to the model it trains."""
+    model = getattr(model, "module", model)
+    penalty = getattr(model, "penalty", None)
+    return penalty() if callable(penalty) else 0.0
