@@ -166,22 +166,26 @@ def evaluate(data_dir=None, *, csv=None, images=None, model=None, holdout: bool 
     return summary
 
 
-def explain(image, sex=None, *, model=None, out=None, title: str | None = None):
-    """Prediction and Grad-CAM heat map of one radiograph: ``(prediction, heatmap, image)``,
-    the map lying on the radiograph as given, at its own size and aspect ratio (see
+def explain(image, sex=None, *, model=None, out=None, title: str | None = None, method: str = "gradcam"):
+    """Prediction and heat map of one radiograph: ``(prediction, heatmap, image)``, the map
+    lying on the radiograph as given, at its own size and aspect ratio (see
     :func:`boneage.evaluation.gradcam.heatmap_to_original`); ``out`` (a .png) also writes
-    the overlay."""
-    from boneage.evaluation.gradcam import explain_image, overlay_heatmap
+    the overlay. ``method``: ``"gradcam"`` or ``"cam"`` (exact class activation maps, see
+    :func:`boneage.evaluation.gradcam.cam_decomposition`)."""
+    from boneage.evaluation.gradcam import METHODS, explain_image, overlay_heatmap
 
+    if method not in METHODS:
+        raise InputError(f"unknown heat-map method {method!r}; choose one of {', '.join(METHODS)}")
     predictor = load_predictor(model)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
     pixels, settled, _ = _read(image, sex, predictor, name)
-    prediction, heat, pre = explain_image(predictor, pixels, settled)
+    prediction, heat, pre = explain_image(predictor, pixels, settled, method=method)
     if out is not None:
         months = prediction.bone_age_months
         label = f"{Path(name).name}: " if name != "<image>" else ""
+        shown = "Grad-CAM" if method == "gradcam" else "CAM"
         overlay_heatmap(pre, heat, Path(out), title=title or f"{label}bone age {months:.1f} months "
-                                                              f"({months / 12:.1f} years), sex {prediction.sex}")
+                                                              f"({months / 12:.1f} years), sex {prediction.sex}; {shown}")
     return prediction, heat, pre
 
 

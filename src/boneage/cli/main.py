@@ -268,7 +268,8 @@ def cmd_explain(args) -> int:
     if out.is_dir():
         raise InputError("is a directory; give --out a .png file name", out)
     refuse_overwrite(out, args.force)
-    result, _, _ = api.explain(args.image, Sex.parse_optional(args.sex), model=args.model, out=out)
+    result, _, _ = api.explain(args.image, Sex.parse_optional(args.sex), model=args.model, out=out,
+                               method=args.method)
     months = result.bone_age_months
     print(f"{args.image}: bone age {months:.1f} months ({months / 12:.1f} years), "
           f"sex {result.sex}; heat map: {out}")
@@ -458,8 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_complexity)
 
-    s = sub.add_parser("explain", help="Grad-CAM heat map of what raises a radiograph's predicted bone age")
+    s = sub.add_parser("explain", help="heat map (Grad-CAM or CAM) of what raises a radiograph's predicted bone age")
     s.add_argument("image", metavar="IMAGE")
+    s.add_argument("--method", choices=["gradcam", "cam"], default="gradcam",
+                   help="gradcam (default) or cam: exact class activation maps from the last "
+                        "feature map and the head's weights (docs/boneagenet.md)")
     s.add_argument("--sex", help="M or F (default: the DICOM PatientSex tag)")
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--out", required=True, metavar="FILE.png", help="where to write the overlay PNG")

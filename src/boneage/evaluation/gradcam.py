@@ -1,4 +1,4 @@
-"""Grad-CAM heat maps: which parts of a radiograph raise the predicted bone age.
+"""Grad-CAM and class activation maps: which parts of a radiograph raise the predicted bone age.
 
 Grad-CAM (Selvaraju et al., 2017) weights each channel of the last feature map by the
 spatial mean of the output's gradient with respect to it, sums the weighted channels and
@@ -11,13 +11,32 @@ sex)``. The map is taken at the backbone's deepest feature map of half the final
 where the backbone can be split there (:func:`feature_split`: timm EfficientNets, the
 bundled model's family): the last map of an EfficientNet at 112 px is 4 x 4 cells, each a
 quarter of the image, and its peak fell on background beside the wrist; at stride 16 (7 x 7)
-the map lands on the hand. Otherwise it is the last map, and only the head is differentiated.
+the map lands on the hand. A backbone may also say where to cut itself (``gradcam_split``:
+BoneAgeNet's Inception-v3, before its last grid reduction: 17 x 17 cells at 300 px, 5 x 5 at
+112 px instead of 8 x 8 and 2 x 2). Otherwise it is the last map, and only the head is
+differentiated.
 Either way: no hooks, and no gradients left on the model.
+
+Class activation maps (CAM, Zhou et al., 2016), the BoneAgeNet paper's maps, are the exact
+alternative for a model whose head follows global average pooling: with ``F`` the last
+feature map and ``g`` the gradient of the output with respect to the pooled features, the
+map is ``sum_c g_c F_c``, and the prediction is its spatial mean plus a term that does not
+depend on where anything lies (sex branch, biases): :func:`cam_decomposition` returns both.
+For a linear head ``g`` is the output layer's image weights, the same for every image; with
+hidden ReLU layers (BoneAgeNet's extra FC layer) it is the head's linearisation at the
+image's own pooled features, which is still exact at that image (a ReLU network is linear
+where its active units do not change) but differs from image to image. The sex branch adds
+the same amount to every location, so it is left out of the map and returned as the offset.
+Unlike Grad-CAM, the map is signed (locations lowering the age are the darkest) and always
+at the last feature map.
 
 Public API::
 
     grad_cam(model, x, sex) -> (H, W) array in [0, 1]
-    explain_image(predictor, image, sex, *, on="original") -> (Prediction, heat map, image)
+    class_activation_map(model, x, sex) -> (H, W) array in [0, 1]
+    cam_decomposition(model, x, sex) -> CamDecomposition (maps, offset, prediction)
+    explain_image(predictor, image, sex, *, on="original", method="gradcam")
+        -> (Prediction, heat map, image)
     preprocess_geometry(steps, image) -> PreprocessGeometry
     heatmap_to_original(heatmap, image, steps) -> heat map on the image as given
     overlay_rgb(image, heatmap, *, max_side=1024) -> (H, W, 3) uint8
@@ -53,8 +72,12 @@ if TYPE_CHECKING:
 # PyTorch is imported by the functions that compute maps: the overlays, which the report and
 # the service draw (also without a map, in the light install), need none.
 
-__all__ = ["grad_cam", "explain_image", "preprocess_geometry", "heatmap_to_original",
-           "overlay_rgb", "overlay_heatmap", "PreprocessGeometry"]
+__all__ = ["grad_cam", "class_activation_map", "cam_decomposition", "CamDecomposition",
+           "explain_image", "preprocess_geometry", "heatmap_to_original", "overlay_rgb",
+           "overlay_heatmap", "PreprocessGeometry", "METHODS"]
+
+#: Heat-map methods of :func:`explain_image` (and ``boneage explain --method``).
+METHODS = ("gradcam", "cam")
 
 _MAX_ALPHA = 0.6  # opacity of the heat map where the influence is highest
 #: Longest side, in pixels, at which overlays are drawn: full-resolution radiographs (2-3k px)
@@ -83,6 +106,8 @@ def feature_split(model: torch.nn.Module):
     deepest block whose output has half the final map's resolution, or None when the
     backbone is not one we know how to split (then Grad-CAM uses the last map)."""
     bb = getattr(model, "backbone", None)
+    if callable(getattr(bb, "gradcam_split", None)):  # a backbone that says where to cut itself
+        return bb.gradcam_split()
     needed = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "feature_info")
     if bb is None or not all(hasattr(bb, n) for n in needed):
         return None
@@ -175,8 +200,82 @@ def grad_cam(model: torch.nn.Module, x: torch.Tensor, sex=None) -> np.ndarray:
     return _normalise(_raw_cams(model, x, sex)[0].cpu().numpy())
 
 
-def explain_image(predictor, image: np.ndarray, sex, *, on: str = "original"):
-    """Predict one radiograph and compute its Grad-CAM heat map over the views it predicts from.
+@dataclass(frozen=True)
+class CamDecomposition:
+    """A prediction split into where it comes from: ``prediction == maps.mean((1, 2)) + offset``.
+
+    ``maps``: (B, h, w) class activation maps at the last feature map's resolution, in the
+    model's output units (scaled bone age); ``offset``: (B,) the part no location carries
+    (sex branch, biases); ``prediction``: (B,) the model's output in eval mode.
+    """
+
+    maps: torch.Tensor
+    offset: torch.Tensor
+    prediction: torch.Tensor
+
+
+def cam_decomposition(model: torch.nn.Module, x: torch.Tensor, sex=None) -> CamDecomposition:
+    """Exact class activation maps of ``model`` (``head(pool(forward_features(x)), sex)`` with
+    ``pool`` a global average) for a batch ``x`` (B, C, H, W); see the module docstring for
+    how the sex branch and hidden layers are handled. Eval mode, restored afterwards; no
+    gradients are left on the model."""
+    import torch
+
+    if x.ndim != 4:
+        raise ValueError(f"x must be a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+    was_training = model.training
+    model.eval()  # BatchNorm statistics and no dropout: the function that predicts
+    try:
+        with torch.no_grad():
+            fmap = model.forward_features(x).float()
+        if fmap.ndim != 4:
+            raise ValueError(f"CAM needs a 4-D feature map, forward_features gave shape {tuple(fmap.shape)}")
+        pooled = model.pool(fmap)
+        if not torch.allclose(pooled, fmap.mean(dim=(2, 3)), rtol=1e-4, atol=1e-5):
+            raise ValueError("CAM needs a model that global-average-pools its last feature map")
+        pooled = pooled.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = model.head(pooled, _sex_tensor(sex, x.shape[0], x.device))
+            # Each output depends only on its own sample's features (eval mode).
+            (weights,) = torch.autograd.grad(out.sum(), pooled)
+    finally:
+        model.train(was_training)
+    maps = torch.einsum("bc,bchw->bhw", weights, fmap)
+    prediction = out.detach()
+    return CamDecomposition(maps, prediction - maps.mean(dim=(1, 2)), prediction)
+
+
+def _raw_class_maps(model: torch.nn.Module, x: torch.Tensor, sex) -> torch.Tensor:
+    """Unnormalised CAMs (B, H, W) at the input's resolution (see :func:`_raw_cams`)."""
+    import torch.nn.functional as F
+
+    maps = cam_decomposition(model, x, sex).maps[:, None]
+    return F.interpolate(maps, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+
+
+def _raw_maps(model: torch.nn.Module, x: torch.Tensor, sex, method: str) -> torch.Tensor:
+    if method not in METHODS:
+        raise ValueError(f"heat-map method must be one of {', '.join(METHODS)}, got {method!r}")
+    return (_raw_cams if method == "gradcam" else _raw_class_maps)(model, x, sex)
+
+
+def class_activation_map(model: torch.nn.Module, x: torch.Tensor, sex=None) -> np.ndarray:
+    """The class activation map of the predicted bone age for one input image.
+
+    Same arguments as :func:`grad_cam`. Returns a float32 (H, W) array at the input's
+    resolution, scaled from the location that lowers the prediction most (0) to the one
+    that raises it most (1); all zeros for a flat map.
+    """
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"class_activation_map explains one image: x must be (1, C, H, W) or (C, H, W), "
+                         f"got {tuple(x.shape)}")
+    return _normalise(_raw_class_maps(model, x, sex)[0].cpu().numpy())
+
+
+def explain_image(predictor, image: np.ndarray, sex, *, on: str = "original", method: str = "gradcam"):
+    """Predict one radiograph and compute its heat map over the views it predicts from.
 
     Every view the Predictor uses (patches, rotated and mirrored test-time views) gets its
     map, which is put back where the view came from (mirrored back, rotated back, resized to
@@ -190,6 +289,9 @@ def explain_image(predictor, image: np.ndarray, sex, *, on: str = "original"):
         on: ``"original"`` (default): the map is carried back through the recipe's
             preprocessing onto ``image`` itself (see :func:`heatmap_to_original`);
             ``"preprocessed"``: the map on the preprocessed image the network's views come from.
+        method: ``"gradcam"`` (default) or ``"cam"`` (exact class activation maps, see
+            :func:`cam_decomposition`); the views' unnormalised maps are averaged, then scaled
+            to [0, 1] once.
 
     Returns:
         ``(prediction, heatmap, background)``: the :class:`~boneage.inference.Prediction`,
@@ -198,6 +300,8 @@ def explain_image(predictor, image: np.ndarray, sex, *, on: str = "original"):
     """
     if on not in ("original", "preprocessed"):
         raise ValueError(f"on must be 'original' or 'preprocessed', got {on!r}")
+    if method not in METHODS:
+        raise ValueError(f"heat-map method must be one of {', '.join(METHODS)}, got {method!r}")
     from boneage.transforms import functional as TF_
     from boneage.transforms import view_layout
 
@@ -210,7 +314,7 @@ def explain_image(predictor, image: np.ndarray, sex, *, on: str = "original"):
     maps = []
     for i in range(0, len(views), predictor.batch_size):
         x = predictor.to_input(views[i:i + predictor.batch_size])
-        maps.append(_raw_cams(predictor.model, x, prediction.sex.flag).cpu().numpy())
+        maps.append(_raw_maps(predictor.model, x, prediction.sex.flag, method).cpu().numpy())
     maps = np.concatenate(maps)
     h, w = pre.shape
     by_angle: dict[float, tuple[np.ndarray, np.ndarray]] = {}
