@@ -506,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     from boneage.cli.serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)
+    from boneage.cli.sweep import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
 
     s = sub.add_parser("info", help="what a model file is: name, hash, training data, validation MAE, date")
     s.add_argument("model", nargs="?", help="model file (default: the bundled model)")
@@ -543,7 +546,7 @@ TRAIN_EXTRA_MODULES = frozenset({"torch", "torchvision", "timm", "efficientnet_l
 
 # Commands whose trailing list may continue after options (``train cfg --out d epochs=3``):
 # argparse stops a positional list at the first option and cannot intermix with subcommands.
-_CONTINUED_LISTS = {"train": "overrides", "predict": "images"}
+_CONTINUED_LISTS = {"train": "overrides", "sweep": "overrides", "predict": "images"}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
