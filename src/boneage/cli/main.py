@@ -241,6 +241,26 @@ def cmd_info(args) -> int:
 
 def cmd_complexity(args) -> int:
     from boneage.evaluation.complexity import complexity_table, format_complexity
+
+    if args.boneagenet:
+        from boneage.evaluation.complexity import boneagenet_variants
+        from boneage.models.inception_v3_scaled import MIN_INPUT_SIDE
+
+        if args.time and args.size < MIN_INPUT_SIDE:
+            raise InputError(f"--size {args.size} is too small for BoneAgeNet: at least {MIN_INPUT_SIDE} px")
+        rows = boneagenet_variants(size=args.size, timed=args.time, repeats=args.repeats)
+    else:
+        rows = complexity_table(_complexity_models(args), patch_size=args.patch_size,
+                                n_patches=args.patches, repeats=args.repeats)
+    if args.json:
+        _print_json(rows)
+    else:
+        print(format_complexity(rows))
+    return 0
+
+
+def _complexity_models(args) -> list[str]:
+    """The registry names of ``--models``, checked with the patch settings."""
     from boneage.models import list_models
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -249,13 +269,7 @@ def cmd_complexity(args) -> int:
         raise InputError(f"unknown model(s) {unknown}; valid names: {', '.join(list_models())}")
     if args.patch_size < 1 or args.patches < 1:
         raise InputError(f"--patch-size and --patches must be >= 1, got {args.patch_size}, {args.patches}")
-    rows = complexity_table(names, patch_size=args.patch_size, n_patches=args.patches,
-                            repeats=args.repeats)
-    if args.json:
-        _print_json(rows)
-    else:
-        print(format_complexity(rows))
-    return 0
+    return names
 
 
 def cmd_explain(args) -> int:
@@ -456,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patch-size", type=_positive_int, default=224)
     s.add_argument("--patches", type=_positive_int, default=25, help="patches per image (default 25)")
     s.add_argument("--repeats", type=_positive_int, default=3)
+    s.add_argument("--boneagenet", action="store_true",
+                   help="the BoneAgeNet variants of the paper's table 1 (inception_v3_scaled) with the "
+                        "paper's parameter counts, instead of --models")
+    s.add_argument("--size", type=_positive_int, default=300, help="with --boneagenet: input side (default 300)")
+    s.add_argument("--time", action="store_true",
+                   help="with --boneagenet: also write each model file and time it on the CPU (slow)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_complexity)
 
