@@ -140,3 +140,34 @@ def test_an_input_too_small_for_the_reductions_fails_before_training():
         check_recipe(recipe)
     assert "input 64x64 is too small for inception_v3_scaled: each side must be at least 75 px" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_the_l2_penalty_is_in_what_fit_minimises(synthetic_folder, tmp_path):
+    # Two one-step runs from the same weights (train.init_from) that differ only in α: the
+    # first step's training loss differs by exactly α Σ w² of the starting output weights.
+    from boneage.config import Recipe
+    from boneage.engine import fit
+    from boneage.inference.modelfile import build_model, save_model_file
+
+    def recipe(alpha):
+        return Recipe.from_dict({
+            "name": "l2", "data": {"root": str(synthetic_folder), "limit": 12, "val_fraction": 0.25},
+            "preprocess": [{"name": "resize", "size": 80}],
+            "model": {"name": "inception_v3_scaled",
+                      "options": {"width": 0.05, "repeats": [1, 1, 1], "output_l2": alpha}},
+            "train": {"epochs": 1, "max_steps_per_epoch": 1, "batch_size": 4, "device": "cpu"},
+            "target": {"mean": 100.0, "std": 40.0}})
+
+    torch.manual_seed(3)
+    start = build_model(recipe(0.0))
+    with torch.no_grad():
+        start.head.out.weight.mul_(10)  # a penalty well above float noise
+    init = save_model_file(tmp_path / "start.safetensors", start, recipe(0.0))
+    losses = {}
+    for alpha in (0.0, 5.0):
+        r = recipe(alpha)
+        r.train.init_from = str(init)
+        res = fit(r, tmp_path / f"a{alpha}", progress=False, log=lambda *_: None)
+        losses[alpha] = res.history[0]["train_loss"]
+    expected = 5.0 * start.head.out.weight.pow(2).sum().item()
+    assert losses[5.0] - losses[0.0] == pytest.approx(expected, rel=1e-4)
