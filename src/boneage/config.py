@@ -176,6 +176,9 @@ class Recipe(_Section):
 
     def input_spec(self) -> tuple[int, float, float]:
         """(channels, mean, std) of the network input: the recipe's, else the model's own."""
+        if None not in (self.channels, self.input_mean, self.input_std):
+            # written out (as in an ONNX export): no model registry, which is PyTorch code
+            return self.channels, self.input_mean, self.input_std
         from boneage.models.registry import model_input_spec
 
         spec = model_input_spec(self.model.name)

@@ -596,7 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"boneage: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except BoneAgeError as exc:
-        print(f"boneage: error: {exc}", file=sys.stderr)
+        # Under torchrun every process meets the same error: one line from the main one.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"boneage: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except ModuleNotFoundError as exc:
         # The light install (no `train` extra) runs predict, report, serve, info and example;

@@ -18,32 +18,13 @@ from torch.utils.data import Dataset
 
 from boneage.config import Recipe
 from boneage.data.labels import Sample
-from boneage.errors import ConfigError
-from boneage.transforms import Transform, build_pipeline, patch_grid
+from boneage.transforms import Transform, build_pipeline, canonical_pipeline, network_input, patch_grid
 
 
 def to_input_tensor(arr: np.ndarray, recipe: Recipe) -> torch.Tensor:
-    """Network input from [0, 1] image(s) (..., H, W): clip, normalise, replicate channels.
-
-    Shared by training, batch evaluation and the Predictor so all three feed the model alike.
-    """
-    channels, mean, std = recipe.input_spec()
-    x = (np.clip(arr, 0.0, 1.0) - np.float32(mean)) / np.float32(std)
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(-3)  # (..., 1, H, W)
-    if channels > 1:
-        t = t.expand(*t.shape[:-3], channels, *t.shape[-2:]).contiguous()
-    return t
-
-
-def canonical_pipeline(recipe: Recipe) -> Transform | None:
-    """The recipe's canonical preparation (after augmentation, before the network), or None."""
-    if not recipe.canonical:
-        return None
-    pipeline = build_pipeline(recipe.canonical)
-    if pipeline.random:
-        raise ConfigError("canonical steps must be deterministic (they run at inference too); "
-                          f"got {[t for t in pipeline.transforms if t.random]}")
-    return pipeline
+    """Network input tensor from [0, 1] image(s) (..., H, W): :func:`network_input` as a
+    tensor, shared by training, batch evaluation and the Predictor so all feed the model alike."""
+    return torch.from_numpy(network_input(arr, recipe))
 
 
 class PreprocessedCache:

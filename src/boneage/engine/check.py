@@ -33,7 +33,8 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     ``train_step=True`` also takes one optimiser step on the synthetic image (slower on big
     inputs; the test suite uses it to show every shipped recipe trains).
     """
-    from boneage.data.datasets import canonical_pipeline, to_input_tensor
+    from boneage.data.datasets import to_input_tensor
+    from boneage.transforms import canonical_pipeline
     from boneage.data.synthetic import make_radiograph
     from boneage.engine.optim import make_optimizer, make_scheduler
     from boneage.engine.sampling import SAMPLERS

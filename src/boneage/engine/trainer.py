@@ -114,9 +114,9 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 def _init_weights(model: torch.nn.Module, path: str) -> None:
     """Start from the weights of another model file of the same architecture."""
-    from safetensors.torch import load_file
+    from boneage.inference.modelfile import read_weights
 
-    missing, unexpected = model.load_state_dict(load_file(path), strict=False)
+    missing, unexpected = model.load_state_dict(read_weights(path), strict=False)
     if missing or unexpected:
         raise InputError(f"weights do not fit this recipe's model (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})", path)
