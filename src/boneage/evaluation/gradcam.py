@@ -54,7 +54,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import cv2
@@ -254,8 +253,7 @@ def _raw_class_maps(model: torch.nn.Module, x: torch.Tensor, sex) -> torch.Tenso
 
 
 def _raw_maps(model: torch.nn.Module, x: torch.Tensor, sex, method: str) -> torch.Tensor:
-    if method not in METHODS:
-        raise ValueError(f"heat-map method must be one of {', '.join(METHODS)}, got {method!r}")
+    """Unnormalised maps of ``method`` (checked by :func:`explain_image`, the one caller)."""
     return (_raw_cams if method == "gradcam" else _raw_class_maps)(model, x, sex)
 
 
