@@ -137,6 +137,29 @@ class InferenceConfig(_Section):
     tune_percentile: bool = False  # after training, pick the percentile minimising validation MAE
 
 
+class GanConfig(_Section):
+    """The pix2pix enhancement task (``task: gan``, :mod:`boneage.enhancement`): network
+    sizes, the weight of L1 beside the adversarial loss, and how training pairs are made.
+
+    Each training target is a radiograph after ``preprocess`` and ``augment`` (flips and
+    rotations act on the pair alike); its input is a copy degraded by the ``degrade`` steps
+    (contrast, brightness, blur, noise), drawn anew each epoch. ``synthetic`` adds that many
+    synthetic radiographs as further targets.
+    """
+
+    generator: dict[str, Any] = Field(default_factory=lambda: {"base": 16, "depth": 3})
+    discriminator: dict[str, Any] = Field(default_factory=lambda: {"base": 16})
+    l1_weight: float = 100.0
+    degrade: list[Any] = Field(default_factory=lambda: [
+        {"name": "window", "shift": 0.25, "p": 0.9},
+        {"name": "gamma", "gamma_min": 0.6, "gamma_max": 1.6, "p": 0.8},
+        {"name": "blur", "sigma_min": 0.3, "sigma_max": 1.5, "p": 0.6},
+        {"name": "noise", "std_min": 0.005, "std_max": 0.04, "p": 0.6},
+    ])
+    synthetic: int = 0
+    synthetic_seed: int = 0
+
+
 #: Keys that say where and how a run executes rather than what the method is.
 RUN_SETTINGS: dict[str, tuple[str, ...]] = {
     "data": ("root", "csv", "image_dir"),
@@ -170,6 +193,7 @@ class Recipe(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    gan: GanConfig | None = None   # task: gan only (boneage.enhancement)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
