@@ -78,11 +78,12 @@ class OptimConfig(_Section):
 
 
 class ScheduleConfig(_Section):
-    name: str = "none"             # none | step | plateau | cosine
+    name: str = "none"             # none | step | plateau | cosine | inverse_time
     step_size: int = 10            # epochs between decays (step)
     gamma: float = 0.1             # decay factor (step, plateau)
     patience: int = 3              # epochs without improvement before decay (plateau)
     min_lr: float = 1e-6
+    decay: float = 0.0             # inverse_time: lr / (1 + decay * epochs since the optimiser was built)
 
 
 #: Values of ``train.amp``: off, the device's best choice, or one reduced precision.
@@ -112,6 +113,7 @@ class TrainConfig(_Section):
     # (0: keep the running averages, which lag the weights under a high constant lr).
     bn_recalibration_batches: int = 0
     sampler: str = "shuffle"       # shuffle | balanced (each 12-month age bin equally often)
+    sampler_options: dict[str, Any] = Field(default_factory=dict)  # e.g. balanced: {bin_months: 6}
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -160,6 +162,22 @@ class GanConfig(_Section):
     synthetic_seed: int = 0
 
 
+class PhasesConfig(_Section):
+    """Paced transfer learning (:mod:`boneage.engine.phases`): the new head trains first, then
+    the network's named stages are unfrozen one at a time in ``order``, each when the
+    ``monitor`` ed loss of the current phase has not improved by more than ``threshold``
+    (relative) for ``patience`` epochs. The first ``unfrozen`` stages of ``order`` train from
+    the first epoch; ``paced: false`` unfreezes no more (``unfrozen: 0``: a frozen backbone)."""
+
+    order: list[str] | None = None  # a permutation of the stages; None: the model's, top first
+    unfrozen: int = 0
+    paced: bool = True
+    patience: int = 2
+    threshold: float = 0.01
+    monitor: str = "train_loss"     # a metrics column (the training loss, as the paper does)
+    network: str = "model"          # which of the task's networks has the stages
+
+
 #: Keys that say where and how a run executes rather than what the method is.
 RUN_SETTINGS: dict[str, tuple[str, ...]] = {
     "data": ("root", "csv", "image_dir"),
@@ -191,6 +209,7 @@ class Recipe(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    phases: PhasesConfig | None = None   # paced unfreezing of the model's stages (None: all train)
     target: TargetConfig = Field(default_factory=TargetConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     gan: GanConfig | None = None   # task: gan only (boneage.enhancement)
@@ -205,7 +224,7 @@ class Recipe(_Section):
             return self.channels, self.input_mean, self.input_std
         from boneage.models.registry import model_input_spec
 
-        spec = model_input_spec(self.model.name)
+        spec = model_input_spec(self.model.name, self.model.options)
         return (spec.channels if self.channels is None else self.channels,
                 spec.mean if self.input_mean is None else self.input_mean,
                 spec.std if self.input_std is None else self.input_std)

@@ -28,18 +28,22 @@ class InputSpec:
     size: int | None = None
 
 
-def register_model(fn: Callable | None = None, *, input: InputSpec | None = None):
+def register_model(fn: Callable | None = None, *, input: InputSpec | Callable | None = None):
     """Register a model builder under its function name: ``@register_model`` or
-    ``@register_model(input=InputSpec(channels=3, mean=..., std=...))``."""
+    ``@register_model(input=InputSpec(channels=3, mean=..., std=...))``. ``input`` may be a
+    function of the recipe's model options returning the spec (a wrapper such as ``per_sex``
+    expects what the model it wraps expects)."""
     def deco(f: Callable) -> Callable:
         f.input_spec = input or InputSpec()
         return MODELS.register(f)
     return deco(fn) if fn is not None else deco
 
 
-def model_input_spec(name: str) -> InputSpec:
-    """The input a registered model declares (an unknown name lists the valid ones)."""
-    return MODELS.get(name).input_spec
+def model_input_spec(name: str, options: dict | None = None) -> InputSpec:
+    """The input a registered model declares for ``options`` (its recipe's ``model.options``;
+    an unknown name lists the valid ones)."""
+    spec = MODELS.get(name).input_spec
+    return spec(dict(options or {})) if callable(spec) else spec
 
 
 def list_models() -> list[str]:
