@@ -33,6 +33,8 @@ class Task:
     #: The evaluation metric that picks the best epoch, and whether lower or higher is better.
     monitor: str = "val_loss"
     mode: str = "min"
+    #: The metrics columns ``training_curves.png`` shows.
+    curves: tuple[str, ...] = ("train_loss", "val_loss", "val_mae")
 
     def __init__(self, recipe: Recipe, device: torch.device):
         from boneage.engine.precision import amp_dtype, memory_format
@@ -282,3 +284,7 @@ def _write_validation_report(model_path, cache, val_idx, samples, ages, device, 
     write_prediction_report(out, [samples[i] for i in val_idx], preds, prefix="val_",
                             spreads=[float(np.std(v)) for v in per_view],
                             extra={"mae_by_aggregate": by_aggregate})
+
+
+# Registers "gan" (the pix2pix enhancement); last because it builds on the Task defined above.
+from boneage.enhancement import task as _enhancement_task  # noqa: E402,F401

@@ -420,7 +420,7 @@ def _train(recipe: Recipe, out: Path, samples, train_idx, val_idx, device: torch
 
     if main:
         from boneage.evaluation.plots import plot_training_curves
-        plot_training_curves(history, out / "training_curves.png")
+        plot_training_curves(history, out / "training_curves.png", metrics=task.curves)
         task.finish(model_path, out)
     distributed.barrier()  # the files exist when fit returns, on every process
     return history, best, best_epoch, stopped_early, model_path, task.monitor

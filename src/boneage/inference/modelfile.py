@@ -44,6 +44,13 @@ def _hand_unet(**options) -> torch.nn.Module:
     return HandUNet(**options)
 
 
+@SUBNETWORKS.register("enhancer")
+def _enhancer(**options) -> torch.nn.Module:
+    from boneage.enhancement.networks import EnhancementGenerator
+
+    return EnhancementGenerator(**options)
+
+
 def file_hash(path: str | Path) -> str:
     """SHA-256 of a file's bytes, as hex: the identity of a model file."""
     h = hashlib.sha256()

@@ -598,3 +598,43 @@ class UNetCrop(Transform):
         return unet_crop(self.network(), image, margin=self.margin)
 
 
+@TRANSFORMS.register("gan_enhance")
+class GanEnhance(Transform):
+    """Enhance the image with a trained pix2pix generator (issue 12, :mod:`boneage.enhancement`).
+
+    ``weights`` is a generator file written by a ``task: gan`` run (which must exist when the
+    transform is built), or the ``"sha256:..."`` reference of a generator embedded in a loaded
+    model file. Loaded on first use, once, as :class:`UNetCrop` is.
+    """
+
+    #: The kind of network this step needs; model files embed it (boneage.inference.modelfile).
+    subnetwork = "enhancer"
+
+    def __init__(self, weights: str):
+        from pathlib import Path
+
+        from boneage import embedded
+
+        self.weights = str(weights)
+        self._model = None
+        if embedded.is_reference(weights):
+            self._model = embedded.resolve(weights)
+        elif not Path(weights).is_file():
+            raise ConfigError(f"enhancement generator file not found: {weights}")
+
+    def network(self):
+        """The generator itself (loaded from its file on first use)."""
+        from boneage.enhancement.networks import load_enhancer
+        from boneage.errors import BoneAgeError
+
+        if self._model is None:
+            try:
+                self._model = load_enhancer(self.weights)
+            except BoneAgeError as exc:
+                raise ConfigError(f"cannot load the enhancement generator {self.weights}: {exc}") from exc
+        return self._model
+
+    def __call__(self, image, rng=None):
+        from boneage.enhancement.networks import enhance
+
+        return enhance(self.network(), image)
