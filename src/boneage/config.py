@@ -38,6 +38,7 @@ class DataConfig(_Section):
     root: str = ""                 # folder with labels.csv + images/ (the ../shared/data layout)
     csv: str | None = None         # RSNA CSV (any of the three layouts); overrides root/labels.csv
     image_dir: str | None = None   # folder of <id>.png; default root/images
+    mask_dir: str | None = None    # task segmentation: folder of <id>.png hand masks; default root/masks
     val_fraction: float = 0.1
     split_seed: int = 0
     limit: int | None = None       # use only the first N rows (quick experiments)
@@ -180,7 +181,7 @@ class PhasesConfig(_Section):
 
 #: Keys that say where and how a run executes rather than what the method is.
 RUN_SETTINGS: dict[str, tuple[str, ...]] = {
-    "data": ("root", "csv", "image_dir"),
+    "data": ("root", "csv", "image_dir", "mask_dir"),
     "train": ("device", "num_workers", "amp", "channels_last"),
 }
 

@@ -45,6 +45,9 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     from boneage.losses import create_loss
     from boneage.transforms import build_pipeline, make_views, patch_grid
 
+    task_check = getattr(TASKS.get(recipe.task), "check_recipe", None)
+    if task_check is not None:  # a task whose networks are not bone-age models checks itself
+        return task_check(recipe, train_step)
     tc = recipe.train
     for key, value, low in (("train.epochs", tc.epochs, 1), ("train.batch_size", tc.batch_size, 1),
                             ("train.bn_recalibration_batches", tc.bn_recalibration_batches, 0),

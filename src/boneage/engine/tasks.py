@@ -286,5 +286,8 @@ def _write_validation_report(model_path, cache, val_idx, samples, ages, device, 
                             extra={"mae_by_aggregate": by_aggregate})
 
 
-# Registers "gan" (the pix2pix enhancement); last because it builds on the Task defined above.
+# Registers "segmentation"; last, because that module builds on the Task defined above.
+from boneage.segmentation import task as _segmentation_task  # noqa: E402,F401
+
+# Registers "gan" (the pix2pix enhancement); last for the same reason.
 from boneage.enhancement import task as _enhancement_task  # noqa: E402,F401

@@ -93,7 +93,7 @@ def _portable(recipe: Recipe, info: dict[str, Any]) -> tuple[Recipe, dict[str, A
     where = d.root or d.csv or d.image_dir
     if where and "training_data" not in info:
         info["training_data"] = Path(str(where).rstrip("/")).name
-    d.root, d.csv, d.image_dir = "", None, None
+    d.root, d.csv, d.image_dir, d.mask_dir = "", None, None, None
     if recipe.train.init_from:
         path = Path(recipe.train.init_from)
         if path.is_file() and "init_from" not in info:

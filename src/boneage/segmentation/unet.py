@@ -76,8 +76,14 @@ class HandUNet(nn.Module):
         return {"in_chans": self.in_chans, "base": self.base, "depth": self.depth,
                 "input_size": self.input_size}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_chans, H, W) -> (N, 1, H, W) logits; H and W divisible by ``2 ** depth``."""
+    @property
+    def size_multiple(self) -> int:
+        """Input sides must be multiples of this (one halving per level)."""
+        return 2 ** self.depth
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits (N, 1, H, W), deepest encoder maps)``; the latter are the image's feature
+        vector when a committee of U-Nets scores disagreement."""
         k = 2 ** self.depth
         if x.ndim != 4 or x.shape[1] != self.in_chans or x.shape[2] % k or x.shape[3] % k:
             raise ValueError(f"expected input (N, {self.in_chans}, H, W) with H and W divisible "
@@ -86,10 +92,18 @@ class HandUNet(nn.Module):
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else TF.max_pool2d(x, 2))
             skips.append(x)
-        x = skips.pop()
+        x = bottleneck = skips.pop()
         for up, dec in zip(self.up, self.dec):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
-        return self.head(x)
+        return self.head(x), bottleneck
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_chans, H, W) -> (N, 1, H, W) logits; H and W divisible by ``2 ** depth``."""
+        return self.forward_with_features(x)[0]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened deepest encoder maps, (N, D)."""
+        return self.forward_with_features(x)[1].flatten(1)
 
 
 def dice_score(pred: np.ndarray, target: np.ndarray) -> float:
