@@ -138,6 +138,9 @@ class InferenceConfig(_Section):
     tta_angles: list[float] = Field(default_factory=list)  # extra rotated views, degrees
     tta_border: str = "constant"   # corners of rotated views: constant (black) | replicate | reflect
     tune_percentile: bool = False  # after training, pick the percentile minimising validation MAE
+    # Further preprocessing pipelines (each a list of steps like `preprocess`); the views of
+    # every distinct copy they make are pooled with those of `preprocess` before aggregating.
+    preprocess_views: list[list[Any]] = Field(default_factory=list)
 
 
 class GanConfig(_Section):

@@ -18,7 +18,9 @@ from torch.utils.data import Dataset
 
 from boneage.config import Recipe
 from boneage.data.labels import Sample
-from boneage.transforms import Transform, build_pipeline, canonical_pipeline, network_input, patch_grid
+from boneage.transforms import (
+    Transform, build_pipeline, canonical_pipeline, network_input, patch_grid, preprocessed_copies,
+)
 
 
 def to_input_tensor(arr: np.ndarray, recipe: Recipe) -> torch.Tensor:
@@ -28,17 +30,24 @@ def to_input_tensor(arr: np.ndarray, recipe: Recipe) -> torch.Tensor:
 
 
 class PreprocessedCache:
-    """Read and preprocess every sample once (threads: OpenCV releases the GIL)."""
+    """Read and preprocess every sample once (threads: OpenCV releases the GIL).
+
+    ``images[i]`` is sample ``i`` after the recipe's ``preprocess``; ``extras[i]`` holds its
+    further distinct copies from ``inference.preprocess_views`` (usually none for images
+    already on the target grid), which prediction pools with it (:meth:`copies`).
+    """
 
     def __init__(self, samples: Sequence[Sample], recipe: Recipe, progress: bool = False,
                  workers: int | None = None):
         from boneage.io import read_image
 
         pipeline = build_pipeline(recipe.preprocess)
+        variants = [build_pipeline(steps) for steps in recipe.inference.preprocess_views]
 
-        def load(sample: Sample) -> np.ndarray:
+        def load(sample: Sample) -> list[np.ndarray]:
             # float16 halves the memory of a large cache; [0, 1] values keep ~3 decimal digits.
-            return pipeline(read_image(sample.path).pixels).astype(np.float16)
+            copies = preprocessed_copies(read_image(sample.path).pixels, pipeline, variants)
+            return [c.astype(np.float16) for c in copies]
 
         workers = workers or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -46,7 +55,9 @@ class PreprocessedCache:
             if progress:
                 from tqdm import tqdm
                 it = tqdm(it, total=len(samples), desc="preprocess", unit="img", leave=False, disable=None)
-            self.images: list[np.ndarray] = list(it)
+            loaded = list(it)
+        self.images: list[np.ndarray] = [c[0] for c in loaded]
+        self.extras: list[list[np.ndarray]] = [c[1:] for c in loaded]
         self.samples = list(samples)
 
     #: Files :meth:`save` writes into its folder.
@@ -81,6 +92,8 @@ class PreprocessedCache:
         ends = np.cumsum(np.prod(shapes, axis=1))
         cache.images = [flat[end - int(np.prod(shape)):end].reshape(tuple(shape))
                         for shape, end in zip(shapes, ends)]
+        # Only the main process validates (the sole reader of extra copies); it keeps its own.
+        cache.extras = [[] for _ in cache.images]
         cache.samples = list(samples)
         return cache
 
@@ -89,6 +102,10 @@ class PreprocessedCache:
 
     def image(self, i: int) -> np.ndarray:
         return self.images[i].astype(np.float32)
+
+    def copies(self, i: int) -> list[np.ndarray]:
+        """Every preprocessed copy of sample ``i`` that prediction sees, the recipe's own first."""
+        return [self.image(i)] + [e.astype(np.float32) for e in self.extras[i]]
 
 
 class _Base(Dataset):

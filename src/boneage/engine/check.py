@@ -100,6 +100,19 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     views = _run("inference", lambda: make_views(
         prepared, (p.n, p.size) if p else None, recipe.inference.flip_tta,
         recipe.inference.tta_angles, canonical, recipe.inference.tta_border))
+    for k, steps in enumerate(recipe.inference.preprocess_views):
+        where = f"inference.preprocess_views.{k}"
+        variant = _built(where, lambda: build_pipeline(steps))
+        if any(getattr(t, "subnetwork", None) for t in getattr(variant, "transforms", [variant])):
+            raise ConfigError(f"{where}: steps that run a network of their own are allowed only in "
+                              "preprocess and canonical (model files embed networks from those)")
+        copy = _run(where, lambda: variant(image))
+        copy_views = _run(where, lambda: make_views(
+            copy, (p.n, p.size) if p else None, recipe.inference.flip_tta,
+            recipe.inference.tta_angles, canonical, recipe.inference.tta_border))
+        if copy_views.shape[1:] != views.shape[1:]:
+            raise ConfigError(f"{where} gives {copy_views.shape[1]}x{copy_views.shape[2]} views but preprocess "
+                              f"gives {views.shape[1]}x{views.shape[2]}; their views must match")
     if views.shape[1:] != train_view.shape:
         raise ConfigError(f"training sees {train_view.shape[0]}x{train_view.shape[1]} images but inference "
                           f"views are {views.shape[1]}x{views.shape[2]}; check preprocess, patches and canonical")

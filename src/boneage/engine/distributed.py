@@ -180,6 +180,8 @@ def shared_cache(samples, recipe, progress: bool):
     cache = built
     if folder is not None and os.path.isfile(os.path.join(folder, PreprocessedCache.PIXELS)):
         cache = PreprocessedCache.load(folder, samples)
+        if built is not None:
+            cache.extras = built.extras  # the main process validates: it keeps every copy
     elif cache is None:
         cache = PreprocessedCache(samples, recipe, progress=False)
     barrier()  # every process has mapped the file: unlinking it frees nothing they still use

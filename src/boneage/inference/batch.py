@@ -39,7 +39,7 @@ def predict_cached(model: torch.nn.Module, recipe: Recipe, cache, indices: Seque
         for start in starts:
             chunk = indices[start:start + IMAGES_PER_CHUNK]
             per_view.extend(predictor.per_view_preprocessed(
-                [cache.image(k) for k in chunk], [cache.samples[k].sex for k in chunk]))
+                [cache.copies(k) for k in chunk], [cache.samples[k].sex for k in chunk]))
     finally:
         model.train(was_training)
     preds = np.array([predictor.aggregate(v) for v in per_view])

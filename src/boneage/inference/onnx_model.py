@@ -94,9 +94,11 @@ def _network_steps(recipe: Recipe) -> list[str]:
     """Names of the recipe's steps that run a network of their own (not in the ONNX graph)."""
     from boneage.transforms import TRANSFORMS
 
+    sections = [("preprocess", recipe.preprocess), ("canonical", recipe.canonical)]
+    sections += [("inference.preprocess_views", steps) for steps in recipe.inference.preprocess_views]
     out = []
-    for section in ("preprocess", "canonical"):
-        for step in getattr(recipe, section):
+    for section, steps in sections:
+        for step in steps:
             name = step.get("name") if isinstance(step, dict) else None
             if name in TRANSFORMS and getattr(TRANSFORMS.get(name), "subnetwork", None) is not None:
                 out.append(f"{section}: {name}")

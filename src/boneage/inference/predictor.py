@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -18,7 +18,9 @@ from boneage.config import Recipe
 from boneage.errors import InputError
 from boneage.sex import Sex
 from boneage.inference.aggregate import aggregate
-from boneage.transforms import build_pipeline, canonical_pipeline, make_views, network_input
+from boneage.transforms import (
+    build_pipeline, canonical_pipeline, make_views, network_input, preprocessed_copies,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -112,6 +114,7 @@ class Predictor:
         self.calibration = calibration
         """:class:`~boneage.inference.interval.ConformalCalibration` of the model file, or None."""
         self._pre = build_pipeline(recipe.preprocess)
+        self._pre_variants = [build_pipeline(steps) for steps in recipe.inference.preprocess_views]
         self._canonical = canonical_pipeline(recipe)
         if recipe.target.mean is None or recipe.target.std is None:
             raise ValueError("recipe has no target scaling; was the model trained?")
@@ -149,7 +152,9 @@ class Predictor:
 
     @property
     def uses_sex(self) -> bool:
-        return bool(getattr(self.model.head, "uses_sex", True))
+        # A per-sex model (boneage.models.per_sex) says so itself: it has no one head to ask.
+        routed = getattr(self.model, "uses_sex", None)
+        return bool(routed) if routed is not None else bool(getattr(self.model.head, "uses_sex", True))
 
     @property
     def gradcam_unavailable(self) -> str | None:
@@ -169,15 +174,23 @@ class Predictor:
         """The recipe's deterministic preprocessing of a [0, 1] image."""
         return self._pre(np.asarray(image, dtype=np.float32))
 
+    def preprocess_all(self, image: np.ndarray) -> list[np.ndarray]:
+        """:meth:`preprocess` and the copies of ``inference.preprocess_views``: every
+        distinct preprocessed copy the model sees, the recipe's own first."""
+        return preprocessed_copies(image, self._pre, self._pre_variants)
+
     def to_input(self, views: np.ndarray) -> torch.Tensor:
         """Network input tensor (N, C, h, w) from views in [0, 1], on the predictor's device."""
         import torch
 
         return torch.from_numpy(network_input(views, self.recipe)).to(self.device)
 
-    def views_of_preprocessed(self, preprocessed: np.ndarray) -> np.ndarray:
+    def views_of_preprocessed(self, preprocessed: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Every view the model sees of an already preprocessed image (patches, TTA
-        rotations, flips), after the canonical preparation, shape (V, h, w)."""
+        rotations, flips), after the canonical preparation, shape (V, h, w); given a list
+        (:meth:`preprocess_all`), the views of each copy in turn."""
+        if not isinstance(preprocessed, np.ndarray):
+            return np.concatenate([self.views_of_preprocessed(p) for p in preprocessed])
         r = self.recipe
         return make_views(preprocessed, (r.patches.n, r.patches.size) if r.patches else None,
                           r.inference.flip_tta, r.inference.tta_angles, self._canonical,
@@ -185,7 +198,7 @@ class Predictor:
 
     def views(self, image: np.ndarray) -> np.ndarray:
         """Every view the model sees of a raw [0, 1] image, shape (V, h, w)."""
-        return self.views_of_preprocessed(self.preprocess(image))
+        return self.views_of_preprocessed(self.preprocess_all(image))
 
     def _run(self, views: np.ndarray, male: np.ndarray) -> np.ndarray:
         """Bone age in months for a stack of views with one sex flag (1 = male) per view."""
@@ -251,12 +264,14 @@ class Predictor:
         if len(images) != len(sexes):
             raise InputError(f"got {len(images)} images but {len(sexes)} sexes")
         settled = [self._settle_sex(s) for s in sexes]
-        per_view = self.per_view_preprocessed([self.preprocess(self._check_array(im)) for im in images], settled)
+        per_view = self.per_view_preprocessed([self.preprocess_all(self._check_array(im)) for im in images],
+                                              settled)
         return [self._result(m, s) for m, s in zip(per_view, settled)]
 
     def per_view_preprocessed(self, preprocessed, sexes) -> list[np.ndarray]:
-        """Bone age in months of every view of each already preprocessed image (what
-        validation and batch evaluation use on their cached images)."""
+        """Bone age in months of every view of each already preprocessed image, or of each
+        list of copies (:meth:`preprocess_all`); what validation and batch evaluation use on
+        their cached images."""
         settled = [self._settle_sex(s) for s in sexes]
         stacks = [self.views_of_preprocessed(p) for p in preprocessed]
         if not stacks:

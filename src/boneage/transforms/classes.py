@@ -516,6 +516,23 @@ def canonical_pipeline(recipe) -> Transform | None:
     return pipeline
 
 
+def preprocessed_copies(image: np.ndarray, pipeline: Transform,
+                        variants: Sequence[Transform] = ()) -> list[np.ndarray]:
+    """``image`` through ``pipeline`` and through each of ``variants`` (a recipe's
+    ``inference.preprocess_views``), keeping only distinct copies, ``pipeline``'s first.
+
+    A variant that changes nothing for this image (nearest-neighbour resampling of an image
+    already on the target grid) adds no views, so its estimate is not counted twice.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    copies = [pipeline(image)]
+    for variant in variants:
+        copy = variant(image)
+        if not any(c.shape == copy.shape and np.array_equal(c, copy) for c in copies):
+            copies.append(copy)
+    return copies
+
+
 def network_input(images: np.ndarray, recipe) -> np.ndarray:
     """Network input (..., C, H, W) float32 from [0, 1] image(s) (..., H, W): clipped,
     normalised by the recipe's input spec, the channel replicated to the model's count.
