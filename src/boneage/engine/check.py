@@ -37,7 +37,7 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     from boneage.transforms import canonical_pipeline
     from boneage.data.synthetic import make_radiograph
     from boneage.engine.optim import make_optimizer, make_scheduler
-    from boneage.engine.sampling import SAMPLERS
+    from boneage.engine.sampling import make_sampler
     from boneage.engine.tasks import TASKS
     from boneage.models.registry import MODELS
     from boneage.inference.aggregate import AGGREGATES
@@ -65,7 +65,9 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     if channels < 1:
         raise ConfigError(f"channels must be >= 1, got {channels}")
     AGGREGATES.get(recipe.inference.aggregate)
-    SAMPLERS.get(recipe.train.sampler)
+    # Built, not only looked up: a sampler option it lacks or a bad bin width is one line now.
+    _built("train.sampler", lambda: make_sampler(tc.sampler, 229, 0, 0, np.arange(229.0), world=(0, 1),
+                                                 **tc.sampler_options))
     TASKS.get(recipe.task)
     if not 0.0 <= recipe.inference.percentile <= 100.0:
         raise ConfigError(f"inference.percentile must be in [0, 100], got {recipe.inference.percentile}")
@@ -85,6 +87,12 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     # Pretrained weights are irrelevant to whether the recipe fits together, and slow to load.
     model = _built("model", lambda: build_model(
         recipe, **({"pretrained": None} if "pretrained" in recipe.model.options else {})))
+    if recipe.phases is not None and recipe.phases.network == "model":
+        from boneage.engine.phases import PhaseSchedule
+        from boneage.models.stages import named_stages
+
+        # A stage the model lacks or an order that is not a permutation fails here, not after epoch 1.
+        _built("phases", lambda: PhaseSchedule(recipe.phases, named_stages(model)))
     optimizer = _built("optim", lambda: make_optimizer(recipe, model.parameters()))
     _built("schedule", lambda: make_scheduler(recipe, optimizer))
 

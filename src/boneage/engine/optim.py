@@ -41,6 +41,17 @@ def _cosine_schedule(optimizer, recipe: Recipe):
         optimizer, T_max=max(1, recipe.train.epochs), eta_min=recipe.schedule.min_lr)
 
 
+@SCHEDULES.register("inverse_time")
+def _inverse_time_schedule(optimizer, recipe: Recipe):
+    """``lr / (1 + decay * epochs)``, the epochs counted from when the optimiser was built: a
+    new training phase starts again at the base rate, as recompiling a Keras model did (the
+    paced-transfer paper's "decay of 0.05")."""
+    decay = recipe.schedule.decay
+    if not decay >= 0:
+        raise ConfigError(f"schedule.decay must be >= 0, got {decay}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 / (1.0 + decay * epoch))
+
+
 def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
     """The recipe's optimiser over ``params``: parameters, or parameter groups (dicts with
     ``params`` and optionally a ``name`` and their own ``lr``) as a task declares them."""

@@ -1,8 +1,7 @@
 """Which training items each epoch visits, and in what order: one factory for every task.
 
-``shuffle`` visits every item once in a seeded random order; ``balanced`` draws items with
-probability inversely proportional to the size of their age bin (rare ages as often as common
-ones); under ``torch.distributed`` each process gets its own disjoint share. The order depends
+``shuffle`` visits every item once in a seeded random order; ``balanced`` draws the same
+number of items from every bone-age bin (rare ages as often as common ones); under ``torch.distributed`` each process gets its own disjoint share. The order depends
 only on (seed, epoch), so a resumed run repeats the epoch it was interrupted in exactly.
 """
 
@@ -77,7 +76,11 @@ class ShuffleSampler(_EpochSampler):
 
 @SAMPLERS.register("balanced")
 class BalancedSampler(_EpochSampler):
-    """``n`` draws with replacement, each age bin (``bin_months`` wide) equally likely."""
+    """``n`` draws per epoch, the same number from every bone-age bin (``bin_months`` wide,
+    from the youngest item's bin to the oldest's; ``n % bins`` bins, chosen at random each
+    epoch, give one more). Within a bin the items are visited in a random order, repeated as
+    needed, so a small bin repeats its items rather than some of them. A bin between the
+    youngest and the oldest with no item cannot be drawn from equally: an error."""
 
     def __init__(self, n: int, seed: int, epoch: int, labels: Sequence[float] | None = None,
                  bin_months: float = 12.0, world: tuple[int, int] | None = None):
@@ -87,17 +90,36 @@ class BalancedSampler(_EpochSampler):
         if not bin_months > 0:
             raise ValueError(f"bin_months must be > 0, got {bin_months}")
         bins = np.floor(np.asarray(labels, dtype=np.float64) / bin_months).astype(np.int64)
-        _, inverse, counts = np.unique(bins, return_inverse=True, return_counts=True)
-        weights = 1.0 / counts[inverse]
-        self.p = weights / weights.sum()
+        first = int(bins.min()) if n else 0
+        counts = np.bincount(bins - first) if n else np.zeros(0, np.int64)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            lo = (first + empty[0]) * bin_months
+            raise ValueError(f"the age bin [{lo:g}, {lo + bin_months:g}) months has no training image "
+                             f"({empty.size} of {counts.size} bins are empty); widen "
+                             f"train.sampler_options.bin_months (now {bin_months:g}) or use shuffle")
+        self.bin_months = bin_months
+        self.members = [np.flatnonzero(bins == first + b) for b in range(counts.size)]
+
+    def bin_counts(self, order: np.ndarray) -> np.ndarray:
+        """How many of ``order``'s items fall in each bin (youngest bin first)."""
+        where = np.empty(self.n, np.int64)
+        for b, items in enumerate(self.members):
+            where[items] = b
+        return np.bincount(where[np.asarray(order, np.int64)], minlength=len(self.members))
 
     def _draw(self, rng):
-        return rng.choice(self.n, size=self.n, replace=True, p=self.p)
+        k = len(self.members)
+        per_bin = np.full(k, self.n // k)
+        per_bin[rng.choice(k, size=self.n % k, replace=False)] += 1
+        drawn = [np.resize(rng.permutation(items), count) for items, count in zip(self.members, per_bin)]
+        return rng.permutation(np.concatenate(drawn)) if drawn else np.zeros(0, np.int64)
 
 
 def make_sampler(name: str, n: int, seed: int, epoch: int, labels: Sequence[float] | None = None,
-                 world: tuple[int, int] | None = None) -> Sampler:
-    """The recipe's sampler (``train.sampler``) for an epoch of ``n`` items: this process's
-    share under ``torch.distributed``, or the share of ``world`` = (rank, world size)."""
+                 world: tuple[int, int] | None = None, **options) -> Sampler:
+    """The recipe's sampler (``train.sampler``, with ``train.sampler_options``) for an epoch
+    of ``n`` items: this process's share under ``torch.distributed``, or the share of
+    ``world`` = (rank, world size)."""
     return SAMPLERS.create(name, where="train.sampler", n=n, seed=seed, epoch=epoch, labels=labels,
-                           world=world)
+                           world=world, **options)

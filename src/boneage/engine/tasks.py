@@ -21,7 +21,7 @@ from torch import nn
 
 from boneage.config import Recipe
 from boneage.data.labels import Sample
-from boneage.errors import InputError
+from boneage.errors import ConfigError, InputError
 from boneage.registry import Registry
 
 TASKS: Registry = Registry("task")
@@ -44,6 +44,9 @@ class Task:
         #: What the loop set for this run: autocast dtype (None: full precision), input layout.
         self.amp_dtype = amp_dtype(recipe.train.amp, device)
         self.memory_format = memory_format(recipe.train.channels_last)
+        #: Paced unfreezing (``recipe.phases``), built with the networks' first parameter groups.
+        self.phases = None
+        self._phase_state: dict | None = None
 
     # -- run settings the task's forward passes follow ---------------------------------------
     def autocast(self):
@@ -84,10 +87,26 @@ class Task:
         """Named parameter groups per optimiser: ``{optimiser: [{"name", "params", ...}]}``.
 
         Called again whenever :meth:`on_epoch_end` starts a new phase, so a task can freeze or
-        unfreeze parts and give groups their own learning rates.
+        unfreeze parts and give groups their own learning rates. With ``recipe.phases`` the
+        network it names is trained in phases (:mod:`boneage.engine.phases`): one group for
+        the head and one per unfrozen stage, the rest frozen.
         """
-        return {name: [{"name": name, "params": [p for p in net.parameters() if p.requires_grad]}]
-                for name, net in networks.items()}
+        groups = {name: [{"name": name, "params": [p for p in net.parameters() if p.requires_grad]}]
+                  for name, net in networks.items()}
+        config = self.recipe.phases
+        if config is not None:
+            if config.network not in networks:
+                raise ConfigError(f"phases.network {config.network!r}: this task trains {sorted(networks)}")
+            net = networks[config.network]
+            if self.phases is None:
+                from boneage.engine.phases import PhaseSchedule
+                from boneage.models.stages import named_stages
+
+                self.phases = PhaseSchedule(config, named_stages(net))
+                if self._phase_state is not None:
+                    self.phases.load_state_dict(self._phase_state)
+            groups[config.network] = self.phases.parameter_groups(net)
+        return groups
 
     def training_losses(self, batch: dict, networks: dict[str, nn.Module]) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(optimiser name, loss)``; the loop steps that optimiser before asking for the
@@ -104,15 +123,19 @@ class Task:
 
     def on_epoch_end(self, epoch: int, history: list[dict], networks: dict[str, nn.Module]) -> bool:
         """After validation; return True when a new phase begins (the loop rebuilds the
-        optimisers from :meth:`parameter_groups`)."""
-        return False
+        optimisers from :meth:`parameter_groups`). May add columns to ``history[-1]``, the
+        epoch's metrics row (a paced run writes the ``phase`` it trained in)."""
+        return self.phases.step(epoch, history) if self.phases is not None else False
 
     def state_dict(self) -> dict:
         """Task state a resumed run needs (e.g. the current phase)."""
-        return {}
+        return {"phases": self.phases.state_dict()} if self.phases is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        if "phases" in state:
+            self._phase_state = state["phases"]
+            if self.phases is not None:
+                self.phases.load_state_dict(state["phases"])
 
     # -- output ----------------------------------------------------------------------------
     def save_model(self, path: Path, networks: dict[str, nn.Module], info: dict) -> None:

