@@ -1,0 +1,142 @@
+"""``boneage annotate``: the active-learning annotation loop for hand segmentation.
+
+Registered by :func:`boneage.cli.main.build_parser` through :func:`add_parser`::
+
+    boneage annotate init RUN --recipe configs/seg-fc-densenet.yaml --pool DIR --val DIR --val-masks DIR
+    boneage annotate export RUN OUT        # the images to annotate + proposed masks + manifest
+    boneage annotate import RUN OUT        # the corrected masks back (every file checked)
+    boneage annotate round RUN             # train the committee, score the pool, select the next k
+    boneage annotate status RUN
+    boneage annotate background-masks DATA OUT   # masks of background-removed films (rsna-fullres)
+
+The work is :mod:`boneage.segmentation.active` and :mod:`boneage.segmentation.annotate`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``annotate`` command and its subcommands to ``subparsers``."""
+    s = subparsers.add_parser("annotate", help="active learning of hand masks: select images, export them "
+                                               "with proposed masks, import corrected masks, train a round")
+    sub = s.add_subparsers(dest="annotate_command", required=True, metavar="STEP")
+
+    a = sub.add_parser("init", help="start an active-learning run in a folder")
+    a.add_argument("run", metavar="RUN")
+    a.add_argument("--recipe", required=True, help="a segmentation recipe (task: segmentation)")
+    a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
+    a.add_argument("--pool", required=True, help="unlabelled images: a folder with labels.csv + images/")
+    a.add_argument("--val", required=True, help="validation images: a folder with labels.csv + images/")
+    a.add_argument("--val-masks", required=True, help="folder of <id>.png masks of the validation images")
+    a.add_argument("--initial", type=int, default=8, help="images annotated before the first round (default 8)")
+    a.add_argument("--k", type=int, default=8, help="images selected per round (default 8)")
+    a.add_argument("--committee", type=int, default=3, help="committee size (default 3, the paper's)")
+    a.add_argument("--strategy", default="qbc", help="qbc (default) or random")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--patience", type=int, default=1, help="rounds without a validation-Dice gain before stopping")
+    a.add_argument("--max-rounds", type=int, default=None)
+    a.set_defaults(func=cmd_init)
+
+    a = sub.add_parser("export", help="write the images awaiting annotation, their proposed masks and a manifest")
+    a.add_argument("run", metavar="RUN")
+    a.add_argument("out", metavar="OUT")
+    a.set_defaults(func=cmd_export)
+
+    a = sub.add_parser("import", help="read corrected masks back into the run (size, values and ids checked)")
+    a.add_argument("run", metavar="RUN")
+    a.add_argument("folder", metavar="EXPORT")
+    a.set_defaults(func=cmd_import)
+
+    a = sub.add_parser("round", help="train the committee on the labelled images and select the next images")
+    a.add_argument("run", metavar="RUN")
+    a.set_defaults(func=cmd_round)
+
+    a = sub.add_parser("status", help="phase, labelled count and the validation-Dice curve of a run")
+    a.add_argument("run", metavar="RUN")
+    a.set_defaults(func=cmd_status)
+
+    a = sub.add_parser("background-masks", help="hand masks of background-removed radiographs (threshold + cleanup)")
+    a.add_argument("data", metavar="DATA", help="folder with labels.csv + images/ (e.g. ../shared/data/rsna-fullres)")
+    a.add_argument("out", metavar="OUT", help="folder for <id>.png masks (under runs/, never the repository)")
+    a.add_argument("--close-fraction", type=float, default=0.005,
+                   help="closing kernel side as a fraction of the longer image side (default 0.005)")
+    a.set_defaults(func=cmd_background_masks)
+
+
+def cmd_init(args) -> int:
+    from boneage.config import load_recipe
+    from boneage.data.labels import load_samples
+    from boneage.segmentation.active import ActiveLearning
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    run = ActiveLearning.create(args.run, recipe, load_samples(args.pool), load_samples(args.val), args.val_masks,
+                                initial=args.initial, k=args.k, committee=args.committee, strategy=args.strategy,
+                                seed=args.seed, patience=args.patience, max_rounds=args.max_rounds)
+    print(f"started {args.run}: {len(run.pending)} images await annotation "
+          f"(boneage annotate export {args.run} OUT)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from boneage.segmentation.active import ActiveLearning
+    from boneage.segmentation.annotate import export_round
+
+    out = export_round(ActiveLearning.open(args.run), args.out)
+    print(f"wrote images, proposed masks and manifest.json to {out}; correct masks/*.png and run "
+          f"boneage annotate import {args.run} {out}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from boneage.segmentation.active import ActiveLearning
+    from boneage.segmentation.annotate import import_round
+
+    run = ActiveLearning.open(args.run)
+    ids = import_round(run, args.folder)
+    print(f"added {len(ids)} masks; {len(run.state['labelled'])} labelled (boneage annotate round {args.run})")
+    return 0
+
+
+def cmd_round(args) -> int:
+    from boneage.segmentation.active import ActiveLearning
+
+    run = ActiveLearning.open(args.run)
+    res = run.train_round()
+    line = f"round {res.round}: {res.n_labelled} labelled, validation Dice {res.val_dice:.4f}; "
+    print(line + (f"{len(res.selected)} images selected (boneage annotate export {args.run} OUT)"
+                  if res.selected else f"stopped: {run.history[-1].get('stopped')}"))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from boneage.segmentation.active import ActiveLearning
+
+    run = ActiveLearning.open(args.run)
+    print(json.dumps({"phase": run.phase, "round": run.state["round"], "labelled": len(run.state["labelled"]),
+                      "pending": run.pending, "curve": [{k: h[k] for k in ("round", "n_labelled", "val_dice")}
+                                                         for h in run.history]}, indent=1))
+    return 0
+
+
+def cmd_background_masks(args) -> int:
+    import cv2
+    import numpy as np
+
+    from boneage.data.labels import load_samples
+    from boneage.io.image import read_image
+    from boneage.segmentation.background import mask_from_removed_background
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = load_samples(args.data)
+    fractions = []
+    for s in samples:
+        mask = mask_from_removed_background(read_image(s.path).pixels, close_fraction=args.close_fraction)
+        fractions.append(float(mask.mean()))
+        cv2.imwrite(str(out / f"{s.id}.png"), mask * np.uint8(255))
+    print(f"wrote {len(samples)} masks to {out}; hand fraction of the image {min(fractions):.3f}-"
+          f"{max(fractions):.3f} (median {np.median(fractions):.3f})")
+    return 0
