@@ -3,6 +3,7 @@
 from boneage.models import backbones  # noqa: F401  (registers the models)
 from boneage.models import compression  # noqa: F401
 from boneage.models import inception_v3_scaled  # noqa: F401
+from boneage.models import per_sex  # noqa: F401
 from boneage.models.head import BoneAgeModel, SexFusionHead
 from boneage.models.registry import InputSpec, create_model, list_models, model_input_spec, register_model
 
