@@ -293,8 +293,11 @@ def describe_model_file(path: str | Path, recipe: Recipe, info: dict[str, Any]) 
         lines.append(f"started from {info['init_from'].get('file')} (sha256 {info['init_from'].get('sha256', '')[:16]})")
     inf = recipe.inference
     views = 1 + len(inf.tta_angles)
-    lines.append(f"inference    {views * (2 if inf.flip_tta else 1)} view(s), {inf.aggregate}; "
-                 f"sex {'used' if recipe.model.options.get('sex_units', 1) else 'not used'}")
+    if recipe.model.name == "per_sex":  # its networks have no sex branch: sex picks the network
+        sex = f"a male and a female {recipe.model.options.get('model', '?')}, chosen by sex"
+    else:
+        sex = f"sex {'used' if recipe.model.options.get('sex_units', 1) else 'not used'}"
+    lines.append(f"inference    {views * (2 if inf.flip_tta else 1)} view(s), {inf.aggregate}; {sex}")
     calibration = info.get("calibration")
     if calibration:
         lines.append(f"interval     {calibration.get('level', 0):.0%}, calibrated on {calibration.get('n_calibration', '?')} "
