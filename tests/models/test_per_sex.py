@@ -80,6 +80,8 @@ def test_one_command_trains_one_file_that_predicts_by_sex(synthetic_folder, tmp_
     assert male.bone_age_months == pytest.approx(alone.predict(image, "M").bone_age_months, abs=1e-4)
     with pytest.raises(InputError, match="sex is unknown, and this model needs it"):
         predictor.predict(image, None)
+    code, out, _ = cli("info", tmp_path / "run" / "model.safetensors")
+    assert code == 0 and "a male and a female small_cnn, chosen by sex" in out
 
 
 def _write_recipe(tmp_path, root):
