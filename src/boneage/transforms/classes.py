@@ -160,6 +160,23 @@ class RandRotate(Transform):
         return F.rotate(image, angle, self.fill, self.border)
 
 
+@TRANSFORMS.register("shear")
+class RandShear(Transform):
+    """Shear along x by an angle drawn uniformly from [-max_deg, max_deg] (the paced-transfer
+    paper's "random shear")."""
+
+    random = True
+
+    def __init__(self, max_deg: float = 10.0, fill: float = 0.0, border: str = "constant"):
+        if not 0 <= max_deg < 90:
+            raise ValueError(f"max_deg must be in [0, 90), got {max_deg}")
+        F.border_mode(border)  # a bad name fails when the recipe is built
+        self.max_deg, self.fill, self.border = max_deg, fill, border
+
+    def __call__(self, image, rng=None):
+        return F.shear(image, _rng(rng).uniform(-self.max_deg, self.max_deg), self.fill, self.border)
+
+
 @TRANSFORMS.register("blur")
 class RandGaussianBlur(Transform):
     """Gaussian blur with sigma drawn uniformly from [sigma_min, sigma_max], with probability ``p``."""

@@ -380,6 +380,19 @@ def rotate(image: np.ndarray, angle_deg: float, fill: float = 0.0, border: str =
                           borderMode=border_mode(border), borderValue=float(fill))
 
 
+def shear(image: np.ndarray, angle_deg: float, fill: float = 0.0, border: str = "constant") -> np.ndarray:
+    """Shear along x about the centre row by ``angle_deg`` (as Keras' ``shear_range``): the
+    pixel at row y moves ``tan(angle) * (y - centre)`` to the right; same size."""
+    image = _check_image(image)
+    if not -90 < angle_deg < 90:
+        raise ValueError(f"shear angle must be in (-90, 90) degrees, got {angle_deg}")
+    h, w = image.shape
+    t = float(np.tan(np.deg2rad(angle_deg)))
+    m = np.array([[1.0, t, -t * (h / 2.0 - 0.5)], [0.0, 1.0, 0.0]])
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=border_mode(border), borderValue=float(fill))
+
+
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur with standard deviation ``sigma`` pixels (kernel sized by OpenCV)."""
     image = _check_image(image)
