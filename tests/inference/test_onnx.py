@@ -29,6 +29,7 @@ TOLERANCE_MONTHS = 0.05
 #: Options and input side that keep each architecture small (None: its defaults at 32 px).
 SMALL = {
     "small_cnn": ({"width": 4, "stages": 3}, 32),
+    "per_sex": ({"model": "small_cnn", "width": 4, "stages": 3}, 32),  # routes by sex inside the graph
     "inception_v4": ({}, 80),  # needs at least 75 px
     "inception_v3_scaled": ({"width": 0.25, "extra_fc": True}, 80),  # needs at least 75 px
     **{name: ({"in_size": 64, "ratio": 2}, 64) for name in (
@@ -78,8 +79,9 @@ def _agree(model_path, onnx_path, n: int = 4, relative: bool = False) -> dict:
 
     ``relative``: for random-weight models, whose outputs can be far outside any bone age
     (a deep net whose batch-norm statistics come from 4 images gives 1e4-1e5 "months"), the
-    bound scales with the output: float32 rounding is relative. Trained models use the
-    absolute bound."""
+    bound scales with the output: float32 rounding is relative, and through ~150 random layers
+    it grows to a few 1e-4 (Inception-v4 with onnxruntime 1.32: 2.4e-4); an export mistake is
+    off by far more. Trained models use the absolute bound."""
     images, sexes = _images(n)
     torch_p, onnx_p = Predictor.from_file(model_path), Predictor.from_file(onnx_path)
     assert isinstance(onnx_p, OnnxPredictor)
@@ -87,7 +89,7 @@ def _agree(model_path, onnx_path, n: int = 4, relative: bool = False) -> dict:
     bound = TOLERANCE_MONTHS
     if relative:
         ages = [p.bone_age_months for p in torch_p.predict_batch(images, sexes)]
-        bound = max(bound, 1e-5 * max(abs(a) for a in ages))
+        bound = max(bound, 1e-3 * max(abs(a) for a in ages))
     assert result["max_abs_months"] < bound, result
     fa = torch_p.features(np.stack([torch_p.views(im)[0] for im in images]))
     fb = onnx_p.features(np.stack([onnx_p.views(im)[0] for im in images]))
