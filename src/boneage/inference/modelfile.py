@@ -44,6 +44,13 @@ def _hand_unet(**options) -> torch.nn.Module:
     return HandUNet(**options)
 
 
+@SUBNETWORKS.register("segmenter")
+def _segmenter(model: str, options: dict) -> torch.nn.Module:
+    from boneage.segmentation.networks import Segmenter
+
+    return Segmenter(model, options)
+
+
 @SUBNETWORKS.register("enhancer")
 def _enhancer(**options) -> torch.nn.Module:
     from boneage.enhancement.networks import EnhancementGenerator

@@ -64,7 +64,8 @@ def probability_maps(net: nn.Module, images: list[np.ndarray], size: int | None 
     probs, feats = [], []
     was_training = net.training
     net.eval()
-    device = next(net.parameters()).device
+    first = next(net.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
     try:
         with torch.no_grad():
             for i in range(0, len(images), batch_size):
@@ -155,3 +156,26 @@ class Segmenter(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+
+def mask_crop(net: nn.Module, image: np.ndarray, margin: float = 0.05, zero_background: bool = False,
+              size: int | None = None) -> np.ndarray:
+    """The image cropped to the bounding box of its segmented hand, grown by ``margin`` × the
+    box's height and width per side; with ``zero_background`` every pixel outside the mask is
+    set to 0 first, so markers, rulers and labels beside the hand cannot reach the bone-age
+    network. An image where no hand is found passes whole (with a warning). float32 copy."""
+    import warnings
+
+    from boneage.segmentation.hull import crop_to_box, mask_box
+
+    image = _check_image(image)
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    mask = segment(net, image, size)
+    box = mask_box(mask, margin)
+    if box is None:
+        warnings.warn("the segmenter found no hand; using the whole image", stacklevel=2)
+        return image.copy()
+    if zero_background:
+        image = image * mask.astype(np.float32)
+    return crop_to_box(image, box)

@@ -632,6 +632,55 @@ class UNetCrop(Transform):
         return unet_crop(self.network(), image, margin=self.margin)
 
 
+@TRANSFORMS.register("hand_mask")
+class HandMask(Transform):
+    """Crop to the hand found by a trained segmentation network, optionally zeroing the
+    background (masked inputs, issue 11).
+
+    ``weights`` is a segmentation model file (``boneage train`` of a ``task: segmentation``
+    recipe), which must exist when the transform is built, or the ``"sha256:..."`` reference of
+    one embedded in a loaded model file. ``margin`` grows the hand's box by that fraction of
+    its height/width per side; ``zero_background`` sets every pixel outside the mask to 0.
+    """
+
+    #: Model files embed the network (boneage.inference.modelfile.SUBNETWORKS["segmenter"]).
+    subnetwork = "segmenter"
+
+    def __init__(self, weights: str, margin: float = 0.05, zero_background: bool = False):
+        from pathlib import Path
+
+        from boneage import embedded
+
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        if not isinstance(zero_background, bool):
+            raise ValueError(f"zero_background must be true or false, got {zero_background!r}")
+        self.weights, self.margin, self.zero_background = str(weights), float(margin), zero_background
+        self._net = None
+        if embedded.is_reference(weights):
+            self._net = embedded.resolve(weights)
+        elif not Path(weights).is_file():
+            raise ConfigError(f"segmentation model file not found: {weights}")
+
+    def network(self):
+        """The segmenter (loaded from its model file on first use)."""
+        from boneage.errors import BoneAgeError
+        from boneage.segmentation.networks import Segmenter, load_segmenter
+
+        if self._net is None:
+            try:
+                net, info = load_segmenter(self.weights)
+            except BoneAgeError as exc:
+                raise ConfigError(f"cannot load the segmenter {self.weights}: {exc}") from exc
+            self._net = Segmenter.wrap(info["model_name"], net)
+        return self._net
+
+    def __call__(self, image, rng=None):
+        from boneage.segmentation.networks import mask_crop
+
+        return mask_crop(self.network(), image, margin=self.margin, zero_background=self.zero_background)
+
+
 @TRANSFORMS.register("gan_enhance")
 class GanEnhance(Transform):
     """Enhance the image with a trained pix2pix generator (issue 12, :mod:`boneage.enhancement`).

@@ -1,0 +1,105 @@
+"""Masked inputs: crop to the segmented hand (and zero the background) with a segmenter that
+model files embed (issue 11)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from boneage.errors import ConfigError
+from boneage.segmentation.networks import mask_crop
+
+TINY = {"input_size": 32, "first_channels": 6, "growth": 4, "down_layers": [1, 1, 1], "bottleneck_layers": 4}
+
+
+class _Threshold(nn.Module):
+    """A 'segmenter' whose hand is exactly the pixels above 0.5: the crop's box is known."""
+
+    input_size, size_multiple = 64, 1
+
+    def forward_with_features(self, x):
+        return (x > 0.5).float() * 20 - 10, torch.zeros(len(x), 1)
+
+
+def _image():
+    image = np.zeros((64, 64), np.float32)
+    image[10:30, 20:44] = 0.9       # the hand: rows 10-29, columns 20-43
+    image[50:53, 2:5] = 0.9         # a side marker, smaller and apart: not the largest component
+    image[9, 25] = 0.3              # a label pixel just above the hand, inside the grown box
+    return image
+
+
+def test_crop_to_a_known_box_with_margin_and_zeroed_background():
+    net, image = _Threshold(), _image()
+    tight = mask_crop(net, image, margin=0.0)
+    np.testing.assert_array_equal(tight, image[10:30, 20:44])
+    grown = mask_crop(net, image, margin=0.1)       # 0.1 x 20 rows = 2, 0.1 x 24 columns = 2
+    assert grown.shape == (24, 28)
+    np.testing.assert_array_equal(grown, image[8:32, 18:46])
+    assert grown[1, 7] == pytest.approx(0.3)         # the label pixel survives a plain crop
+    zeroed = mask_crop(net, image, margin=0.1, zero_background=True)
+    assert zeroed[1, 7] == 0.0 and zeroed[2:22, 2:26].min() == pytest.approx(0.9)
+    with pytest.warns(UserWarning, match="found no hand"):
+        assert mask_crop(net, np.zeros((64, 64), np.float32)).shape == (64, 64)
+
+
+@pytest.fixture(scope="module")
+def segmenter_file(tmp_path_factory):
+    from boneage.config import Recipe
+    from boneage.inference.modelfile import save_model_file
+    from boneage.segmentation.fcdensenet import FCDenseNet
+
+    torch.manual_seed(0)
+    recipe = Recipe.from_dict({"name": "seg", "task": "segmentation", "channels": 1, "input_mean": 0.0,
+                               "input_std": 1.0, "model": {"name": "fc_densenet", "options": TINY}})
+    path = tmp_path_factory.mktemp("seg") / "segmenter.safetensors"
+    return save_model_file(path, FCDenseNet(**TINY).eval(), recipe)
+
+
+def test_bad_hand_mask_steps_are_one_line(tmp_path, segmenter_file):
+    from boneage.transforms import build_transform
+
+    with pytest.raises(ConfigError, match="segmentation model file not found: .*nope.safetensors"):
+        build_transform({"name": "hand_mask", "weights": str(tmp_path / "nope.safetensors")})
+    with pytest.raises(ConfigError, match="margin must be >= 0, got -0.1"):
+        build_transform({"name": "hand_mask", "weights": str(segmenter_file), "margin": -0.1})
+    with pytest.raises(ConfigError, match="not a segmentation model"):
+        build_transform({"name": "hand_mask", "weights": _regression_file(tmp_path)}).network()
+
+
+def _regression_file(tmp_path):
+    from boneage.config import Recipe
+    from boneage.inference.modelfile import build_model, save_model_file
+
+    recipe = Recipe.from_dict({"name": "r", "model": {"name": "small_cnn", "options": {"width": 4, "stages": 2}},
+                               "target": {"mean": 100.0, "std": 40.0}})
+    return str(save_model_file(tmp_path / "r.safetensors", build_model(recipe), recipe))
+
+
+def test_model_file_embeds_the_segmenter_and_predicts_without_its_file(tmp_path, segmenter_file):
+    import shutil
+
+    from boneage import embedded
+    from boneage.config import Recipe
+    from boneage.data.synthetic import make_radiograph
+    from boneage.engine.check import check_recipe
+    from boneage.inference import Predictor
+    from boneage.inference.modelfile import build_model, read_model_metadata, save_model_file
+
+    own = shutil.copy(segmenter_file, tmp_path / "seg.safetensors")
+    recipe = Recipe.from_dict({
+        "name": "masked", "preprocess": [{"name": "hand_mask", "weights": str(own), "margin": 0.05,
+                                          "zero_background": True}, {"name": "resize", "size": 32}],
+        "model": {"name": "small_cnn", "options": {"width": 4, "stages": 2}}, "target": {"mean": 100.0, "std": 40.0}})
+    check_recipe(recipe)
+    image = make_radiograph(120.0, "M", size=80, seed=2).image
+    torch.manual_seed(0)
+    path = save_model_file(tmp_path / "m.safetensors", build_model(recipe), recipe)
+    before = Predictor.from_file(path).predict(image, "M").bone_age_months
+    stored, _ = read_model_metadata(path)
+    assert stored.preprocess[0]["weights"].startswith("sha256:")
+    own.unlink()
+    embedded._NETWORKS.clear()                      # as in a fresh process
+    assert Predictor.from_file(path).predict(image, "M").bone_age_months == pytest.approx(before, abs=1e-4)
