@@ -104,7 +104,7 @@ def test_a_paced_run_writes_its_phases_and_resumes_in_the_same_phase(synthetic_f
 
     # threshold 1: every phase plateaus after patience + 1 = 2 epochs.
     recipe = _recipe(patience=1, threshold=1.0)
-    recipe.data.root, recipe.data.limit = str(synthetic_folder), 40
+    recipe.data.root, recipe.data.limit = str(synthetic_folder), 24
     full = fit(recipe, tmp_path / "full", **SILENT)
     phases = [r["phase"] for r in full.history]
     assert phases == ["head", "head", "head+exit", "head+exit", "head+exit+middle"]
