@@ -132,6 +132,9 @@ def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int | 
     if inside:
         raise InputError(f"cannot export: the recipe's preprocessing runs a network of its own "
                          f"({', '.join(inside)}), which the ONNX graph would not carry", model_path)
+    if not hasattr(model, "head"):  # e.g. per_sex: two networks chosen by sex, not one graph
+        raise InputError(f"cannot export: the model ({recipe.model.name}) is not one network with "
+                         "one head, which the ONNX graph and its quality-gate features need", model_path)
     gate, calibration = load_model_extras(model_path)
     meta_src = _metadata(model_path)
     uses_sex = bool(getattr(model.head, "uses_sex", True))
