@@ -82,6 +82,8 @@ def test_one_command_trains_one_file_that_predicts_by_sex(synthetic_folder, tmp_
         predictor.predict(image, None)
     code, out, _ = cli("info", tmp_path / "run" / "model.safetensors")
     assert code == 0 and "a male and a female small_cnn, chosen by sex" in out
+    code, _, err = cli("export", tmp_path / "run" / "model.safetensors", "--out", tmp_path / "m.onnx")
+    assert code == 2 and "cannot export: the model (per_sex) is not one network" in err
 
 
 def _write_recipe(tmp_path, root):
