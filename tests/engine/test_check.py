@@ -29,13 +29,20 @@ def unet_weights(tmp_path_factory):
     # and the (untrained) enhancement generator the gan-boneage-gan recipe names
     from boneage.enhancement.networks import EnhancementGenerator, save_enhancer
     save_enhancer(EnhancementGenerator(8, 3), root / "runs" / "gan" / "enhancer-rsna100" / "model.safetensors")
+    # and the (untrained) hand segmenter the masked-input recipe names
+    from boneage.config import Recipe
+    from boneage.inference.modelfile import save_model_file
+    from boneage.segmentation.fcdensenet import FCDenseNet
+    seg = Recipe.from_dict({"name": "seg", "task": "segmentation", "channels": 1, "input_mean": 0.0,
+                            "input_std": 1.0, "model": {"name": "fc_densenet"}})
+    save_model_file(root / "runs" / "segmentation" / "hand-segmenter" / "model.safetensors", FCDenseNet().eval(), seg)
     return root
 
 
 @pytest.mark.parametrize("config", CHECKED, ids=[c.stem for c in CHECKED])
 def test_every_shipped_recipe_builds_and_runs_a_synthetic_image(config, unet_weights, monkeypatch):
     recipe = load_recipe(config, REDUCED.get(config.stem))
-    if any(isinstance(s, dict) and s.get("name") in ("unet_crop", "gan_enhance") for s in recipe.preprocess):
+    if any(isinstance(s, dict) and s.get("name") in ("unet_crop", "gan_enhance", "hand_mask") for s in recipe.preprocess):
         # the recipe names the U-Net file relative to the working folder, as `boneage train-unet` writes it
         monkeypatch.chdir(unet_weights)
     # A training step at full size for one recipe per full-resolution family (the rsna100
