@@ -45,6 +45,18 @@ def test_crop_to_a_known_box_with_margin_and_zeroed_background():
         assert mask_crop(net, np.zeros((64, 64), np.float32)).shape == (64, 64)
 
 
+def test_crop_of_a_synthetic_radiograph_is_its_hand_box():
+    from boneage.data.synthetic import make_radiograph
+    from boneage.segmentation.hull import mask_box
+
+    s = make_radiograph(90.0, "F", size=64, seed=4, nuisance=False)
+    top, bottom, left, right = mask_box(s.mask, 0.0)
+    # the threshold 'segmenter' sees exactly the drawn hand when fed its mask
+    crop = mask_crop(_Threshold(), s.mask.astype(np.float32), margin=0.0)
+    assert crop.shape == (bottom - top, right - left) and 0 < crop.size < s.mask.size
+    np.testing.assert_array_equal(crop, s.mask[top:bottom, left:right])
+
+
 @pytest.fixture(scope="module")
 def segmenter_file(tmp_path_factory):
     from boneage.config import Recipe
