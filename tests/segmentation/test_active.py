@@ -194,3 +194,17 @@ def test_background_masks_of_a_background_removed_film(tmp_path):
     assert mask[60:64, 60:64].all() and not mask[2:4, 2:4].any()
     from boneage.segmentation.unet import dice_score
     assert dice_score(mask, s.mask) > 0.97
+
+
+@pytest.mark.parametrize("curve, patience, min_delta, stops", [
+    ([0.80, 0.85, 0.84], 1, 0.0, True),     # one round without a gain
+    ([0.80, 0.85, 0.84], 2, 0.0, False),
+    ([0.80, 0.85, 0.855], 1, 0.01, True),   # a gain below min_delta is no gain
+    ([0.80, 0.85, 0.87], 1, 0.01, False),
+])
+def test_the_loop_stops_when_validation_dice_stops_improving(tmp_path, curve, patience, min_delta, stops):
+    run = ActiveLearning(tmp_path, {"history": [{"val_dice": d} for d in curve], "patience": patience,
+                                    "min_delta": min_delta, "max_rounds": None, "labelled": [], "pending": [],
+                                    "pool": [{"id": "a"}]})
+    reason = run._stop_reason()
+    assert (reason == f"validation Dice has not improved for {patience} round(s)") is stops, reason

@@ -343,11 +343,12 @@ class ActiveLearning:
 
     def _stop_reason(self) -> str | None:
         hist, patience = self.state["history"], self.state["patience"]
-        best_round = int(np.argmax([h["val_dice"] for h in hist]))
-        best = hist[best_round]["val_dice"]
-        # Improvement means beating the best before by more than min_delta.
-        if len(hist) - 1 - best_round >= patience and not any(
-                h["val_dice"] > best + self.state["min_delta"] for h in hist[best_round + 1:]):
+        # An improvement beats the best so far by more than min_delta.
+        best, best_round = -np.inf, 0
+        for i, h in enumerate(hist):
+            if h["val_dice"] > best + self.state["min_delta"]:
+                best, best_round = h["val_dice"], i
+        if len(hist) - 1 - best_round >= patience:
             return f"validation Dice has not improved for {patience} round(s)"
         if self.state["max_rounds"] is not None and len(hist) >= self.state["max_rounds"]:
             return f"max_rounds {self.state['max_rounds']} reached"
