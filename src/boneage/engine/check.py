@@ -143,9 +143,15 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
             value.backward()
             optimizer.step()
             return value
-        value = _run("training step", step)
-        if not torch.isfinite(value):
-            raise ConfigError(f"the recipe's first training step gives a non-finite loss ({value.item()})")
+        run_training_step(step)
+
+
+def run_training_step(step) -> None:
+    """One training step (``step()`` returns its loss) of a recipe check: a failure or a
+    non-finite loss becomes a one-line ConfigError (every task's check uses it)."""
+    value = _run("training step", step)
+    if not torch.isfinite(value):
+        raise ConfigError(f"the recipe's first training step gives a non-finite loss ({value.item()})")
 
 
 def _built(key: str, build):

@@ -106,7 +106,7 @@ class SegmentationTask(Task):
         """Build the network, loss, optimiser and schedule and push a synthetic radiograph
         and its mask through them (and one step with ``train_step``): one line per mistake."""
         from boneage.data.synthetic import make_radiograph
-        from boneage.engine.check import _built, _run
+        from boneage.engine.check import _built, _run, run_training_step
         from boneage.engine.optim import make_optimizer, make_scheduler
         from boneage.segmentation.losses import SEGMENTATION_LOSSES
         from boneage.segmentation.networks import create_segmenter, probability_maps
@@ -144,9 +144,7 @@ class SegmentationTask(Task):
                 value.backward()
                 optimizer.step()
                 return value
-            value = _run("training step", step)
-            if not torch.isfinite(value):
-                raise ConfigError(f"the recipe's first training step gives a non-finite loss ({value.item()})")
+            run_training_step(step)
 
     def _read(self, indices) -> tuple[np.ndarray, np.ndarray]:
         from boneage.io.image import read_image
