@@ -116,6 +116,12 @@ def test_segmentation_task_trains_in_the_one_loop_and_writes_a_model_file(tmp_pa
     mask = segment(net, sample.image)
     assert mask.shape == (48, 48) and dice_score(mask, sample.mask) > 0.6
     assert (tmp_path / "run" / "val_summary.json").is_file()
+    # `boneage info` speaks of Dice and masks, not of months, views or sex.
+    from boneage.inference.modelfile import describe_model_file
+
+    text = describe_model_file(res.model_path, stored, info)
+    assert f"validation   Dice {max(curve):.3f}" in text and "hand mask per image" in text
+    assert "MAE" not in text and "sex" not in text and "view" not in text
 
 
 def test_segmentation_recipe_mistakes_are_one_line():

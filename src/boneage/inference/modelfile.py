@@ -292,6 +292,8 @@ def describe_model_file(path: str | Path, recipe: Recipe, info: dict[str, Any]) 
                      f"{info.get('n_val', '?')} held back")
     if info.get("val_mae") is not None:
         lines.append(f"validation   MAE {info['val_mae']:.2f} months (best epoch {info.get('epoch', '?')})")
+    if info.get("val_dice") is not None:
+        lines.append(f"validation   Dice {info['val_dice']:.3f} (best epoch {info.get('epoch', '?')})")
     source = info.get("source_model")
     if source:
         lines.append(f"exported from {source.get('file')} (sha256 {source.get('sha256', '')[:16]}); "
@@ -299,12 +301,17 @@ def describe_model_file(path: str | Path, recipe: Recipe, info: dict[str, Any]) 
     if info.get("init_from"):
         lines.append(f"started from {info['init_from'].get('file')} (sha256 {info['init_from'].get('sha256', '')[:16]})")
     inf = recipe.inference
-    views = 1 + len(inf.tta_angles)
-    if recipe.model.name == "per_sex":  # its networks have no sex branch: sex picks the network
-        sex = f"a male and a female {recipe.model.options.get('model', '?')}, chosen by sex"
-    else:
-        sex = f"sex {'used' if recipe.model.options.get('sex_units', 1) else 'not used'}"
-    lines.append(f"inference    {views * (2 if inf.flip_tta else 1)} view(s), {inf.aggregate}; {sex}")
+    views = (1 + len(inf.tta_angles)) * (2 if inf.flip_tta else 1)
+    if recipe.task == "segmentation":
+        lines.append("inference    a hand mask per image (Otsu's threshold on the probability map)")
+    elif recipe.task == "regression":
+        if recipe.model.name == "per_sex":  # its networks have no sex branch: sex picks the network
+            sex = f"a male and a female {recipe.model.options.get('model', '?')}, chosen by sex"
+        else:
+            sex = f"sex {'used' if recipe.model.options.get('sex_units', 1) else 'not used'}"
+        copies = len(inf.preprocess_views)
+        extra = f" of each of up to {copies + 1} copies of a large radiograph" if copies else ""
+        lines.append(f"inference    {views} view(s){extra}, {inf.aggregate}; {sex}")
     calibration = info.get("calibration")
     if calibration:
         lines.append(f"interval     {calibration.get('level', 0):.0%}, calibrated on {calibration.get('n_calibration', '?')} "
