@@ -197,3 +197,22 @@ def test_sampler_shares_split_the_one_process_draw(name, n, world):
     if name == "shuffle":  # every item once, apart from the wrapped padding
         assert sorted(interleaved[:n]) == list(range(n))
     assert len(whole) == n
+
+
+def test_a_per_sex_model_trains_under_torchrun_when_a_share_holds_one_sex(learn_folder, tmp_path):
+    # One image per process per step: every step leaves one of the two networks without a
+    # gradient on at least one process, which plain DDP refuses at the next step.
+    recipe = synthetic_recipe(learn_folder, epochs=1, batch_size=2, max_steps_per_epoch=6)
+    recipe.model.name, recipe.model.options = "per_sex", {"model": "small_cnn", "width": 4, "stages": 2}
+    proc = torchrun(recipe, tmp_path / "run", cwd=tmp_path)
+    assert proc.returncode == 0, [line for line in proc.stderr.splitlines() if "rror" in line][:5]
+    path = tmp_path / "run" / "model.safetensors"
+    assert read_model_metadata(path)[1]["processes"] == 2
+    # The two networks, which start as copies, learned apart through the routing.
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path))
+    male = {k[len("male."):]: v for k, v in weights.items() if k.startswith("male.")}
+    female = {k[len("female."):]: v for k, v in weights.items() if k.startswith("female.")}
+    assert male.keys() == female.keys() and male
+    assert any(not torch.equal(male[k], female[k]) for k in male)

@@ -141,8 +141,12 @@ def wrap(networks: dict[str, nn.Module], device: torch.device) -> dict[str, nn.M
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    # A network with nothing to train (frozen in this phase) has no gradients to reduce.
-    return {name: DistributedDataParallel(net, device_ids=ids)
+    # A network with nothing to train (frozen in this phase) has no gradients to reduce. One
+    # that routes items to parts of itself (a per-sex model: a process's share may hold one
+    # sex only) says so, and DDP then looks for the parameters a step left unused.
+    return {name: DistributedDataParallel(
+                net, device_ids=ids,
+                find_unused_parameters=bool(getattr(net, "may_leave_parameters_unused", False)))
             if any(p.requires_grad for p in net.parameters()) else net
             for name, net in networks.items()}
 

@@ -29,6 +29,9 @@ class PerSexModel(nn.Module):
 
     #: The Predictor asks this before the head's: without sex there is no network to route to.
     uses_sex = True
+    #: A batch (or one process's share of it under torchrun) of one sex leaves the other
+    #: network without gradients; the DDP wrapper must expect that.
+    may_leave_parameters_unused = True
 
     def __init__(self, male: nn.Module, female: nn.Module):
         super().__init__()
