@@ -80,6 +80,15 @@ def test_one_command_trains_one_file_that_predicts_by_sex(synthetic_folder, tmp_
     assert male.bone_age_months == pytest.approx(alone.predict(image, "M").bone_age_months, abs=1e-4)
     with pytest.raises(InputError, match="sex is unknown, and this model needs it"):
         predictor.predict(image, None)
+    # Its heat map is the routed network's own.
+    from boneage.evaluation.gradcam import explain_image
+
+    heats = {}
+    for sex, net in (("M", predictor.model.male), ("F", predictor.model.female)):
+        _, heats[sex], _ = explain_image(predictor, image, sex)
+        _, alone_heat, _ = explain_image(Predictor(net, predictor.recipe), image, sex)
+        np.testing.assert_allclose(heats[sex], alone_heat, atol=1e-5)
+    assert not np.allclose(heats["M"], heats["F"], atol=1e-3)  # so the routing is what was tested
     code, out, _ = cli("info", tmp_path / "run" / "model.safetensors")
     assert code == 0 and "a male and a female small_cnn, chosen by sex" in out
     code, _, err = cli("export", tmp_path / "run" / "model.safetensors", "--out", tmp_path / "m.onnx")

@@ -309,10 +309,13 @@ def explain_image(predictor, image: np.ndarray, sex, *, on: str = "original", me
     views = predictor.views_of_preprocessed(pre)
     layout = view_layout(pre.shape, (recipe.patches.n, recipe.patches.size) if recipe.patches else None,
                          recipe.inference.flip_tta, recipe.inference.tta_angles)
+    # A per-sex model's estimate is one of its networks' (boneage.models.per_sex): explain that one.
+    routed = getattr(predictor.model, "network_for", None)
+    network = routed(prediction.sex.flag) if routed is not None else predictor.model
     maps = []
     for i in range(0, len(views), predictor.batch_size):
         x = predictor.to_input(views[i:i + predictor.batch_size])
-        maps.append(_raw_maps(predictor.model, x, prediction.sex.flag, method).cpu().numpy())
+        maps.append(_raw_maps(network, x, prediction.sex.flag, method).cpu().numpy())
     maps = np.concatenate(maps)
     h, w = pre.shape
     by_angle: dict[float, tuple[np.ndarray, np.ndarray]] = {}

@@ -61,6 +61,10 @@ class PerSexModel(nn.Module):
         # Back into the batch's order (a gather, so gradients reach both networks).
         return out[torch.argsort(torch.cat(order))]
 
+    def network_for(self, male: bool | float) -> nn.Module:
+        """The network that reads images of this sex (what a heat map must explain)."""
+        return self.male if float(male) == 1.0 else self.female
+
     def penalty(self) -> torch.Tensor | float:
         """Both networks' own training-loss terms (see ``models.head.training_penalty``)."""
         from boneage.models.head import training_penalty
