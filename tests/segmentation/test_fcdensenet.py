@@ -131,10 +131,39 @@ def test_segmentation_recipe_mistakes_are_one_line():
     check_recipe(Recipe.from_dict(SEG_RECIPE), train_step=True)
     with pytest.raises(ConfigError, match="unknown segmentation model 'fc_densnet'.*did you mean 'fc_densenet'"):
         check_recipe(Recipe.from_dict({**SEG_RECIPE, "model": {"name": "fc_densnet"}}))
-    with pytest.raises(ConfigError, match="allows one hflip step.*'rotate'"):
+    with pytest.raises(ConfigError, match="allows at most one of each of hflip, film_background.*'rotate'"):
         check_recipe(Recipe.from_dict({**SEG_RECIPE, "augment": {"steps": [{"name": "rotate", "max_deg": 5}]}}))
+    films = {"steps": [{"name": "film_background", "p": 0.5, "level": [0.2, 0.5]}]}
+    check_recipe(Recipe.from_dict({**SEG_RECIPE, "augment": films}), train_step=True)
+    with pytest.raises(ConfigError, match=r"film_background: level must be a range within \[0, 1\], got \(0.5, 0.2\)"):
+        check_recipe(Recipe.from_dict({**SEG_RECIPE, "augment": {"steps": [
+            {"name": "film_background", "level": [0.5, 0.2]}]}}))
+    with pytest.raises(ConfigError, match="film_background: unknown option 'colour'.*allowed: contrast, level, noise, p, panels"):
+        check_recipe(Recipe.from_dict({**SEG_RECIPE, "augment": {"steps": [
+            {"name": "film_background", "colour": 1}]}}))
     with pytest.raises(ConfigError, match="preprocess: a segmentation recipe takes images as they are"):
         check_recipe(Recipe.from_dict({**SEG_RECIPE, "preprocess": [{"name": "resize", "size": 32}]}))
     with pytest.raises(ConfigError, match="model 'fc_densenet'.*input_size must be divisible"):
         check_recipe(Recipe.from_dict({**SEG_RECIPE, "model": {"name": "fc_densenet",
                                                                "options": {**TINY, "input_size": 36}}}))
+
+
+def test_film_background_changes_only_the_background_and_follows_its_seed():
+    from boneage.data.synthetic import make_radiograph
+    from boneage.segmentation.background import film_background
+
+    sample = make_radiograph(100.0, "F", size=64, seed=3)
+    hand = sample.mask > 0
+    a = film_background(sample.image, sample.mask, np.random.default_rng(5), level=(0.3, 0.6))
+    b = film_background(sample.image, sample.mask, np.random.default_rng(5), level=(0.3, 0.6))
+    c = film_background(sample.image, sample.mask, np.random.default_rng(6), level=(0.3, 0.6))
+    assert a.shape == sample.image.shape and a.dtype == np.float32
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    np.testing.assert_array_equal(a[hand], sample.image[hand])  # the hand is untouched
+    np.testing.assert_array_equal(a, b)  # same seed, same film
+    assert not np.array_equal(a[~hand], c[~hand])
+    # The background now sits in the level range (up to panels, gradient and noise), far from the
+    # synthetic film's own dark background.
+    assert 0.2 < float(np.median(a[~hand])) < 0.8 and float(np.median(sample.image[~hand])) < 0.2
+    with pytest.raises(ValueError, match="mask shape"):
+        film_background(sample.image, sample.mask[:10], np.random.default_rng(0))

@@ -48,18 +48,52 @@ def read_mask(path: str | Path) -> np.ndarray:
     return (arr > 0).astype(np.uint8)
 
 
-def _flip_probability(recipe: Recipe) -> float:
-    """The hflip probability of the recipe's augmentation (0 when there is none)."""
+#: The augmentation steps a segmentation recipe may name: each moves image and mask together
+#: (``hflip``) or changes the image where the mask says background (``film_background``).
+SEGMENTATION_AUGMENTS = ("hflip", "film_background")
+
+
+def _augmentations(recipe: Recipe) -> tuple[float, dict | None]:
+    """``(hflip probability, film_background options with p, or None)`` of the recipe's
+    augmentation; anything else is a one-line ConfigError."""
     steps = recipe.augment.steps
     names = [s.get("name") if isinstance(s, dict) else s for s in steps]
-    if any(n != "hflip" for n in names) or len(steps) > 1:
-        raise ConfigError(f"augment.steps: a segmentation recipe allows one hflip step (image and mask "
-                          f"move together), got {names}")
-    if not steps:
-        return 0.0
-    from boneage.transforms import build_transform
+    bad = [n for n in names if n not in SEGMENTATION_AUGMENTS]
+    if bad or len(set(names)) < len(names):
+        raise ConfigError(f"augment.steps: a segmentation recipe allows at most one of each of "
+                          f"{', '.join(SEGMENTATION_AUGMENTS)} (image and mask move together), got {names}")
+    flip, background = 0.0, None
+    for step in steps:
+        options = {k: v for k, v in step.items() if k != "name"}
+        if step["name"] == "hflip":
+            from boneage.transforms import build_transform
 
-    return float(build_transform(steps[0]).p)
+            flip = float(build_transform(step).p)
+        else:
+            background = _film_background_options(options)
+    return flip, background
+
+
+def _film_background_options(options: dict) -> dict:
+    """Checked options of a ``film_background`` step (``p`` and :func:`film_background`'s)."""
+    import inspect
+
+    from boneage.segmentation.background import film_background
+
+    allowed = {"p"} | set(list(inspect.signature(film_background).parameters)[3:])
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(f"augment.steps.film_background: unknown option {unknown[0]!r} "
+                          f"(allowed: {', '.join(sorted(allowed))})")
+    p = float(options.get("p", 0.5))
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"augment.steps.film_background: p must be in [0, 1], got {p}")
+    try:  # the function checks its own ranges: a bad one fails here, not mid-epoch
+        film_background(np.zeros((4, 4), np.float32), np.zeros((4, 4)), np.random.default_rng(0),
+                        **{k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items() if k != "p"})
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"augment.steps.film_background: {exc}") from None
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()} | {"p": p}
 
 
 def _network_side(recipe: Recipe) -> int:
@@ -75,11 +109,14 @@ def _network_side(recipe: Recipe) -> int:
 
 class _MaskDataset(torch.utils.data.Dataset):
     """Images and masks (N, 1, S, S) as float tensors; mirrored together with probability
-    ``p``, drawn from (seed, epoch, item) so an epoch's flips survive a resume."""
+    ``p`` and given a synthetic film background with ``background["p"]``, drawn from
+    (seed, epoch, item) so an epoch's augmentation survives a resume."""
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, p: float, seed: int):
+    def __init__(self, images: np.ndarray, masks: np.ndarray, p: float, seed: int,
+                 background: dict | None = None):
         self.images, self.masks = torch.from_numpy(images[:, None]), torch.from_numpy(masks[:, None])
         self.p, self.seed, self.epoch = p, seed, 0
+        self.background = background
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -89,8 +126,14 @@ class _MaskDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         x, y = self.images[i], self.masks[i]
-        if self.p and np.random.default_rng((self.seed, self.epoch, i)).random() < self.p:
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        if self.p and rng.random() < self.p:
             x, y = x.flip(-1), y.flip(-1)
+        if self.background and rng.random() < self.background["p"]:
+            from boneage.segmentation.background import film_background
+
+            options = {k: v for k, v in self.background.items() if k != "p"}
+            x = torch.from_numpy(film_background(x[0].numpy(), y[0].numpy(), rng, **options))[None]
         return {"image": x, "mask": y}
 
 
@@ -123,7 +166,7 @@ class SegmentationTask(Task):
                                   "side is model.options.input_size); leave it empty")
         if recipe.patches is not None:
             raise ConfigError("patches: a segmentation recipe segments whole images")
-        _flip_probability(recipe)
+        _augmentations(recipe)
         net = _built("model", lambda: create_segmenter(recipe.model.name, **recipe.model.options))
         loss = _built("loss", lambda: SEGMENTATION_LOSSES.create(recipe.loss.name, where="loss",
                                                                  **recipe.loss.options))
@@ -172,7 +215,8 @@ class SegmentationTask(Task):
         self.side = _network_side(self.recipe)
         train_x, train_y = self._read(train_idx)
         self.val_x, self.val_y = self._read(val_idx)
-        self._train_ds = _MaskDataset(train_x, train_y, _flip_probability(self.recipe), self.recipe.train.seed)
+        flip, background = _augmentations(self.recipe)
+        self._train_ds = _MaskDataset(train_x, train_y, flip, self.recipe.train.seed, background)
         self.loss_fn = SEGMENTATION_LOSSES.create(self.recipe.loss.name, where="loss", **self.recipe.loss.options)
         # Written out, so reading the stored recipe never asks the bone-age model registry.
         self.recipe = self.recipe.model_copy(deep=True)
