@@ -587,111 +587,20 @@ class ConvexHullCrop(Transform):
         return convex_hull_crop(image, threshold=self.threshold, margin=self.margin)
 
 
-@TRANSFORMS.register("unet_crop")
-class UNetCrop(Transform):
-    """Crop to the hand mask of a trained hand U-Net (U+S+I).
+class _NetworkStep(Transform):
+    """A step that runs a trained network of its own (hand crops, masks, enhancement).
 
-    ``weights`` is a U-Net file (which must exist when the transform is built, so a recipe
+    ``weights`` is the network's file, which must exist when the step is built (a recipe
     naming a missing file fails before any training starts), or the ``"sha256:..."``
-    reference of a U-Net embedded in a loaded model file. A file is loaded on first use,
-    once, so building a pipeline stays cheap and worker processes each load their own copy.
+    reference of one embedded in a loaded model file. A file is loaded on first use, once, so
+    building a pipeline stays cheap and worker processes each load their own copy.
+    Subclasses name the ``subnetwork`` kind model files embed
+    (:data:`boneage.inference.modelfile.SUBNETWORKS`), what the file is (``file_kind``, for
+    messages) and how to load it (:meth:`_load`).
     """
 
-    #: The kind of network this step needs; model files embed it (boneage.inference.modelfile).
-    subnetwork = "hand_unet"
-
-    def __init__(self, weights: str, margin: float = 0.02):
-        from pathlib import Path
-
-        from boneage import embedded
-
-        if not margin >= 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        self.weights, self.margin = str(weights), margin
-        self._model = None
-        if embedded.is_reference(weights):
-            self._model = embedded.resolve(weights)
-        elif not Path(weights).is_file():
-            raise ConfigError(f"U-Net weights file not found: {weights}")
-
-    def network(self):
-        """The U-Net itself (loaded from its file on first use)."""
-        from boneage.errors import BoneAgeError
-        from boneage.segmentation.unet import load_hand_unet
-
-        if self._model is None:
-            try:
-                self._model = load_hand_unet(self.weights)
-            except BoneAgeError as exc:
-                raise ConfigError(f"cannot load U-Net weights {self.weights}: {exc}") from exc
-        return self._model
-
-    def __call__(self, image, rng=None):
-        from boneage.segmentation.unet import unet_crop
-
-        return unet_crop(self.network(), image, margin=self.margin)
-
-
-@TRANSFORMS.register("hand_mask")
-class HandMask(Transform):
-    """Crop to the hand found by a trained segmentation network, optionally zeroing the
-    background (masked inputs, issue 11).
-
-    ``weights`` is a segmentation model file (``boneage train`` of a ``task: segmentation``
-    recipe), which must exist when the transform is built, or the ``"sha256:..."`` reference of
-    one embedded in a loaded model file. ``margin`` grows the hand's box by that fraction of
-    its height/width per side; ``zero_background`` sets every pixel outside the mask to 0.
-    """
-
-    #: Model files embed the network (boneage.inference.modelfile.SUBNETWORKS["segmenter"]).
-    subnetwork = "segmenter"
-
-    def __init__(self, weights: str, margin: float = 0.05, zero_background: bool = False):
-        from pathlib import Path
-
-        from boneage import embedded
-
-        if not margin >= 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        if not isinstance(zero_background, bool):
-            raise ValueError(f"zero_background must be true or false, got {zero_background!r}")
-        self.weights, self.margin, self.zero_background = str(weights), float(margin), zero_background
-        self._net = None
-        if embedded.is_reference(weights):
-            self._net = embedded.resolve(weights)
-        elif not Path(weights).is_file():
-            raise ConfigError(f"segmentation model file not found: {weights}")
-
-    def network(self):
-        """The segmenter (loaded from its model file on first use)."""
-        from boneage.errors import BoneAgeError
-        from boneage.segmentation.networks import Segmenter, load_segmenter
-
-        if self._net is None:
-            try:
-                net, info = load_segmenter(self.weights)
-            except BoneAgeError as exc:
-                raise ConfigError(f"cannot load the segmenter {self.weights}: {exc}") from exc
-            self._net = Segmenter.wrap(info["model_name"], net)
-        return self._net
-
-    def __call__(self, image, rng=None):
-        from boneage.segmentation.networks import mask_crop
-
-        return mask_crop(self.network(), image, margin=self.margin, zero_background=self.zero_background)
-
-
-@TRANSFORMS.register("gan_enhance")
-class GanEnhance(Transform):
-    """Enhance the image with a trained pix2pix generator (issue 12, :mod:`boneage.enhancement`).
-
-    ``weights`` is a generator file written by a ``task: gan`` run (which must exist when the
-    transform is built), or the ``"sha256:..."`` reference of a generator embedded in a loaded
-    model file. Loaded on first use, once, as :class:`UNetCrop` is.
-    """
-
-    #: The kind of network this step needs; model files embed it (boneage.inference.modelfile).
-    subnetwork = "enhancer"
+    subnetwork: str
+    file_kind: str
 
     def __init__(self, weights: str):
         from pathlib import Path
@@ -703,19 +612,92 @@ class GanEnhance(Transform):
         if embedded.is_reference(weights):
             self._model = embedded.resolve(weights)
         elif not Path(weights).is_file():
-            raise ConfigError(f"enhancement generator file not found: {weights}")
+            raise ConfigError(f"{self.file_kind} not found: {weights}")
+
+    def _load(self, path: str):
+        raise NotImplementedError
 
     def network(self):
-        """The generator itself (loaded from its file on first use)."""
-        from boneage.enhancement.networks import load_enhancer
+        """The network itself (loaded from its file on first use)."""
         from boneage.errors import BoneAgeError
 
         if self._model is None:
             try:
-                self._model = load_enhancer(self.weights)
+                self._model = self._load(self.weights)
             except BoneAgeError as exc:
-                raise ConfigError(f"cannot load the enhancement generator {self.weights}: {exc}") from exc
+                raise ConfigError(f"cannot load the {self.file_kind} {self.weights}: {exc}") from exc
         return self._model
+
+
+@TRANSFORMS.register("unet_crop")
+class UNetCrop(_NetworkStep):
+    """Crop to the hand mask of a trained hand U-Net (U+S+I); ``weights`` as
+    :class:`_NetworkStep`'s."""
+
+    subnetwork, file_kind = "hand_unet", "U-Net weights file"
+
+    def __init__(self, weights: str, margin: float = 0.02):
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.margin = margin
+        super().__init__(weights)
+
+    def _load(self, path):
+        from boneage.segmentation.unet import load_hand_unet
+
+        return load_hand_unet(path)
+
+    def __call__(self, image, rng=None):
+        from boneage.segmentation.unet import unet_crop
+
+        return unet_crop(self.network(), image, margin=self.margin)
+
+
+@TRANSFORMS.register("hand_mask")
+class HandMask(_NetworkStep):
+    """Crop to the hand found by a trained segmentation network, optionally zeroing the
+    background (masked inputs, issue 11).
+
+    ``weights`` is a segmentation model file (``boneage train`` of a ``task: segmentation``
+    recipe) or an embedded reference, as :class:`_NetworkStep`'s. ``margin`` grows the hand's
+    box by that fraction of its height/width per side; ``zero_background`` sets every pixel
+    outside the mask to 0.
+    """
+
+    subnetwork, file_kind = "segmenter", "segmentation model file"
+
+    def __init__(self, weights: str, margin: float = 0.05, zero_background: bool = False):
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        if not isinstance(zero_background, bool):
+            raise ValueError(f"zero_background must be true or false, got {zero_background!r}")
+        self.margin, self.zero_background = float(margin), zero_background
+        super().__init__(weights)
+
+    def _load(self, path):
+        from boneage.segmentation.networks import Segmenter, load_segmenter
+
+        net, info = load_segmenter(path)
+        return Segmenter.wrap(info["model_name"], net)
+
+    def __call__(self, image, rng=None):
+        from boneage.segmentation.networks import mask_crop
+
+        return mask_crop(self.network(), image, margin=self.margin, zero_background=self.zero_background)
+
+
+@TRANSFORMS.register("gan_enhance")
+class GanEnhance(_NetworkStep):
+    """Enhance the image with a trained pix2pix generator (issue 12, :mod:`boneage.enhancement`);
+    ``weights`` is a generator file written by a ``task: gan`` run or an embedded reference,
+    as :class:`_NetworkStep`'s."""
+
+    subnetwork, file_kind = "enhancer", "enhancement generator file"
+
+    def _load(self, path):
+        from boneage.enhancement.networks import load_enhancer
+
+        return load_enhancer(path)
 
     def __call__(self, image, rng=None):
         from boneage.enhancement.networks import enhance
