@@ -113,20 +113,13 @@ def dice_score(pred: np.ndarray, target: np.ndarray) -> float:
     return 1.0 if denom == 0 else 2.0 * int((p & t).sum()) / denom
 
 
-def _dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    prob = torch.sigmoid(logits)
-    inter = (prob * target).sum(dim=(1, 2, 3))
-    denom = prob.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3))
-    return (1.0 - (2.0 * inter + 1.0) / (denom + 1.0)).mean()
-
-
 def train_hand_unet(n_images: int = 64, size: int = 64, epochs: int = 15, seed: int = 0,
                     out: str | Path | None = None, *, base: int = 8, depth: int = 3,
                     batch_size: int = 8, lr: float = 1e-2, nuisance: bool = True) -> HandUNet:
     """Train a :class:`HandUNet` on synthetic radiographs and their hand masks.
 
-    The loss is BCE + soft Dice (Dice keeps the hand, a minority of pixels in small hands,
-    from being under-segmented). Everything — data, initialisation, batch order — follows
+    The loss is BCE + soft Dice (:class:`~boneage.segmentation.losses.CEDiceLoss`; Dice keeps
+    the hand, a minority of pixels in small hands, from being under-segmented). Everything — data, initialisation, batch order — follows
     ``seed``, and the global torch RNG is left untouched, so the same arguments give the same
     weights on the same machine.
 
@@ -145,6 +138,7 @@ def train_hand_unet(n_images: int = 64, size: int = 64, epochs: int = 15, seed: 
         The trained model, in eval mode on CPU.
     """
     from boneage.data.synthetic import sample_radiographs
+    from boneage.segmentation.losses import CEDiceLoss
 
     if int(n_images) < 1 or int(epochs) < 1 or int(batch_size) < 1:
         raise ValueError(f"n_images, epochs and batch_size must be >= 1, got "
@@ -160,6 +154,7 @@ def train_hand_unet(n_images: int = 64, size: int = 64, epochs: int = 15, seed: 
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         steps = int(epochs) * -(-len(x) // int(batch_size))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+        loss_fn = CEDiceLoss()
         model.train()
         for _ in range(int(epochs)):
             order = torch.randperm(len(x), generator=gen)
@@ -168,7 +163,7 @@ def train_hand_unet(n_images: int = 64, size: int = 64, epochs: int = 15, seed: 
                 if len(idx) < 2 and len(x) > 1:
                     continue  # BatchNorm cannot normalise a batch of one
                 logits = model(x[idx])
-                loss = TF.binary_cross_entropy_with_logits(logits, y[idx]) + _dice_loss(logits, y[idx])
+                loss = loss_fn(logits, y[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
