@@ -196,3 +196,22 @@ def test_stretch_maps_percentiles_to_the_unit_range():
     assert np.array_equal(F.stretch_percentiles(flat), flat)
     with pytest.raises(ValueError, match="need 0 <= low < high <= 100"):
         F.stretch_percentiles(img, 60, 40)
+
+
+def test_stretch_margin_keeps_a_frame_out_of_the_percentiles():
+    rng = np.random.default_rng(0)
+    img = (0.35 + 0.4 * rng.random((100, 100))).astype(np.float32)   # a grey film, 0.35-0.75
+    framed = F.add_border(img, 0.04, 1.0)                             # a white collimator frame
+    inner = (slice(8, 92), slice(8, 92))
+    # without a margin the frame becomes the 99th percentile and darkens the hand ...
+    assert not np.allclose(F.stretch_percentiles(framed)[inner], F.stretch_percentiles(img)[inner], atol=0.05)
+    # ... with one wider than the frame the middle gets the contrast it had before the frame
+    np.testing.assert_array_equal(F.stretch_percentiles(framed, margin=0.08)[inner],
+                                  F.stretch_percentiles(img, margin=0.08)[inner])
+    # the frame itself is still stretched, not left out of the image
+    assert F.stretch_percentiles(framed, margin=0.08)[0, 0] == 1.0
+    assert np.array_equal(F.stretch_percentiles(img, margin=0.0), F.stretch_percentiles(img))
+    with pytest.raises(ValueError, match=r"stretch margin must be a fraction in \[0, 0.5\), got 0.5"):
+        F.stretch_percentiles(img, margin=0.5)
+    with pytest.raises(ConfigError, match="stretch margin must be a fraction"):
+        build_transform({"name": "stretch", "margin": -0.1})

@@ -262,14 +262,17 @@ class _RandomStep(Transform):
 
 @TRANSFORMS.register("stretch")
 class PercentileStretch(Transform):
-    """Intensity standardisation: the ``low``/``high`` percentiles become 0 and 1."""
+    """Intensity standardisation: the ``low``/``high`` percentiles become 0 and 1, taken
+    inside a frame of ``margin`` (fraction of each side) left out."""
 
-    def __init__(self, low: float = 1.0, high: float = 99.0):
+    def __init__(self, low: float = 1.0, high: float = 99.0, margin: float = 0.0):
         F.check_percentile_range(low, high)
-        self.low, self.high = low, high
+        if not 0.0 <= margin < 0.5:
+            raise ValueError(f"stretch margin must be a fraction in [0, 0.5), got {margin}")
+        self.low, self.high, self.margin = low, high, margin
 
     def __call__(self, image, rng=None):
-        return F.stretch_percentiles(image, self.low, self.high)
+        return F.stretch_percentiles(image, self.low, self.high, self.margin)
 
 
 @TRANSFORMS.register("rescale")

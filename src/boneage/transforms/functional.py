@@ -154,16 +154,25 @@ def check_percentile_range(low: float, high: float) -> None:
         raise ValueError(f"need 0 <= low < high <= 100 (percentiles), got low={low}, high={high}")
 
 
-def stretch_percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+def stretch_percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.0,
+                        margin: float = 0.0) -> np.ndarray:
     """Map the ``low``-th and ``high``-th intensity percentiles to 0 and 1, clipping beyond.
 
     An intensity standardisation that does not depend on how the file was windowed: a
     radiograph stored with a narrow or wide window, at another bit depth or with a bright
     marker gets the same contrast. A (near) constant image comes back unchanged.
+
+    ``margin`` (a fraction of each side, in [0, 0.5)) leaves a frame of the image out of the
+    percentiles, though not out of the stretch: a collimator frame or a burned-in label at the
+    edge then cannot change the contrast given to the hand in the middle.
     """
     image = _check_image(image)
     check_percentile_range(low, high)
-    lo, hi = np.percentile(image, [low, high])
+    if not 0.0 <= margin < 0.5:
+        raise ValueError(f"stretch margin must be a fraction in [0, 0.5), got {margin}")
+    h, w = image.shape
+    mh, mw = int(round(h * margin)), int(round(w * margin))
+    lo, hi = np.percentile(image[mh:h - mh, mw:w - mw], [low, high])
     if hi - lo < 1e-6:
         return image.copy()
     return np.clip((image - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0)
