@@ -267,8 +267,7 @@ class PercentileStretch(Transform):
 
     def __init__(self, low: float = 1.0, high: float = 99.0, margin: float = 0.0):
         F.check_percentile_range(low, high)
-        if not 0.0 <= margin < 0.5:
-            raise ValueError(f"stretch margin must be a fraction in [0, 0.5), got {margin}")
+        F.check_stretch_margin(margin)
         self.low, self.high, self.margin = low, high, margin
 
     def __call__(self, image, rng=None):

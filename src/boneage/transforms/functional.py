@@ -154,6 +154,12 @@ def check_percentile_range(low: float, high: float) -> None:
         raise ValueError(f"need 0 <= low < high <= 100 (percentiles), got low={low}, high={high}")
 
 
+def check_stretch_margin(margin: float) -> None:
+    """ValueError unless ``0 <= margin < 0.5`` (a fraction of each side)."""
+    if not 0.0 <= margin < 0.5:
+        raise ValueError(f"stretch margin must be a fraction in [0, 0.5), got {margin}")
+
+
 def stretch_percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.0,
                         margin: float = 0.0) -> np.ndarray:
     """Map the ``low``-th and ``high``-th intensity percentiles to 0 and 1, clipping beyond.
@@ -168,8 +174,7 @@ def stretch_percentiles(image: np.ndarray, low: float = 1.0, high: float = 99.0,
     """
     image = _check_image(image)
     check_percentile_range(low, high)
-    if not 0.0 <= margin < 0.5:
-        raise ValueError(f"stretch margin must be a fraction in [0, 0.5), got {margin}")
+    check_stretch_margin(margin)
     h, w = image.shape
     mh, mw = int(round(h * margin)), int(round(w * margin))
     lo, hi = np.percentile(image[mh:h - mh, mw:w - mw], [low, high])
