@@ -215,3 +215,93 @@ def test_stretch_margin_keeps_a_frame_out_of_the_percentiles():
         F.stretch_percentiles(img, margin=0.5)
     with pytest.raises(ConfigError, match="stretch margin must be a fraction"):
         build_transform({"name": "stretch", "margin": -0.1})
+
+
+def grey_film(seed=0, shape=(100, 100)):
+    """A film on a grey background (0.35-0.75), as the RSNA file that a frame moved most."""
+    return (0.35 + 0.4 * np.random.default_rng(seed).random(shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_find_frame_measures_a_frame_on_every_side(value):
+    framed = F.add_border(grey_film(), 0.04, value)                  # 4 px of 100
+    assert F.find_frame(framed) == (4, 4, 4, 4)
+    assert F.find_frame(grey_film()) == (0, 0, 0, 0)
+    # one band of another value outside the frame stops at the change of value
+    twice = F.pad(framed, 0.05, 0, 0, 0, value=0.5)
+    assert F.find_frame(twice)[0] == 5
+
+
+def test_find_frame_stops_at_max_fraction_and_at_noise_beyond_tol():
+    wide = F.add_border(grey_film(), 0.3, 1.0)
+    assert F.find_frame(wide, max_fraction=0.1) == (10, 10, 10, 10)
+    noisy = F.add_border(grey_film(), 0.04, 0.9) + np.random.default_rng(1).normal(0, 0.01, (100, 100)).astype(np.float32)
+    assert F.find_frame(noisy) == (0, 0, 0, 0)
+    assert F.find_frame(noisy, tol=0.1) == (4, 4, 4, 4)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_unframe_continues_the_film_over_its_frame(value):
+    img = grey_film()
+    out = F.unframe(F.add_border(img, 0.04, value))
+    assert out.shape == img.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out[4:-4, 4:-4], img[4:-4, 4:-4])     # the film is untouched
+    np.testing.assert_array_equal(out[0, 4:-4], img[4, 4:-4])            # its edge line, repeated
+    np.testing.assert_array_equal(out[:, 0], out[:, 4])
+    # the frame no longer decides the contrast the canonical stretch gives the film
+    lo_hi = np.percentile(out, [1, 99])
+    np.testing.assert_allclose(lo_hi, np.percentile(img, [1, 99]), atol=0.02)
+    assert abs(np.percentile(F.add_border(img, 0.04, value), 99 if value else 1) - value) < 1e-6
+
+
+def test_unframe_leaves_a_background_band_of_the_films_own_value():
+    # A black background reaching the edge (most radiographs, every rsna-fullres image) is
+    # a uniform band too, but not a frame: the line inside it is black as well.
+    img = np.zeros((100, 100), np.float32)
+    img[30:90, 40:60] = np.linspace(0.4, 0.9, 60)[:, None]              # a "finger" off the edges
+    assert F.find_frame(img) != (0, 0, 0, 0)
+    np.testing.assert_array_equal(F.unframe(img), img)
+    np.testing.assert_array_equal(F.unframe(grey_film()), grey_film())
+    flat = np.full((20, 30), 0.4, np.float32)                            # one value everywhere
+    np.testing.assert_array_equal(F.unframe(flat), flat)
+
+
+def test_unframe_only_replaces_the_sides_that_differ_from_the_film():
+    img = grey_film()
+    img[:, 90:] = 0.55                                                   # a uniform strip of film grey
+    left_band = img.copy()
+    left_band[:, :6] = 1.0                                               # a white band on the left only
+    out = F.unframe(left_band)
+    np.testing.assert_array_equal(out[:, 6:], img[:, 6:])
+    np.testing.assert_array_equal(out[:, 0], img[:, 6])
+    # a band closer to the film than min_contrast stays
+    np.testing.assert_array_equal(F.unframe(left_band, min_contrast=0.9), left_band)
+
+
+def test_unframe_gives_nearly_the_same_canonical_input_for_a_framed_and_a_plain_film():
+    yy, xx = np.mgrid[:400, :400] / 400
+    hand = np.exp(-((yy - 0.55) ** 2 + (xx - 0.5) ** 2) / 0.05)         # a bright hand on a grey film
+    img = (0.35 + 0.4 * hand + np.random.default_rng(3).normal(0, 0.01, (400, 400))).astype(np.float32)
+    canon = build_transform({"name": "lowpass_resize", "size": 112, "sigma": 1.1}), build_transform("stretch")
+
+    def canonical(x):
+        return canon[1](canon[0](F.resample(F.unframe(x), 100, "area")))
+
+    framed = F.add_border(img, 0.04, 1.0)
+    plain_in = canonical(img)
+    without = canon[1](canon[0](F.resample(framed, 100, "area")))
+    inner = (slice(10, 102), slice(10, 102))
+    assert np.abs(without[inner] - plain_in[inner]).mean() > 0.1       # the frame darkened the film
+    assert np.abs(canonical(framed)[inner] - plain_in[inner]).mean() < 0.01
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"tol": -0.1}, r"unframe tol must be in \[0, 1\), got -0.1"),
+    ({"max_fraction": 0.5}, r"unframe max_fraction must be a fraction in \(0, 0.5\), got 0.5"),
+    ({"min_contrast": 0}, r"unframe min_contrast must be in \(0, 1\], got 0"),
+])
+def test_unframe_rejects_parameters_out_of_range(params, message):
+    with pytest.raises(ValueError, match=message):
+        F.unframe(grey_film(), **params)
+    with pytest.raises(ConfigError, match=message):
+        build_transform({"name": "unframe", **params})

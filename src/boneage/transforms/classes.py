@@ -241,6 +241,19 @@ class LowpassResize(Transform):
         return F.lowpass_resize(image, self.size, self.sigma)
 
 
+@TRANSFORMS.register("unframe")
+class Unframe(Transform):
+    """Replace a uniform frame (collimator edge, padding, exported border) that differs from
+    the film beside it by the film's edge continued outward (:func:`~boneage.transforms.functional.unframe`)."""
+
+    def __init__(self, tol: float = 1.0 / 255, max_fraction: float = 0.25, min_contrast: float = 0.1):
+        F.check_unframe_params(tol, max_fraction, min_contrast)
+        self.tol, self.max_fraction, self.min_contrast = tol, max_fraction, min_contrast
+
+    def __call__(self, image, rng=None):
+        return F.unframe(image, self.tol, self.max_fraction, self.min_contrast)
+
+
 class _RandomStep(Transform):
     """An augmentation applied with probability ``p``; subclasses draw parameters in ``_apply``."""
 

@@ -266,6 +266,90 @@ def add_border(image: np.ndarray, width: float, value: float = 0.0) -> np.ndarra
     return out
 
 
+def check_unframe_params(tol: float, max_fraction: float, min_contrast: float) -> None:
+    """ValueError naming the first of :func:`unframe`'s parameters out of range."""
+    if not 0.0 <= tol < 1.0:
+        raise ValueError(f"unframe tol must be in [0, 1), got {tol}")
+    if not 0.0 < max_fraction < 0.5:
+        raise ValueError(f"unframe max_fraction must be a fraction in (0, 0.5), got {max_fraction}")
+    if not 0.0 < min_contrast <= 1.0:
+        raise ValueError(f"unframe min_contrast must be in (0, 1], got {min_contrast}")
+
+
+def find_frame(image: np.ndarray, tol: float = 1.0 / 255, max_fraction: float = 0.25
+               ) -> tuple[int, int, int, int]:
+    """Widths in pixels (top, bottom, left, right) of the bands of one value at the image's edges.
+
+    A line (row or column, between the bands already found) belongs to a side's band while
+    every pixel in it lies within ``tol`` of the value of that side's outermost line. The sides
+    are peeled in turn, so a frame on all four sides is found whole, and no band grows past
+    ``max_fraction`` of its side. A band is only a candidate: :func:`unframe` decides whether it
+    differs from the film beside it.
+    """
+    image = _check_image(image)
+    check_unframe_params(tol, max_fraction, 1.0)
+    h, w = image.shape
+    limit = (int(h * max_fraction), int(h * max_fraction), int(w * max_fraction), int(w * max_fraction))
+    widths = [0, 0, 0, 0]
+    values: list[float | None] = [None, None, None, None]
+
+    def line(side: int) -> np.ndarray:
+        t, b, lft, r = widths
+        return (image[t, lft:w - r], image[h - 1 - b, lft:w - r],
+                image[t:h - b, lft], image[t:h - b, w - 1 - r])[side]
+
+    grown = True
+    while grown:
+        grown = False
+        for side in range(4):
+            if widths[side] >= limit[side]:
+                continue
+            pixels = line(side)
+            if pixels.size == 0:
+                continue
+            lo, hi = float(pixels.min()), float(pixels.max())
+            if hi - lo > tol:
+                continue
+            value = values[side] if values[side] is not None else 0.5 * (lo + hi)
+            if lo < value - tol or hi > value + tol:
+                continue
+            values[side] = value
+            widths[side] += 1
+            grown = True
+    return widths[0], widths[1], widths[2], widths[3]
+
+
+def unframe(image: np.ndarray, tol: float = 1.0 / 255, max_fraction: float = 0.25,
+            min_contrast: float = 0.1) -> np.ndarray:
+    """Replace a uniform frame around a film by the film's own edge, continued outward.
+
+    A collimator edge, a scanner's padding or an exported border is a band of one value at the
+    image's edge (:func:`find_frame`). It carries no anatomy but it moves any statistic taken
+    over the image, such as the canonical percentile stretch: a white frame around a film with
+    a grey background read one RSNA hand 15 months older. A band counts as a frame where its
+    value differs by at least ``min_contrast`` from the median of the line just inside it; such
+    sides are filled by repeating that line, so the image keeps its size and geometry. A band
+    of the same value as the film beside it (the black background of most radiographs) is left
+    as it is, and an image without a frame comes back unchanged.
+    """
+    image = _check_image(image)
+    check_unframe_params(tol, max_fraction, min_contrast)
+    h, w = image.shape
+    t, b, lft, r = find_frame(image, tol, max_fraction)
+    if h - t - b < 1 or w - lft - r < 1:
+        return image.copy()  # one value everywhere: nothing inside a frame to continue
+    inner = image[t:h - b, lft:w - r]
+    edges = (inner[0], inner[-1], inner[:, 0], inner[:, -1])
+    bands = (image[:t, lft:w - r], image[h - b:, lft:w - r], image[t:h - b, :lft], image[t:h - b, w - r:])
+    keep = [width if width and abs(float(np.median(band)) - float(np.median(edge))) >= min_contrast else 0
+            for width, band, edge in zip((t, b, lft, r), bands, edges)]
+    if not any(keep):
+        return image.copy()
+    kt, kb, kl, kr = keep
+    core = image[kt:h - kb, kl:w - kr]
+    return cv2.copyMakeBorder(core, kt, kb, kl, kr, cv2.BORDER_REPLICATE)
+
+
 def pad(image: np.ndarray, top: float = 0.0, bottom: float = 0.0, left: float = 0.0,
         right: float = 0.0, value: float = 0.0) -> np.ndarray:
     """Add margins (fractions of the height / width) filled with ``value``; the image grows."""
