@@ -247,11 +247,13 @@ def load_model_extras(path: str | Path):
 
 
 def add_to_model_file(src: str | Path, dst: str | Path, *, gate=None, calibration=None,
-                      info_update: dict | None = None, inference_update: dict | None = None) -> Path:
+                      info_update: dict | None = None, inference_update: dict | None = None,
+                      preprocess: list | None = None) -> Path:
     """Copy a model file, adding (or replacing) its quality gate, interval calibration and
     info entries; the weights are unchanged. ``inference_update`` replaces keys of the
     recipe's ``inference`` section (how predictions are made from the same weights, e.g.
-    ``preprocess_views``); without it the bone ages are unchanged too."""
+    ``preprocess_views``) and ``preprocess`` the recipe's deterministic preprocessing steps;
+    without either the bone ages are unchanged too."""
     from safetensors.torch import load_file, save_file
 
     from boneage.inference.quality import TENSOR_PREFIX
@@ -266,9 +268,11 @@ def add_to_model_file(src: str | Path, dst: str | Path, *, gate=None, calibratio
         meta["interval"] = json.dumps(calibration.to_dict())
     if info_update:
         meta["info"] = json.dumps({**json.loads(meta.get("info", "{}")), **info_update})
-    if inference_update:
+    if inference_update or preprocess is not None:
         data = json.loads(meta["recipe"])
-        data["inference"] = {**data.get("inference", {}), **inference_update}
+        data["inference"] = {**data.get("inference", {}), **(inference_update or {})}
+        if preprocess is not None:
+            data["preprocess"] = list(preprocess)
         meta["recipe"] = json.dumps(Recipe.from_dict(data).to_dict())  # validated as any recipe
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
