@@ -105,3 +105,20 @@ def test_model_file_gains_view_preparations_with_its_weights_unchanged(tmp_path)
         Predictor.from_file(src).predict(small, "F").bone_age_months, abs=1e-6)
     with pytest.raises(ConfigError, match="preprocess_view"):
         add_to_model_file(src, tmp_path / "x.safetensors", inference_update={"preprocess_view": []})
+
+
+def test_model_file_gains_preprocess_steps_with_its_weights_unchanged(tmp_path):
+    model, r = make()
+    src = save_model_file(tmp_path / "m.safetensors", model, r)
+    unframe = {"name": "unframe"}
+    dst = add_to_model_file(src, tmp_path / "u.safetensors", preprocess=[unframe, {"name": "resize", "size": 32}],
+                            inference_update={"preprocess_views": [[unframe, *NEAREST]]})
+    recipe, _ = read_model_metadata(dst)
+    assert recipe.preprocess[0] == unframe and recipe.inference.preprocess_views == [[unframe, *NEAREST]]
+    framed = BIG.copy()
+    framed[:, :8] = 1.0                                      # a white band the new step removes
+    before, after = Predictor.from_file(src), Predictor.from_file(dst)
+    assert after.predict(BIG, "F").bone_age_months == pytest.approx(before.predict(BIG, "F").bone_age_months, abs=1e-6)
+    assert after.predict(framed, "F").bone_age_months != pytest.approx(before.predict(framed, "F").bone_age_months, abs=1e-6)
+    with pytest.raises(ConfigError, match="unframe max_fraction"):
+        add_to_model_file(src, tmp_path / "x.safetensors", preprocess=[{"name": "unframe", "max_fraction": 0.7}])

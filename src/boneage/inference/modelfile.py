@@ -257,6 +257,7 @@ def add_to_model_file(src: str | Path, dst: str | Path, *, gate=None, calibratio
     from safetensors.torch import load_file, save_file
 
     from boneage.inference.quality import TENSOR_PREFIX
+    from boneage.transforms import build_pipeline
 
     meta = dict(_metadata(src))
     tensors = load_file(str(src), device="cpu")
@@ -273,7 +274,10 @@ def add_to_model_file(src: str | Path, dst: str | Path, *, gate=None, calibratio
         data["inference"] = {**data.get("inference", {}), **(inference_update or {})}
         if preprocess is not None:
             data["preprocess"] = list(preprocess)
-        meta["recipe"] = json.dumps(Recipe.from_dict(data).to_dict())  # validated as any recipe
+        recipe = Recipe.from_dict(data)  # validated as any recipe, its steps built once
+        for steps in (recipe.preprocess, *recipe.inference.preprocess_views):
+            build_pipeline(steps)
+        meta["recipe"] = json.dumps(recipe.to_dict())
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dst) as tmp:
