@@ -200,6 +200,7 @@ def calibrate_model_file(data_dir, model=None, out=None, *, settings: Calibratio
     from boneage.data.datasets import PreprocessedCache
     from boneage.data.labels import load_samples
     from boneage.data.split import holdout_subset
+    from boneage.evaluation.robustness import model_grid
     from boneage.inference.batch import predict_cached
     from boneage.inference.modelfile import add_to_model_file
     from boneage.inference.predictor import Predictor, default_model_path
@@ -239,8 +240,7 @@ def calibrate_model_file(data_dir, model=None, out=None, *, settings: Calibratio
     log.info("interval: half-widths %s months, coverage %.3f on %d test images",
              [round(h, 1) for h in calibration.half_widths], test_cov, len(test))
 
-    grid = predictor.recipe.preprocess[0].get("size", 100) if predictor.recipe.preprocess else 100
-    data = gate_data(predictor, fit, cal, test, settings, grid, progress)
+    data = gate_data(predictor, fit, cal, test, settings, model_grid(predictor.recipe), progress)
     gate = fit_gate(data["fit"], data["negatives"], data["calibration"], settings)
     measured = measure_gate(gate, data["test"], data["unseen"])
     prepared = measure_gate(gate, data["test_prepared"], {})
