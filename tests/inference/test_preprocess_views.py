@@ -122,3 +122,20 @@ def test_model_file_gains_preprocess_steps_with_its_weights_unchanged(tmp_path):
     assert after.predict(framed, "F").bone_age_months != pytest.approx(before.predict(framed, "F").bone_age_months, abs=1e-6)
     with pytest.raises(ConfigError, match="unframe max_fraction"):
         add_to_model_file(src, tmp_path / "x.safetensors", preprocess=[{"name": "unframe", "max_fraction": 0.7}])
+
+
+def test_copies_run_the_steps_they_share_with_the_recipe_once(monkeypatch):
+    from boneage.transforms import functional as F
+
+    calls = []
+    real = F.unframe
+    monkeypatch.setattr(F, "unframe", lambda *a, **k: calls.append(1) or real(*a, **k))
+    unframe = {"name": "unframe"}
+    own = build_pipeline([unframe, {"name": "resize", "size": 32}])
+    variants = [build_pipeline([unframe, *NEAREST]), build_pipeline([{"name": "unframe", "min_contrast": 0.9}, *NEAREST])]
+    framed = BIG.copy()
+    framed[:10] = 1.0
+    copies = preprocessed_copies(framed, own, variants)
+    assert len(calls) == 2            # once for the shared step, once for the one with other parameters
+    expected = [p(framed) for p in (own, *variants)]
+    assert len(copies) == 3 and all(np.array_equal(c, e) for c, e in zip(copies, expected))

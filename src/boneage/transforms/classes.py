@@ -557,12 +557,31 @@ def preprocessed_copies(image: np.ndarray, pipeline: Transform,
     already on the target grid) adds no views, so its estimate is not counted twice.
     """
     image = np.asarray(image, dtype=np.float32)
-    copies = [pipeline(image)]
+    steps = pipeline.transforms if isinstance(pipeline, Compose) else [pipeline]
+    stages = [image]  # the image after each step of the recipe's own pipeline
+    for step in steps:
+        stages.append(step(stages[-1]))
+    copies = [stages[-1]]
     for variant in variants:
-        copy = variant(image)
+        # Leading steps the variant shares with the pipeline (the bundled model's unframe of a
+        # full-resolution radiograph) are not run twice.
+        shared = _shared_prefix(steps, variant.transforms) if isinstance(variant, Compose) else 0
+        copy = stages[shared]
+        for step in (variant.transforms[shared:] if isinstance(variant, Compose) else [variant]):
+            copy = step(copy)
         if not any(c.shape == copy.shape and np.array_equal(c, copy) for c in copies):
             copies.append(copy)
     return copies
+
+
+def _shared_prefix(a: Sequence[Transform], b: Sequence[Transform]) -> int:
+    """How many leading steps two pipelines share: deterministic, same class, same parameters."""
+    n = 0
+    for x, y in zip(a, b):
+        if type(x) is not type(y) or getattr(x, "random", False) or repr(x) != repr(y):
+            break
+        n += 1
+    return n
 
 
 def network_input(images: np.ndarray, recipe) -> np.ndarray:
