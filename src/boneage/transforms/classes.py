@@ -565,9 +565,10 @@ def preprocessed_copies(image: np.ndarray, pipeline: Transform,
     for variant in variants:
         # Leading steps the variant shares with the pipeline (the bundled model's unframe of a
         # full-resolution radiograph) are not run twice.
-        shared = _shared_prefix(steps, variant.transforms) if isinstance(variant, Compose) else 0
+        variant_steps = variant.transforms if isinstance(variant, Compose) else [variant]
+        shared = _shared_prefix(steps, variant_steps)
         copy = stages[shared]
-        for step in (variant.transforms[shared:] if isinstance(variant, Compose) else [variant]):
+        for step in variant_steps[shared:]:
             copy = step(copy)
         if not any(c.shape == copy.shape and np.array_equal(c, copy) for c in copies):
             copies.append(copy)

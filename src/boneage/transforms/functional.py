@@ -346,20 +346,21 @@ def unframe(image: np.ndarray, tol: float = 1.0 / 255, max_fraction: float = 0.2
     value differs by at least ``min_contrast`` from the median of the line just inside it; such
     sides are filled by repeating that line, so the image keeps its size and geometry. A band
     of the same value as the film beside it (the black background of most radiographs) is left
-    as it is, and an image without a frame comes back unchanged.
+    as it is, and an image without a frame comes back as it is (the same array: no copy of a
+    full-resolution radiograph on the prediction path).
     """
     image = _check_image(image)
     check_unframe_params(tol, max_fraction, min_contrast)
     h, w = image.shape
     (t, b, lft, r), values = _frame_bands(image, tol, max_fraction)
     if h - t - b < 1 or w - lft - r < 1:
-        return image.copy()  # one value everywhere: nothing inside a frame to continue
+        return image  # one value everywhere: nothing inside a frame to continue
     inner = image[t:h - b, lft:w - r]
     edges = (inner[0], inner[-1], inner[:, 0], inner[:, -1])
     keep = [width if width and abs(value - float(np.median(edge))) >= min_contrast else 0
             for width, value, edge in zip((t, b, lft, r), values, edges)]
     if not any(keep):
-        return image.copy()
+        return image
     kt, kb, kl, kr = keep
     core = image[kt:h - kb, kl:w - kr]
     return cv2.copyMakeBorder(core, kt, kb, kl, kr, cv2.BORDER_REPLICATE)
