@@ -208,3 +208,49 @@ def test_the_loop_stops_when_validation_dice_stops_improving(tmp_path, curve, pa
                                     "pool": [{"id": "a"}]})
     reason = run._stop_reason()
     assert (reason == f"validation Dice has not improved for {patience} round(s)") is stops, reason
+
+
+def test_cli_figure_outlines_masks_and_reports_the_segmenters_dice(seg_data, tmp_path, cli):
+    from boneage.engine import fit
+    from boneage.io.image import read_image
+    from boneage.segmentation.networks import load_segmenter, segment
+    from boneage.segmentation.task import read_mask
+    from boneage.segmentation.unet import dice_score
+
+    root, samples = seg_data
+    recipe = _recipe(epochs=1)
+    recipe.data.root = str(root)
+    model = fit(recipe, tmp_path / "seg", progress=False, log=lambda *_: None).model_path
+    ids = [str(s.id) for s in samples[:3]]
+    code, out, _ = cli("annotate", "figure", root, tmp_path / "fig.png", "--masks", root / "masks",
+                       "--segmenter", model, "--ids", *ids)
+    assert code == 0 and (tmp_path / "fig.png").stat().st_size > 0
+    net, _ = load_segmenter(model)
+    expected = np.mean([dice_score(segment(net, read_image(s.path).pixels), read_mask(root / "masks" / f"{s.id}.png"))
+                        for s in samples[:3]])
+    assert f"Dice, segmenter vs reference: mean {expected:.3f}" in out
+
+    code, _, err = cli("annotate", "figure", root, tmp_path / "f.png")
+    assert code == 2 and "give --masks, --segmenter or both" in err and len(err.splitlines()) == 1
+    code, _, err = cli("annotate", "figure", root, tmp_path / "f.png", "--masks", root / "masks", "--ids", "1", "999")
+    assert code == 2 and "ids not in" in err and "999" in err and len(err.splitlines()) == 1
+
+
+def test_mask_outline_plot_draws_each_set_in_its_colour_and_checks_shapes(tmp_path):
+    from boneage.evaluation.plots import plot_mask_outlines
+
+    image = np.full((60, 40), 0.5, np.float32)
+    square = np.zeros((60, 40), np.uint8)
+    square[15:45, 10:30] = 1
+    path = plot_mask_outlines([image], {"reference": [square], "segmenter": [np.zeros_like(square)]},
+                              tmp_path / "f.png", titles=["a"])
+    rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(int)
+    def pixels_of(hex_colour):
+        c = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+        return int((np.abs(rgb - c).sum(axis=2) < 30).sum())
+    # the green outline of the square, and the orange of the empty set only in its legend line
+    assert pixels_of("#009E73") > pixels_of("#E69F00") > 0
+    with pytest.raises(InputError, match=r"mask set 'reference', image 0: mask shape \(10, 10\) does not match"):
+        plot_mask_outlines([image], {"reference": [np.zeros((10, 10))]}, tmp_path / "g.png")
+    with pytest.raises(InputError, match="has 2 masks for 1 images"):
+        plot_mask_outlines([image], {"reference": [square, square]}, tmp_path / "g.png")

@@ -8,6 +8,7 @@ Registered by :func:`boneage.cli.main.build_parser` through :func:`add_parser`::
     boneage annotate round RUN             # train the committee, score the pool, select the next k
     boneage annotate status RUN
     boneage annotate background-masks DATA OUT   # masks of background-removed films (rsna-fullres)
+    boneage annotate figure DATA OUT.png --masks DIR --segmenter FILE   # films with mask outlines
 
 The work is :mod:`boneage.segmentation.active` and :mod:`boneage.segmentation.annotate`.
 """
@@ -64,6 +65,16 @@ def add_parser(subparsers) -> None:
     a.add_argument("--close-fraction", type=float, default=0.005,
                    help="closing kernel side as a fraction of the longer image side (default 0.005)")
     a.set_defaults(func=cmd_background_masks)
+
+    a = sub.add_parser("figure", help="radiographs with the outlines of their masks (reference and/or a "
+                                      "segmenter's), and the Dice between them")
+    a.add_argument("data", metavar="DATA", help="folder with labels.csv + images/")
+    a.add_argument("out", metavar="OUT", help="PNG to write (under runs/ for real radiographs)")
+    a.add_argument("--masks", help="folder of <id>.png reference masks")
+    a.add_argument("--segmenter", help="a segmentation model file whose masks are drawn too")
+    a.add_argument("--ids", nargs="+", help="these ids (default: the first --limit of labels.csv)")
+    a.add_argument("--limit", type=int, default=4, help="images drawn without --ids (default 4)")
+    a.set_defaults(func=cmd_figure)
 
 
 def cmd_init(args) -> int:
@@ -139,4 +150,46 @@ def cmd_background_masks(args) -> int:
         cv2.imwrite(str(out / f"{s.id}.png"), mask * np.uint8(255))
     print(f"wrote {len(samples)} masks to {out}; hand fraction of the image {min(fractions):.3f}-"
           f"{max(fractions):.3f} (median {np.median(fractions):.3f})")
+    return 0
+
+
+def cmd_figure(args) -> int:
+    import numpy as np
+
+    from boneage.data.labels import load_samples
+    from boneage.errors import InputError
+    from boneage.evaluation.plots import plot_mask_outlines
+    from boneage.io.image import read_image
+    from boneage.segmentation.networks import load_segmenter, segment
+    from boneage.segmentation.task import read_mask
+    from boneage.segmentation.unet import dice_score
+
+    if not args.masks and not args.segmenter:
+        raise InputError("give --masks, --segmenter or both: there is nothing to outline")
+    if args.limit < 1:
+        raise InputError(f"--limit must be >= 1, got {args.limit}")
+    samples = load_samples(args.data)
+    if args.ids:
+        by_id = {str(s.id): s for s in samples}
+        unknown = [i for i in args.ids if i not in by_id]
+        if unknown:
+            raise InputError(f"ids not in {args.data}: {', '.join(unknown)}")
+        samples = [by_id[i] for i in args.ids]
+    else:
+        samples = samples[:args.limit]
+    images = [read_image(s.path).pixels for s in samples]
+    masks: dict[str, list] = {}
+    if args.masks:
+        masks["reference"] = [read_mask(Path(args.masks) / f"{s.id}.png") for s in samples]
+    if args.segmenter:
+        net, _ = load_segmenter(args.segmenter)
+        masks["segmenter"] = [segment(net, im) for im in images]
+    titles = [str(s.id) for s in samples]
+    if len(masks) == 2:
+        dice = [dice_score(p, t) for p, t in zip(masks["segmenter"], masks["reference"])]
+        titles = [f"{t}  Dice {d:.3f}" for t, d in zip(titles, dice)]
+        print(f"Dice, segmenter vs reference: mean {np.mean(dice):.3f}, min {np.min(dice):.3f} "
+              f"({len(dice)} images)")
+    path = plot_mask_outlines(images, masks, args.out, titles=titles)
+    print(f"wrote {path}")
     return 0

@@ -37,6 +37,7 @@ __all__ = [
     "plot_error_by_age_bin",
     "plot_training_curves",
     "plot_robustness",
+    "plot_mask_outlines",
 ]
 
 # Colour-blind-safe pair (Okabe-Ito) so sex groups stay distinguishable for everyone.
@@ -356,4 +357,69 @@ def plot_robustness(rows: list[dict], path: str | os.PathLike, *, limit: float =
     ax.legend(loc="lower right", fontsize="x-small")
     n = rows[0]["n"] if rows else 0
     ax.set_title(title or f"Same radiographs, prepared differently (n={n})", fontsize=10)
+    return _save(fig, path)
+
+
+#: Outline colours of the masks drawn by :func:`plot_mask_outlines`, in order (Okabe-Ito).
+_MASK_COLOURS = ("#009E73", "#E69F00", "#CC79A7", "#56B4E9")
+
+
+def plot_mask_outlines(images: Sequence[np.ndarray], masks: dict[str, Sequence[np.ndarray]],
+                       path: str | os.PathLike, *, titles: Sequence[str] | None = None,
+                       columns: int = 4, max_side: int = 512) -> Path:
+    """Radiographs side by side, each with the outline of every named set of hand masks.
+
+    Args:
+        images: 2-D [0, 1] images, drawn at their own aspect ratio.
+        masks: legend label → one 0/1 mask per image, the image's shape (e.g. ``{"reference":
+            [...], "segmenter": [...]}``); at most four sets.
+        titles: one line under each image (its id, a Dice).
+        columns: images per row.
+        max_side: longer side of each image as drawn (the outline is traced at that size too),
+            which keeps a figure of full-resolution films small.
+
+    Returns:
+        The written path.
+
+    Raises:
+        InputError: no images, more mask sets than colours, or a mask count or shape that does
+            not match the images.
+    """
+    import cv2
+
+    if not images:
+        raise InputError("no images to draw")
+    if len(masks) > len(_MASK_COLOURS):
+        raise InputError(f"at most {len(_MASK_COLOURS)} mask sets can be told apart, got {len(masks)}")
+    if columns < 1:
+        raise InputError(f"columns must be >= 1, got {columns}")
+    for label, ms in masks.items():
+        if len(ms) != len(images):
+            raise InputError(f"mask set {label!r} has {len(ms)} masks for {len(images)} images")
+        for i, (m, im) in enumerate(zip(ms, images)):
+            if np.shape(m) != np.shape(im):
+                raise InputError(f"mask set {label!r}, image {i}: mask shape {np.shape(m)} "
+                                 f"does not match image shape {np.shape(im)}")
+    cols = min(columns, len(images))
+    rows = math.ceil(len(images) / cols)
+    fig = _new_figure(2.6 * cols, 3.2 * rows + 0.4)
+    for i, image in enumerate(images):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        h, w = np.shape(image)
+        scale = min(1.0, max_side / max(h, w))
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = cv2.resize(np.asarray(image, np.float32), size, interpolation=cv2.INTER_AREA)
+        ax.imshow(small, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        for colour, (label, ms) in zip(_MASK_COLOURS, masks.items()):
+            m = cv2.resize(np.asarray(ms[i], np.uint8), size, interpolation=cv2.INTER_NEAREST)
+            if m.any():
+                ax.contour(m, levels=[0.5], colors=[colour], linewidths=1.2)
+            # an empty mask still gets its legend entry, so a missed hand is visible as such
+            ax.plot([], [], color=colour, label=label)
+        ax.set_axis_off()
+        if titles:
+            ax.set_title(titles[i], fontsize="small")
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize="small")
     return _save(fig, path)
