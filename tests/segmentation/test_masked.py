@@ -115,3 +115,28 @@ def test_model_file_embeds_the_segmenter_and_predicts_without_its_file(tmp_path,
     own.unlink()
     embedded._NETWORKS.clear()                      # as in a fresh process
     assert Predictor.from_file(path).predict(image, "M").bone_age_months == pytest.approx(before, abs=1e-4)
+
+
+def test_a_masked_model_file_can_start_another_training(tmp_path, segmenter_file):
+    # train.init_from on a file that embeds its segmenter: the recipe's own hand_mask step brings
+    # a segmenter, so only the regression network's weights may be read (they once failed as
+    # "unexpected preprocess.0.net..." keys).
+    from boneage.config import Recipe
+    from boneage.engine.trainer import _init_weights
+    from boneage.inference.modelfile import build_model, read_weights, save_model_file
+
+    recipe = Recipe.from_dict({
+        "name": "masked", "preprocess": [{"name": "hand_mask", "weights": str(segmenter_file)},
+                                         {"name": "resize", "size": 32}],
+        "model": {"name": "small_cnn", "options": {"width": 4, "stages": 2}}, "target": {"mean": 100.0, "std": 40.0}})
+    torch.manual_seed(0)
+    trained = build_model(recipe)
+    path = save_model_file(tmp_path / "m.safetensors", trained, recipe)
+    assert any(k.startswith("preprocess.0.") for k in read_weights(path))
+    own = read_weights(path, embedded=False)
+    assert set(own) == set(trained.state_dict())
+    torch.manual_seed(1)
+    fresh = build_model(recipe)
+    _init_weights(fresh, str(path))
+    for k, v in trained.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v)

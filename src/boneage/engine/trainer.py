@@ -113,10 +113,11 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _init_weights(model: torch.nn.Module, path: str) -> None:
-    """Start from the weights of another model file of the same architecture."""
+    """Start from the weights of another model file of the same architecture (its embedded
+    preprocessing networks stay out: the recipe's own preprocess steps bring theirs)."""
     from boneage.inference.modelfile import read_weights
 
-    missing, unexpected = model.load_state_dict(read_weights(path), strict=False)
+    missing, unexpected = model.load_state_dict(read_weights(path, embedded=False), strict=False)
     if missing or unexpected:
         raise InputError(f"weights do not fit this recipe's model (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})", path)

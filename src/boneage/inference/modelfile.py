@@ -189,16 +189,24 @@ def _load_subnetworks(path: Path, state: dict[str, torch.Tensor], subnets: dict[
 _EXTRA_PREFIXES = ("quality.",)
 
 
-def read_weights(path: str | Path) -> dict:
+def read_weights(path: str | Path, *, embedded: bool = True) -> dict:
     """The network's tensors in a model file, without the quality gate's (so a calibrated
-    file can initialise training as well as an uncalibrated one)."""
+    file can initialise training as well as an uncalibrated one).
+
+    ``embedded=False`` also leaves out the networks embedded for preprocessing (a hand
+    segmenter, an enhancer): a recipe that starts from this file builds its own from its
+    preprocess steps, so only the model's own weights can initialise it.
+    """
     from safetensors.torch import load_file
 
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise InputError(f"cannot read the weights: {str(exc).splitlines()[0]}", path) from None
-    return {k: v for k, v in state.items() if not k.startswith(_EXTRA_PREFIXES)}
+    skip = _EXTRA_PREFIXES
+    if not embedded:
+        skip += tuple(key + "." for key in json.loads(_metadata(path).get("subnetworks", "{}")))
+    return {k: v for k, v in state.items() if not k.startswith(skip)}
 
 
 def load_model_file(path: str | Path, device: str | torch.device = "cpu"
