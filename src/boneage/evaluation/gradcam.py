@@ -63,7 +63,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from boneage.evaluation.plots import _new_figure, _save
+from boneage.evaluation.plots import _new_figure, _save, display_size
 
 if TYPE_CHECKING:
     import torch
@@ -491,10 +491,8 @@ def _fit_for_display(image: np.ndarray, heatmap: np.ndarray, max_side: int):
     """The image and the map at one size, no side over ``max_side``, aspect ratio kept."""
     if heatmap.shape != image.shape:
         heatmap = cv2.resize(heatmap, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
-    h, w = image.shape
-    scale = max_side / max(h, w)
-    if scale < 1.0:
-        size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    size = display_size(image.shape, max_side)
+    if size != (image.shape[1], image.shape[0]):
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         heatmap = cv2.resize(heatmap, size, interpolation=cv2.INTER_AREA)
     return image, heatmap

@@ -38,6 +38,7 @@ __all__ = [
     "plot_training_curves",
     "plot_robustness",
     "plot_mask_outlines",
+    "display_size",
 ]
 
 # Colour-blind-safe pair (Okabe-Ito) so sex groups stay distinguishable for everyone.
@@ -45,6 +46,16 @@ _MALE_COLOUR = "#0072B2"
 _FEMALE_COLOUR = "#D55E00"
 _ALL_COLOUR = "#4D4D4D"
 _DPI = 120
+
+
+def display_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``(width, height)`` of an image of ``shape`` (H, W) shrunk so that no side exceeds
+    ``max_side``, aspect ratio kept; its own size when it already fits (never enlarged)."""
+    h, w = shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return w, h
+    return max(1, int(round(w * scale))), max(1, int(round(h * scale)))
 
 
 def _new_figure(width: float = 6.4, height: float = 4.8) -> Figure:
@@ -405,9 +416,7 @@ def plot_mask_outlines(images: Sequence[np.ndarray], masks: dict[str, Sequence[n
     fig = _new_figure(2.6 * cols, 3.2 * rows + 0.4)
     for i, image in enumerate(images):
         ax = fig.add_subplot(rows, cols, i + 1)
-        h, w = np.shape(image)
-        scale = min(1.0, max_side / max(h, w))
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        size = display_size(np.shape(image), max_side)
         small = cv2.resize(np.asarray(image, np.float32), size, interpolation=cv2.INTER_AREA)
         ax.imshow(small, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         for colour, (label, ms) in zip(_MASK_COLOURS, masks.items()):

@@ -331,8 +331,7 @@ def find_frame(image: np.ndarray, tol: float = 1.0 / 255, max_fraction: float = 
     """
     image = _check_image(image)
     check_unframe_params(tol, max_fraction, 1.0)
-    t, b, lft, r = _frame_bands(image, tol, max_fraction)[0]
-    return t, b, lft, r
+    return tuple(_frame_bands(image, tol, max_fraction)[0])
 
 
 def unframe(image: np.ndarray, tol: float = 1.0 / 255, max_fraction: float = 0.25,
