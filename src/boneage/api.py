@@ -23,7 +23,7 @@ import numpy as np
 
 from boneage.clinical import clinical_reading, resolve_chronological_age
 from boneage.errors import InputError
-from boneage.inference import Prediction, Predictor
+from boneage.inference import Prediction, Predictor, default_model_path
 from boneage.sex import Sex
 
 ImageLike = "str | os.PathLike | LoadedImage | np.ndarray"
@@ -146,7 +146,9 @@ def evaluate(data_dir=None, *, csv=None, images=None, model=None, holdout: bool 
 
     if limit is not None and limit < 1:
         raise InputError(f"limit must be >= 1, got {limit}")
-    predictor = load_predictor(model)
+    # Batched evaluation runs the PyTorch network over cached views: the bundled model's own
+    # file, not the ONNX export that single predictions use.
+    predictor = load_predictor(default_model_path("torch") if model is None else model)
     samples = load_samples(data_dir, csv, images, None if holdout else limit)
     if holdout:
         samples = holdout_subset(samples, predictor.recipe.data, predictor.info)[:limit]

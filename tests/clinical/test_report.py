@@ -47,7 +47,8 @@ def tall_png(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(tall_png, predictor):
-    return create_report(tall_png, "M", model=predictor, age_months=110, report_date=WHEN, force=True)
+    return create_report(tall_png, "M", model=predictor, age_months=110, report_date=WHEN, force=True,
+                         heatmap=True)
 
 
 class _Page(HTMLParser):

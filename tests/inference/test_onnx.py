@@ -143,8 +143,8 @@ def test_metadata_round_trip(bundled_onnx):
     from boneage.inference.modelfile import file_hash, load_model_extras, read_model_metadata
     from boneage.inference.predictor import default_model_path
 
-    recipe, info = read_model_metadata(default_model_path())
-    gate, calibration = load_model_extras(default_model_path())
+    recipe, info = read_model_metadata(default_model_path("torch"))
+    gate, calibration = load_model_extras(default_model_path("torch"))
     p = Predictor.from_file(bundled_onnx)
     # The export writes the input spec out (the light install has no model registry).
     resolved = dict(zip(("channels", "input_mean", "input_std"), recipe.input_spec()))
@@ -152,8 +152,8 @@ def test_metadata_round_trip(bundled_onnx):
     # model_sha256 is the loaded file's own hash on both paths (the stored one is overridden).
     added = ("model_sha256", "source_model", "threads")
     assert {k: v for k, v in p.info.items() if k not in added} == {k: v for k, v in info.items() if k not in added}
-    assert p.info["source_model"] == {"file": default_model_path().name,
-                                      "sha256": file_hash(default_model_path())}
+    assert p.info["source_model"] == {"file": default_model_path("torch").name,
+                                      "sha256": file_hash(default_model_path("torch"))}
     assert p.info["model_sha256"] == file_hash(bundled_onnx)
     assert p.calibration == calibration
     assert p.uses_sex is True

@@ -31,6 +31,9 @@ def add_parser(subparsers) -> None:
                    help="chronological age in months, 0-240 (used when the dates are not given)")
     s.add_argument("--force", action="store_true",
                    help="assess an image the quality gate refuses; the report says it was forced")
+    s.add_argument("--heatmap", action="store_true",
+                   help="add a Grad-CAM heat map (needs PyTorch, the 'train' extra; off by default: on "
+                        "real radiographs its hottest area may lie on background)")
     s.add_argument("--overwrite", action="store_true", help="replace output files that exist")
     s.add_argument("--dicom-out", metavar="FILE.dcm",
                    help="also write the report page as a DICOM Secondary Capture in the source's "
@@ -68,7 +71,7 @@ def cmd_report(args) -> int:
     if dicom_out is not None and loaded.metadata.format != "dicom":
         raise InputError(f"--dicom-out needs a DICOM input image (the report joins its study); "
                          f"this one is {loaded.metadata.format.upper() or 'not DICOM'}", args.image)
-    report = create_report(loaded, sex, model=args.model, birth_date=args.birth_date,
+    report = create_report(loaded, sex, model=args.model, heatmap=args.heatmap, birth_date=args.birth_date,
                            study_date=args.study_date, age_months=args.age_months,
                            force=args.force, name=str(args.image), source=args.image)
     write_report(report, out, overwrite=True)  # existence was checked above

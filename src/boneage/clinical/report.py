@@ -48,6 +48,8 @@ FLAT_HEATMAP_CAPTION = ("Grad-CAM found no area whose features raise the estimat
                         "(a flat map), so the radiograph is shown without a heat map.")
 #: The caption when no map could be computed (``{}``: why).
 NO_HEATMAP_CAPTION = "No heat map: {}. The radiograph is shown as assessed."
+#: Why a report has no heat map when none was asked for.
+HEATMAP_NOT_ASKED = "none was asked for (boneage report --heatmap adds one)"
 
 _A4_INCHES = (8.27, 11.69)
 
@@ -301,15 +303,19 @@ def build_report(image, prediction, heatmap: np.ndarray | None, *, pixels: np.nd
 
 def create_report(image, sex=None, *, model=None, birth_date=None, study_date=None,
                   age_months=None, force: bool = False, name: str | None = None,
-                  source=None, report_date: datetime.datetime | None = None) -> BoneAgeReport:
+                  source=None, report_date: datetime.datetime | None = None,
+                  heatmap: bool = False) -> BoneAgeReport:
     """Read, screen, predict and explain one radiograph, and build its report.
 
     Arguments as for :func:`boneage.api.predict` (``image``: a path or a
     :class:`~boneage.io.LoadedImage`; ``name`` names it in messages and in the report;
     ``source``: the file a LoadedImage was read from, whose DICOM header gives the patient's
     name and accession number, which LoadedImage does not keep).
-    The heat map is computed on the pixels the model assessed (after any correction by the
-    quality gate) and carried back to their full size and aspect ratio.
+    ``heatmap``: add a Grad-CAM heat map, computed on the pixels the model assessed (after
+    any correction by the quality gate) and carried back to their full size and aspect ratio.
+    Off by default: it needs the PyTorch network (loaded only then), and on real radiographs
+    its hottest area may lie on background, which a reader could take for what the model
+    looked at.
 
     Raises:
         InputError: an unreadable image, bad dates or ages, unknown sex.
@@ -336,7 +342,7 @@ def create_report(image, sex=None, *, model=None, birth_date=None, study_date=No
     # must lie on what was assessed. It passed (or was forced) just above, so force=True here
     # only repeats that decision without raising.
     pixels, _ = predictor.screen(loaded.pixels, loaded.metadata, name=label, force=True)
-    missing = predictor.gradcam_unavailable
+    missing = predictor.gradcam_unavailable if heatmap else HEATMAP_NOT_ASKED
     heat, background = None, pixels
     if missing is None:
         from boneage.evaluation.gradcam import explain_image

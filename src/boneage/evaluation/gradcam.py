@@ -300,6 +300,9 @@ def explain_image(predictor, image: np.ndarray, sex, *, on: str = "original", me
         raise ValueError(f"on must be 'original' or 'preprocessed', got {on!r}")
     if method not in METHODS:
         raise ValueError(f"heat-map method must be one of {', '.join(METHODS)}, got {method!r}")
+    # An ONNX predictor hands over the PyTorch model it was exported from: Grad-CAM needs
+    # the network's gradients, which onnxruntime does not give.
+    predictor = predictor.for_gradcam()
     from boneage.transforms import functional as TF_
     from boneage.transforms import view_layout
 

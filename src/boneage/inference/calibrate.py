@@ -206,7 +206,7 @@ def calibrate_model_file(data_dir, model=None, out=None, *, settings: Calibratio
     from boneage.inference.predictor import Predictor, default_model_path
 
     settings = settings or CalibrationSettings()
-    model_path = Path(model) if model else default_model_path()
+    model_path = Path(model) if model else default_model_path("torch")
     predictor = Predictor.from_file(model_path)
     samples = load_samples(data_dir, csv, images, None)
     held = holdout_subset(samples, predictor.recipe.data, predictor.info)

@@ -31,7 +31,8 @@ import numpy as np
 
 from boneage.config import Recipe
 from boneage.errors import InputError
-from boneage.inference.predictor import Predictor
+from boneage.inference.modelfile import file_hash
+from boneage.inference.predictor import Predictor, torch_available
 from boneage.transforms import network_input
 
 #: ``boneage_format`` of an exported ONNX file (the safetensors files say "1").
@@ -123,7 +124,7 @@ def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int | 
     from boneage.inference.modelfile import _metadata, file_hash, load_model_extras, load_model_file
     from boneage.inference.predictor import default_model_path
 
-    model_path = default_model_path() if model_path is None else Path(model_path)
+    model_path = default_model_path("torch") if model_path is None else Path(model_path)
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise InputError(f"the ONNX file's name must end in .onnx, got {out.name!r}", out)
@@ -292,6 +293,7 @@ class OnnxPredictor(Predictor):
         self.device = "cpu"
         self.path = None if path is None else Path(path)
         self._uses_sex = uses_sex
+        self._gradcam: Predictor | None = None
         self._inputs = {i.name for i in session.get_inputs()}
         missing = sorted({"x"} - self._inputs | set(OUTPUT_NAMES) - {o.name for o in session.get_outputs()})
         if missing:
@@ -311,8 +313,6 @@ class OnnxPredictor(Predictor):
             raise InputError(f"threads must be >= 1, got {threads}")
         session = _session(path, threads, device)
         parsed = _parse_metadata(read_onnx_metadata(session, path), path)
-        from boneage.inference.modelfile import file_hash
-
         info = {**parsed["info"], "model_sha256": file_hash(path), "source_model": parsed["source"],
                 "threads": threads}
         predictor = cls(session, parsed["recipe"], info=info, quality_gate=parsed["gate"],
@@ -331,10 +331,37 @@ class OnnxPredictor(Predictor):
     def uses_sex(self) -> bool:
         return self._uses_sex
 
+    def source_model_file(self) -> Path | None:
+        """The PyTorch model file this ONNX file was exported from, where it lies beside it
+        with the hash recorded at export (a different file of that name is not its source)."""
+        source = self.info.get("source_model") or {}
+        if self.path is None or not source.get("file"):
+            return None
+        candidate = self.path.parent / source["file"]
+        if not candidate.is_file():
+            return None
+        if source.get("sha256") and file_hash(candidate) != source["sha256"]:
+            return None
+        return candidate
+
     @property
     def gradcam_unavailable(self) -> str | None:
-        return ("Grad-CAM needs the PyTorch model file this ONNX model was exported from "
-                "(and PyTorch, the 'train' extra)")
+        if not torch_available():
+            return "Grad-CAM needs PyTorch (the 'train' extra), which this installation lacks"
+        if self.source_model_file() is None:
+            return "Grad-CAM needs the PyTorch model file this ONNX model was exported from, beside it"
+        return None
+
+    def for_gradcam(self) -> Predictor:
+        """The PyTorch predictor of the model file this ONNX file was exported from, loaded
+        on first use only: predictions stay in onnxruntime, and PyTorch is imported only when
+        a heat map is asked for."""
+        if self._gradcam is None:
+            missing = self.gradcam_unavailable
+            if missing is not None:
+                raise InputError(missing, self.path)
+            self._gradcam = Predictor.from_file(self.source_model_file(), device=self.device)
+        return self._gradcam
 
     def to_input(self, views: np.ndarray) -> np.ndarray:
         """Network input (N, C, h, w) float32 from views in [0, 1] (no PyTorch needed)."""

@@ -250,7 +250,7 @@ def run_report(predictor, data: bytes, args: dict, filename: str | None) -> byte
     try:
         report = create_report(loaded, args["sex"], model=predictor, birth_date=args["birth_date"],
                                study_date=args["study_date"], age_months=args["age_months"],
-                               force=args["force"], name=name)
+                               force=args["force"], name=name, heatmap=args["heatmap"])
     except QualityRefusal as exc:
         raise ServiceError(422, f"not assessed: {exc.reason} (send force=true to assess it anyway)") from None
     except InputError as exc:
