@@ -108,6 +108,9 @@ class TrainConfig(_Section):
     # bf16 | fp16 (fp16 with a gradient scaler, stored in checkpoints).
     amp: bool | str = False
     channels_last: bool = False    # NHWC memory format for the networks and their inputs
+    # Within an epoch, write a checkpoint this often (minutes of wall time; 0: only at the end
+    # of each epoch), so a stopped CPU run of many hours loses at most this much.
+    checkpoint_minutes: float = Field(default=15.0, ge=0)
     max_steps_per_epoch: int | None = None
     init_from: str | None = None   # model file whose weights start this run (fine-tuning)
     # Before each validation, recompute BatchNorm statistics over this many training batches
@@ -185,7 +188,7 @@ class PhasesConfig(_Section):
 #: Keys that say where and how a run executes rather than what the method is.
 RUN_SETTINGS: dict[str, tuple[str, ...]] = {
     "data": ("root", "csv", "image_dir", "mask_dir"),
-    "train": ("device", "num_workers", "amp", "channels_last"),
+    "train": ("device", "num_workers", "amp", "channels_last", "checkpoint_minutes"),
 }
 
 

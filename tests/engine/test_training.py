@@ -59,7 +59,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(learn_folder, tmp_pat
     recipe2.data.limit = 80
     fit(recipe2, tmp_path / "part", progress=False, log=lambda *_: None)
     # same recipe except the epoch budget: resume refuses a different recipe...
-    with pytest.raises(InputError, match="different recipe"):
+    with pytest.raises(InputError, match=r"another recipe \(differing: train\.epochs\)"):
         fit(recipe, tmp_path / "part", resume=True, progress=False, log=lambda *_: None)
     # ...so emulate an interruption of the 3-epoch run after 2 epochs by truncating its budget
     import torch
@@ -268,3 +268,52 @@ def test_resume_accepts_a_moved_data_folder_and_other_run_settings(learn_folder,
     recipe.train.num_workers = 1
     resumed = fit(recipe, tmp_path / "run", resume=True, progress=False, log=lambda *_: None)
     assert [h["epoch"] for h in resumed.history] == [1, 2]
+
+
+def test_a_run_stopped_within_an_epoch_resumes_at_its_last_step(learn_folder, tmp_path, monkeypatch):
+    from boneage.engine import trainer
+
+    recipe = synthetic_recipe(learn_folder, epochs=3, checkpoint_minutes=1e-9)  # after every step
+    recipe.model.options["dropout"] = 0.3  # torch draws that a resume must repeat exactly
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        full = fit(recipe, tmp_path / "full", progress=False, log=lambda *_: None)
+        steps_per_epoch = 180 // 16  # 240 images, a quarter held back, the last part-batch dropped
+        real_step, calls = trainer.train_step, []
+
+        def stop_in_epoch_two(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == steps_per_epoch + 4:
+                raise KeyboardInterrupt
+            return real_step(*args, **kwargs)
+
+        monkeypatch.setattr(trainer, "train_step", stop_in_epoch_two)
+        with pytest.raises(KeyboardInterrupt):
+            fit(recipe, tmp_path / "stopped", progress=False, log=lambda *_: None)
+        state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=False)
+        assert (state["epoch"], state["partial"]["epoch"], state["partial"]["step"]) == (0, 1, 3)
+        monkeypatch.setattr(trainer, "train_step", real_step)
+        messages = []
+        resumed = fit(recipe, tmp_path / "stopped", resume=True, progress=False, log=messages.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert "resuming epoch 2 at step 3" in messages[1]
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for a, b in zip(resumed.history, full.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=1e-5)
+
+
+def test_resume_refuses_another_recipe_naming_the_keys(learn_folder, tmp_path):
+    recipe = synthetic_recipe(learn_folder, epochs=1)
+    recipe.data.limit = 60
+    fit(recipe, tmp_path / "run", progress=False, log=lambda *_: None)
+    other = synthetic_recipe(learn_folder, epochs=1)
+    other.data.limit = 60
+    other.optim.lr = 0.01
+    other.loss.name = "mse"
+    with pytest.raises(InputError) as err:
+        fit(other, tmp_path / "run", resume=True, progress=False, log=lambda *_: None)
+    assert "(differing: loss.name, optim.lr)" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -23,6 +23,7 @@ writes files.
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import random
 import time
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from boneage.config import Recipe
 from boneage.data.labels import Sample, load_samples
@@ -184,13 +185,31 @@ class Optimisation:
             self.scaler.load_state_dict(state["scaler"])
 
 
-def make_loader(dataset, sampler, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+def make_loader(dataset, sampler, batch_size: int, num_workers: int, device: torch.device,
+                skip_steps: int = 0) -> DataLoader:
     """The training loader of one epoch (or one benchmark): ``batch_size`` items per step of
     this process, the incomplete last batch dropped when there is more than one, memory
-    pinned for fast copies to a GPU."""
+    pinned for fast copies to a GPU. ``skip_steps``: leave out the epoch's first steps (a run
+    resumed from a checkpoint written within the epoch); the later steps get the same items
+    as in an uninterrupted epoch."""
+    drop_last = len(sampler) > batch_size
+    if skip_steps:
+        sampler = SkipSampler(sampler, skip_steps * batch_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=len(sampler) > batch_size, pin_memory=device.type == "cuda",
-                      persistent_workers=False)
+                      drop_last=drop_last, pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+class SkipSampler(Sampler):
+    """``sampler`` without its first ``n`` items."""
+
+    def __init__(self, sampler: Sampler, n: int):
+        self.sampler, self.n = sampler, n
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.n, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.n)
 
 
 def train_step(task: Task, networks: dict, optimisation: Optimisation, batch: dict,
@@ -206,6 +225,19 @@ def train_step(task: Task, networks: dict, optimisation: Optimisation, batch: di
         optimisation.step(name, loss)
         losses[name] = loss.item()
     return losses
+
+
+def recipe_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two recipe mappings (lists compared whole)."""
+    keys = list(dict.fromkeys([*a, *b]))
+    out: list[str] = []
+    for key in keys:
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += recipe_differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out
 
 
 def _loss_column(name: str, n_optimisers: int) -> str:
@@ -316,12 +348,15 @@ def _train(recipe: Recipe, out: Path, samples, train_idx, val_idx, device: torch
     distributed.barrier()
     history: list[dict] = []
     best, best_epoch, bad_epochs, start_epoch = None, None, 0, 0
+    partial = None  # where within an epoch a resumed run stopped
     if resume:
         state = _legacy_checkpoint(torch.load(ckpt_path, map_location=device, weights_only=False))
         # Through from_dict, so a checkpoint from before a new recipe field gained its
         # default still resumes.
-        if Recipe.from_dict(state["recipe"]).method_dict() != recipe.method_dict():
-            raise InputError("the checkpoint was trained with a different recipe; "
+        differ = recipe_differences(Recipe.from_dict(state["recipe"]).method_dict(), recipe.method_dict())
+        if differ:
+            shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+            raise InputError(f"the checkpoint was trained with another recipe (differing: {shown}); "
                              "resume with the same config and overrides", ckpt_path)
         for name, net in networks.items():
             net.load_state_dict(state["networks"][name])
@@ -330,34 +365,57 @@ def _train(recipe: Recipe, out: Path, samples, train_idx, val_idx, device: torch
         optimisation.load_state_dict(state["optimisation"])
         history, best, best_epoch = state["history"], state["best_mae"], state["best_epoch"]
         bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + 1
-        log(f"resuming after epoch {start_epoch} (best {task.monitor} {best})")
+        partial = state.get("partial")
+        if partial:
+            log(f"resuming epoch {partial['epoch'] + 1} at step {partial['step']} "
+                f"(best {task.monitor} {best})")
+        else:
+            log(f"resuming after epoch {start_epoch} (best {task.monitor} {best})")
         # Nobody overwrites the checkpoint (main, after its next epoch) while another reads it.
         distributed.barrier()
     train_nets = distributed.wrap(networks, device)
     batch_size = tc.batch_size // world  # this process's share of the global batch
-
     model_path = out / MODEL_FILE
     stopped_early = False
+
+    def checkpoint(epoch_done: int, within: dict | None = None) -> None:
+        """Everything a resumed run needs; ``within``: where in the next epoch it stopped."""
+        _atomic_torch_save({"networks": {k: v.state_dict() for k, v in networks.items()},
+                            "optimisation": optimisation.state_dict(), "task": task.state_dict(),
+                            "epoch": epoch_done, "history": history, "best_mae": best,
+                            "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                            "recipe": recipe.to_dict(), "partial": within}, ckpt_path)
+
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.time()
         # Dropout and any other torch draw of this epoch depend on (seed, epoch, process) only;
         # the process term is 0 for one process, whose draws stay as they always were.
         torch.manual_seed(tc.seed * 1_000_003 + epoch + rank * 100_000_007)
+        skip, totals, count, rng_state = 0, {}, 0, None
+        if partial is not None and partial["epoch"] == epoch:
+            # Within an epoch: the same items and the same random draws as if never stopped.
+            skip, totals, count = partial["step"], dict(partial["totals"]), partial["count"]
+            t0 -= partial["seconds"]
+            rng_state = partial["torch_rng"]
+        partial = None
         task.on_epoch_start(epoch, networks)
         # After on_epoch_start: a patch dataset draws new (image, patch) items each epoch, and
         # a label-aware sampler must weigh this epoch's items, not the first epoch's.
         sampler = make_sampler(tc.sampler, len(train_ds), tc.seed, epoch, task.sampler_labels(),
                                **tc.sampler_options)
-        loader = make_loader(train_ds, sampler, batch_size, tc.num_workers, device)
+        loader = make_loader(train_ds, sampler, batch_size, tc.num_workers, device, skip_steps=skip)
         for net in networks.values():
             net.train()
-        totals: dict[str, float] = {}
-        count = 0
-        it = loader
+        it = iter(loader)
+        if rng_state is not None:
+            # After the loader's iterator has drawn its own seed, as it had when the state was saved.
+            torch.set_rng_state(rng_state)
         if progress and main:
             from tqdm import tqdm
-            it = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch", leave=False, disable=None)
-        for step, batch in enumerate(it):
+            it = tqdm(it, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch", leave=False, disable=None,
+                      initial=skip, total=skip + len(loader))
+        last_save = time.time()
+        for step, batch in enumerate(it, start=skip):
             if tc.max_steps_per_epoch is not None and step >= tc.max_steps_per_epoch:
                 break
             n = len(next(iter(batch.values())))
@@ -367,6 +425,14 @@ def _train(recipe: Recipe, out: Path, samples, train_idx, val_idx, device: torch
             count += n
             if progress and main:
                 it.set_postfix(loss=f"{sum(totals.values()) / max(count, 1):.4f}")
+            # One process only: its loss totals and random state are the whole epoch's (under
+            # torchrun each process holds a share, and a GPU epoch is short anyway).
+            if (world == 1 and tc.checkpoint_minutes
+                    and time.time() - last_save >= 60 * tc.checkpoint_minutes):
+                checkpoint(epoch - 1, {"epoch": epoch, "step": step + 1, "totals": totals,
+                                       "count": count, "seconds": time.time() - t0,
+                                       "torch_rng": torch.get_rng_state()})
+                last_save = time.time()
         # Each process summed the losses of its own share; the epoch's mean is over all shares.
         names = list(optimisation.optimizers)
         *sums, count = distributed.all_reduce_sums([totals.get(k, 0.0) for k in names] + [count], device)
@@ -406,11 +472,7 @@ def _train(recipe: Recipe, out: Path, samples, train_idx, val_idx, device: torch
             log(f"epoch {epoch + 1}: a new training phase begins; optimisers rebuilt")
         if main:
             write_csv(out / METRICS, history)
-            _atomic_torch_save({"networks": {k: v.state_dict() for k, v in networks.items()},
-                                "optimisation": optimisation.state_dict(), "task": task.state_dict(),
-                                "epoch": epoch, "history": history, "best_mae": best,
-                                "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                                "recipe": recipe.to_dict()}, ckpt_path)
+            checkpoint(epoch)
         shown = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                          for k, v in row.items() if k.startswith("train_loss"))
         mon = "-" if monitored is None else f"{monitored:.2f}"
