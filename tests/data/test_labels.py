@@ -42,6 +42,23 @@ def test_ids_without_images_are_listed(tmp_path):
     assert len(load_samples(tmp_path, limit=1)) == 1
 
 
+def test_a_folder_of_jpegs_and_mixed_extensions_is_read(tmp_path):
+    (tmp_path / "images").mkdir()
+    for name in ("1.jpg", "2.png", "3.JPEG", "notes.txt"):
+        (tmp_path / "images" / name).write_bytes(b"x")
+    write(tmp_path / "labels.csv", "id,boneage,male\n1,10,True\n2,20,False\n3,30,True\n")
+    assert [s.path.name for s in load_samples(tmp_path)] == ["1.jpg", "2.png", "3.JPEG"]
+
+
+def test_two_images_of_one_id_are_refused_naming_both(tmp_path):
+    (tmp_path / "images").mkdir()
+    for name in ("7.png", "7.jpg", "8.png"):
+        (tmp_path / "images" / name).write_bytes(b"x")
+    write(tmp_path / "labels.csv", "id,boneage,male\n8,10,True\n")
+    with pytest.raises(InputError, match=r"images: two images for id '7': 7.jpg and 7.png; keep one$"):
+        load_samples(tmp_path)
+
+
 def test_split_is_deterministic_disjoint_and_complete():
     tr, va = train_val_split(100, 0.2, seed=5)
     tr2, va2 = train_val_split(100, 0.2, seed=5)
