@@ -77,6 +77,17 @@ def test_recipe_mistakes_are_one_line_config_errors(override, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_an_input_smaller_than_the_backbone_reads_is_one_line():
+    config = CONFIGS[[c.stem for c in CONFIGS].index("default-efficientnet-lite0-rsna299")]
+    small = '[{name: lowpass_resize, size: 24, sigma: 0.6}, {name: stretch}]'
+    with pytest.raises(ConfigError) as err:
+        check_recipe(load_recipe(config, ["preprocess=[{name: resize, size: 24}]", f"canonical={small}"]))
+    assert str(err.value) == ("the model input is 24x24 px, but efficientnet_lite0 reads at least 32 px a "
+                              "side; raise the size of the preprocess/canonical resize steps")
+    check_recipe(load_recipe(config, ["preprocess=[{name: resize, size: 32}]",
+                                      f"canonical={small.replace('24', '32')}"]))  # the least it reads
+
+
 def test_train_with_a_typo_reads_no_data_and_leaves_no_folder(cli, tmp_path):
     out = tmp_path / "run"
     # data.root points nowhere: the error must be the typo, found before the data is looked at

@@ -17,6 +17,7 @@ import torch
 
 from boneage.config import Recipe
 from boneage.errors import BoneAgeError, ConfigError
+from boneage.models.registry import model_input_spec
 
 #: Side of the synthetic radiograph used for the check (small: the check must be fast).
 CHECK_IMAGE_SIZE = 320
@@ -124,6 +125,11 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     if views.shape[1:] != train_view.shape:
         raise ConfigError(f"training sees {train_view.shape[0]}x{train_view.shape[1]} images but inference "
                           f"views are {views.shape[1]}x{views.shape[2]}; check preprocess, patches and canonical")
+    least = model_input_spec(recipe.model.name, recipe.model.options).min_size
+    if least is not None and min(train_view.shape) < least:
+        raise ConfigError(f"the model input is {train_view.shape[0]}x{train_view.shape[1]} px, but "
+                          f"{recipe.model.name} reads at least {least} px a side; raise the size of "
+                          "the preprocess/canonical resize steps")
     x = to_input_tensor(train_view[None], recipe)
     model.eval()
     with torch.no_grad():

@@ -158,7 +158,8 @@ EFFICIENTNET_LITE0_STAGES = {
 
 
 # ImageNet statistics of a gray image, which the pretrained stem expects.
-@register_model(input=InputSpec(channels=3, mean=0.449, std=0.226, size=224))
+# Total stride 32: a side below 32 px leaves less than one pixel of features.
+@register_model(input=InputSpec(channels=3, mean=0.449, std=0.226, size=224, min_size=32))
 def efficientnet_lite0(in_chans: int = 3, sex_units: int = 32, hidden: Sequence[int] = (),
                        dropout: float = 0.2, pretrained: str | None = None) -> BoneAgeModel:
     """EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``) for transfer learning.

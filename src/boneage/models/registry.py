@@ -20,12 +20,15 @@ MODELS: Registry = Registry("model")
 @dataclass(frozen=True)
 class InputSpec:
     """What a backbone expects: gray replicated to ``channels``, then ``(x - mean) / std``;
-    ``size`` is the side it was designed for (None: any)."""
+    ``size`` is the side it was designed for (None: any); ``min_size`` the smallest side it
+    can read (None: not declared). A network that pads its way through a smaller input
+    still runs, but its last feature map is mostly padding, not the hand."""
 
     channels: int = 1
     mean: float = 0.0
     std: float = 1.0
     size: int | None = None
+    min_size: int | None = None
 
 
 def register_model(fn: Callable | None = None, *, input: InputSpec | Callable | None = None):
