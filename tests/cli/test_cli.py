@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from boneage.io import write_dicom
+from boneage.io import read_image, write_dicom
 
 
 
@@ -205,3 +205,31 @@ def test_console_entry_point_runs(tmp_path):
 def test_bad_options_are_refused_in_one_line_before_any_work(cli, argv, message):
     code, out, err = cli(*argv)
     assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
+
+
+def _evaluation_folder(path, rows):
+    """A `boneage evaluate --out` folder holding just predictions.csv and summary.json."""
+    path.mkdir()
+    lines = ["id,male,boneage,predicted"] + [f"{i},{m},{t},{p}" for i, m, t, p in rows]
+    (path / "predictions.csv").write_text("\n".join(lines) + "\n")
+    err = [abs(p - t) for _, _, t, p in rows]
+    (path / "summary.json").write_text(json.dumps({"mae": sum(err) / len(err), "model_name": path.name}))
+    return path
+
+
+def test_compare_two_evaluations_by_age_band(cli, tmp_path):
+    truth = [("a", "True", 30.0), ("b", "False", 70.0), ("c", "True", 200.0), ("d", "False", 190.0)]
+    before = _evaluation_folder(tmp_path / "before", [(i, m, t, t + 10) for i, m, t in truth])
+    after = _evaluation_folder(tmp_path / "after", [(i, m, t, t - 2) for i, m, t in truth])
+    plot = tmp_path / "bands.png"
+    code, out, err = cli("compare", before, after, "--bands", plot)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[2].split("|")[3].strip() == "10.00" and lines[3].split("|")[3].strip() == "2.00"
+    assert lines[3].split("|")[-2].strip().startswith("-8.00")   # paired: 2 - 10 on the same four
+    bands = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
+             for line in lines if line.startswith("| F ") or line.startswith("| M ")}
+    assert bands["F", "5-10"] == ["1", "10.00", "+10.00", "2.00", "-2.00"]
+    assert bands["M", "15+"] == ["1", "10.00", "+10.00", "2.00", "-2.00"]
+    assert bands["M", "5-10"] == ["0", "–", "–", "–", "–"]
+    assert read_image(plot).pixels.shape[0] > 300

@@ -155,3 +155,20 @@ def test_paired_mae_difference_hand_computed():
         paired_mae_difference([1, 2], [1, 2, 3], [0, 0])
     with pytest.raises(InputError, match="level must be in \\(0, 1\\), got 95"):
         paired_mae_difference([1], [1], [0], level=95)
+
+
+def test_errors_by_band_by_hand():
+    from boneage.evaluation.metrics import errors_by_band
+
+    true = [30, 70, 130, 170, 200, 130, 59.9, 60]   # months: 2.5, 5.8, 10.8, 14.2, 16.7, 10.8, 4.99, 5.0 y
+    pred = [31, 68, 133, 166, 205, 137, 50, 63]
+    male = [True, False, True, False, True, True, False, False]
+    rows = {(r["sex"], r["band"]): r for r in errors_by_band(pred, true, male)}
+    assert [k for k in rows] == [("F", b) for b in ("0-5", "5-10", "10-13", "13-15", "15+")] + \
+        [("M", b) for b in ("0-5", "5-10", "10-13", "13-15", "15+")]
+    assert rows["F", "0-5"] == {"sex": "F", "band": "0-5", "n": 1, "mae": pytest.approx(9.9), "bias": pytest.approx(-9.9)}
+    # 5.0 years opens the 5-10 band: (-2 + 3) / 2 signed, (2 + 3) / 2 absolute.
+    assert (rows["F", "5-10"]["n"], rows["F", "5-10"]["mae"], rows["F", "5-10"]["bias"]) == (2, 2.5, 0.5)
+    assert (rows["M", "10-13"]["n"], rows["M", "10-13"]["mae"], rows["M", "10-13"]["bias"]) == (2, 5.0, 5.0)
+    assert rows["M", "15+"]["bias"] == 5.0 and rows["F", "13-15"]["bias"] == -4.0
+    assert rows["F", "10-13"] == {"sex": "F", "band": "10-13", "n": 0, "mae": None, "bias": None}

@@ -314,13 +314,22 @@ def cmd_train_unet(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from boneage.evaluation.runs import add_differences, runs_table, summarize_run
+    from boneage.evaluation.plots import plot_errors_by_band
+    from boneage.evaluation.runs import add_differences, band_tables, bands_table, runs_table, summarize_run
 
     rows = add_differences([summarize_run(r) for r in args.runs])
+    bands = band_tables(rows) if args.bands else None
+    if args.bands:
+        plot_errors_by_band(bands, args.bands)
     if args.json:
-        _print_json([{k: v for k, v in r.items() if k != "val_predictions"} for r in rows])
+        _print_json({"runs": [{k: v for k, v in r.items() if k not in ("val_predictions", "val_male")}
+                              for r in rows], "bands": bands} if bands else
+                    [{k: v for k, v in r.items() if k not in ("val_predictions", "val_male")} for r in rows])
     else:
         print(runs_table(rows))
+        if bands:
+            print()
+            print(bands_table(bands))
     return 0
 
 
@@ -508,10 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_train_unet)
 
-    s = sub.add_parser("compare", help="a Markdown table comparing finished training runs "
-                       "(the first is the reference for the paired differences)")
+    s = sub.add_parser("compare", help="a Markdown table comparing finished training runs or "
+                       "`evaluate --out` folders (the first is the reference for the paired differences)")
     s.add_argument("runs", nargs="+", metavar="RUN_DIR")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--bands", metavar="PLOT.png",
+                   help="also tabulate MAE and mean signed error by age band (0-5, 5-10, 10-13, 13-15, "
+                        "15+ years) and sex on the images every run predicted, and plot them here")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("models", help="list the registered model architectures")

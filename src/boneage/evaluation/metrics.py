@@ -27,11 +27,17 @@ __all__ = [
     "mae_by_sex",
     "mae_by_age_bin",
     "paired_mae_difference",
+    "AGE_BANDS_YEARS",
+    "errors_by_band",
     "summarize",
     "format_summary",
 ]
 
 DEFAULT_AGE_BINS_MONTHS: tuple[int, ...] = (0, 24, 60, 120, 180, 240)
+#: Lower edges (years) of the age bands where a model's error is judged clinically: early
+#: childhood, the middle years a pull towards the mean reads too old, puberty, late puberty
+#: and the years near skeletal maturity (the last band is open).
+AGE_BANDS_YEARS: tuple[int, ...] = (0, 5, 10, 13, 15)
 
 
 # --------------------------------------------------------------------------- validation
@@ -191,6 +197,34 @@ def mae_by_age_bin(
                 "mae": float(err[sel].mean()) if n else None,
             }
         )
+    return rows
+
+
+def errors_by_band(pred: Any, true: Any, male: Any,
+                   bands_years: Sequence[float] = AGE_BANDS_YEARS) -> list[dict]:
+    """MAE and mean signed error (estimate - truth) per age band of the *true* age and sex.
+
+    ``bands_years`` are increasing lower edges in years; the last band is open above.
+    Returns one row per sex (female first) and band:
+    ``{"sex": "F", "band": "5-10", "n": int, "mae": float | None, "bias": float | None}``
+    (None for an empty band).
+    """
+    p, t = _pair(pred, true)
+    m = _as_male_mask(male, p.size)
+    lower = _check_bins([*bands_years, float(bands_years[-1]) + 1.0])[:-1]
+    # Ages below the first edge count in the first band; the last band has no upper edge.
+    idx = np.clip(np.searchsorted(lower, t / 12.0, side="right") - 1, 0, lower.size - 1)
+    rows = []
+    for sex, mask in (("F", ~m), ("M", m)):
+        for i in range(lower.size):
+            sel = mask & (idx == i)
+            n = int(sel.sum())
+            low = _num(lower[i])
+            band = f"{low}+" if i == lower.size - 1 else f"{low}-{_num(lower[i + 1])}"
+            err = p[sel] - t[sel]
+            rows.append({"sex": sex, "band": band, "n": n,
+                         "mae": float(np.abs(err).mean()) if n else None,
+                         "bias": float(err.mean()) if n else None})
     return rows
 
 

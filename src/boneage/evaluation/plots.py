@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from boneage.fileutils import atomic_path
 from boneage.errors import InputError
@@ -35,6 +36,7 @@ __all__ = [
     "plot_pred_vs_true",
     "plot_bland_altman",
     "plot_error_by_age_bin",
+    "plot_errors_by_band",
     "plot_training_curves",
     "plot_robustness",
     "plot_mask_outlines",
@@ -231,6 +233,58 @@ def plot_error_by_age_bin(
     if len(groups) > 1:
         ax.legend(fontsize="small")
     ax.set_title("MAE by age bin")
+    return _save(fig, path)
+
+
+def plot_errors_by_band(tables: dict[str, list[dict]], path: str | os.PathLike, *,
+                        bias_limit: float | None = 5.0) -> Path:
+    """MAE (top) and mean signed error (bottom) per age band and sex, one bar per model.
+
+    ``tables`` maps a model's label to its :func:`~boneage.evaluation.metrics.errors_by_band`
+    rows (the same bands for every model); the first model is drawn lightest, so "before" and
+    "after" read left to right. ``bias_limit`` draws the ±limit lines a band's bias is judged by.
+    """
+    if not tables:
+        raise InputError("plot_errors_by_band needs at least one model's rows")
+    labels = list(tables)
+    first = tables[labels[0]]
+    groups = [(r["sex"], r["band"]) for r in first]
+    for label, rows in tables.items():
+        if [(r["sex"], r["band"]) for r in rows] != groups:
+            raise InputError(f"the rows of {label!r} are not the same sexes and bands as {labels[0]!r}'s")
+    x = np.arange(len(groups))
+    width = 0.8 / len(labels)
+    fig = _new_figure(max(7.0, 0.75 * len(groups) + 2.5), 6.4)
+    ax_mae, ax_bias = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+    handles = []
+    for k, label in enumerate(labels):
+        rows = tables[label]
+        # Colour says the sex (as in every plot here), shade says the model.
+        colours = [_FEMALE_COLOUR if r["sex"] == "F" else _MALE_COLOUR for r in rows]
+        alpha = 0.35 + 0.65 * (k + 1) / len(labels)
+        offs = x - 0.4 + width * (k + 0.5)
+        for ax, key in ((ax_mae, "mae"), (ax_bias, "bias")):
+            heights = [r[key] if r[key] is not None else 0.0 for r in rows]
+            ax.bar(offs, heights, width=width * 0.95, color=colours, alpha=alpha,
+                   edgecolor="black", linewidth=0.4)
+        handles.append(Patch(facecolor=_ALL_COLOUR, alpha=alpha, edgecolor="black", label=label))
+    for r, xi in zip(first, x):
+        ax_mae.annotate(f"n={r['n']}", (xi, 0), xytext=(0, -22), textcoords="offset points",
+                        ha="center", va="top", fontsize="xx-small", annotation_clip=False)
+    ticks = [f"{sex} {band}" for sex, band in groups]
+    ax_mae.set_xticks(x, ticks, fontsize="small")
+    ax_bias.set_xticks(x, ticks, fontsize="small")
+    ax_mae.set_ylabel("MAE (months)")
+    ax_bias.set_ylabel("mean signed error (months)")
+    ax_bias.axhline(0.0, color="black", linewidth=0.6)
+    if bias_limit is not None:
+        for y in (-bias_limit, bias_limit):
+            ax_bias.axhline(y, color="grey", linestyle="--", linewidth=0.8)
+    ax_bias.set_xlabel("sex and true age band (years); the lighter bar is the first model")
+    for ax in (ax_mae, ax_bias):
+        ax.grid(True, axis="y", alpha=0.3)
+    ax_mae.legend(handles=handles, fontsize="small")
+    ax_mae.set_title("Error by age band and sex (orange: girls, blue: boys)")
     return _save(fig, path)
 
 

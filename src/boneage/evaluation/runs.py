@@ -9,21 +9,41 @@ from pathlib import Path
 from boneage.errors import InputError
 
 
+def summarize_evaluation(folder: Path) -> dict:
+    """The row of :func:`summarize_run` for a ``boneage evaluate --out`` folder: its MAE and
+    predictions (training fields empty), so one model can be compared on any labelled set."""
+    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+    rows = list(csv.DictReader(open(folder / "predictions.csv")))
+    return {
+        "run": folder.name, "recipe": summary.get("model_name"), "model": summary.get("model_name"),
+        "val_mae": summary.get("mae"), "by_aggregate": {}, "mae_male": summary.get("mae_male"),
+        "mae_female": summary.get("mae_female"), "best_epoch": None, "epochs": 0, "train_seconds": None,
+        "n_train": None, "n_val": len(rows), "device": None,
+        "val_predictions": {r["id"]: (float(r["boneage"]), float(r["predicted"])) for r in rows},
+        "val_male": {r["id"]: r["male"] == "True" for r in rows},
+    }
+
+
 def summarize_run(run_dir: str | Path) -> dict:
-    """Validation MAE (per aggregation), epochs, time and model of one ``boneage train`` folder."""
+    """Validation MAE (per aggregation), epochs, time and model of one ``boneage train`` folder,
+    or the MAE and predictions of one ``boneage evaluate --out`` folder."""
     from boneage.inference.modelfile import read_model_metadata
 
     run = Path(run_dir)
     model = run / "model.safetensors"
+    if not model.is_file() and (run / "predictions.csv").is_file():
+        return summarize_evaluation(run)
     if not model.is_file():
-        raise InputError("not a finished training run (no model.safetensors)", run)
+        raise InputError("not a finished training run (no model.safetensors) nor an evaluation "
+                         "(no predictions.csv)", run)
     recipe, info = read_model_metadata(model)
     history = list(csv.DictReader(open(run / "metrics.csv"))) if (run / "metrics.csv").is_file() else []
     summary = json.loads((run / "val_summary.json").read_text()) if (run / "val_summary.json").is_file() else {}
-    preds = {}
+    preds, male = {}, {}
     if (run / "val_predictions.csv").is_file():
-        preds = {r["id"]: (float(r["boneage"]), float(r["predicted"]))
-                 for r in csv.DictReader(open(run / "val_predictions.csv"))}
+        rows = list(csv.DictReader(open(run / "val_predictions.csv")))
+        preds = {r["id"]: (float(r["boneage"]), float(r["predicted"])) for r in rows}
+        male = {r["id"]: r["male"] == "True" for r in rows}
     return {
         "run": run.name, "recipe": recipe.name, "model": recipe.model.name,
         "val_mae": info.get("val_mae"), "by_aggregate": info.get("val_mae_by_aggregate", {}),
@@ -31,7 +51,7 @@ def summarize_run(run_dir: str | Path) -> dict:
         "best_epoch": info.get("epoch"), "epochs": len(history),
         "train_seconds": round(sum(float(h["seconds"]) for h in history), 1),
         "n_train": info.get("n_train"), "n_val": info.get("n_val"), "device": info.get("device"),
-        "val_predictions": preds,
+        "val_predictions": preds, "val_male": male,
     }
 
 
@@ -74,4 +94,36 @@ def runs_table(rows: list[dict]) -> str:
                      f"{f(agg.get('median'))} | {tuned_txt} | {f(r['mae_male'])} | {f(r['mae_female'])} | "
                      f"{r['epochs']} ({f(r['best_epoch'])}) | {f(r['train_seconds'])} | {f(r['device'])} | "
                      f"{_diff_text(r.get('diff_vs_first'))} |")
+    return "\n".join(lines)
+
+
+def band_tables(rows: list[dict]) -> dict[str, list[dict]]:
+    """Each run's :func:`~boneage.evaluation.metrics.errors_by_band` rows, on the images
+    every run predicted (so the bands hold the same children for every model)."""
+    from boneage.evaluation.metrics import errors_by_band
+
+    shared = set.intersection(*(set(r["val_predictions"]) for r in rows)) if rows else set()
+    if not shared:
+        raise InputError("the runs share no predicted images to compare by age band")
+    ids = sorted(shared)
+    out = {}
+    for r in rows:
+        preds, male = r["val_predictions"], r["val_male"]
+        out[r["run"]] = errors_by_band([preds[k][1] for k in ids], [preds[k][0] for k in ids],
+                                       [male[k] for k in ids])
+    return out
+
+
+def bands_table(tables: dict[str, list[dict]]) -> str:
+    """A Markdown table of :func:`band_tables`: MAE and mean signed error per band, sex and run."""
+    runs = list(tables)
+    head = "| sex | band (years) | n | " + " | ".join(f"{r}: MAE | {r}: mean signed" for r in runs) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for i, row in enumerate(tables[runs[0]]):
+        cells = []
+        for r in runs:
+            b = tables[r][i]
+            cells.append("–" if b["mae"] is None else f"{b['mae']:.2f}")
+            cells.append("–" if b["bias"] is None else f"{b['bias']:+.2f}")
+        lines.append(f"| {row['sex']} | {row['band']} | {row['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
