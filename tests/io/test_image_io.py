@@ -237,10 +237,11 @@ def test_read_image_bytes_errors_use_the_given_name():
 
 
 def test_decode_failure_prints_nothing_and_keeps_opencv_log_level(tmp_path, capfd):
-    level = cv2.utils.logging.getLogLevel()
+    log = getattr(cv2.utils, "logging", cv2)  # OpenCV 5 and 4
+    level = log.getLogLevel()
     ok, buf = cv2.imencode(".png", np.zeros((64, 64), np.uint8))
     with pytest.raises(InputError):
         read_image_bytes(buf.tobytes()[:60], name="cut.png")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
-    assert cv2.utils.logging.getLogLevel() == level
+    assert log.getLogLevel() == level

@@ -214,6 +214,12 @@ _quiet_depth = 0
 _saved_log_level = 0
 
 
+# OpenCV 5 keeps its log level in cv2.utils.logging; OpenCV 4 as cv2.get/setLogLevel, where
+# 2 is LOG_LEVEL_ERROR.
+_OPENCV_LOG = getattr(cv2.utils, "logging", cv2)
+_OPENCV_LOG_ERROR = getattr(_OPENCV_LOG, "LOG_LEVEL_ERROR", 2)
+
+
 @contextmanager
 def _quiet_opencv() -> Iterator[None]:
     """Silence OpenCV's own stderr warnings (e.g. "PNG input buffer is incomplete").
@@ -225,8 +231,8 @@ def _quiet_opencv() -> Iterator[None]:
     global _quiet_depth, _saved_log_level
     with _quiet_lock:
         if _quiet_depth == 0:
-            _saved_log_level = cv2.utils.logging.getLogLevel()
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            _saved_log_level = _OPENCV_LOG.getLogLevel()
+            _OPENCV_LOG.setLogLevel(_OPENCV_LOG_ERROR)
         _quiet_depth += 1
     try:
         yield
@@ -234,7 +240,7 @@ def _quiet_opencv() -> Iterator[None]:
         with _quiet_lock:
             _quiet_depth -= 1
             if _quiet_depth == 0:
-                cv2.utils.logging.setLogLevel(_saved_log_level)
+                _OPENCV_LOG.setLogLevel(_saved_log_level)
 
 
 def colourfulness(arr: np.ndarray) -> float:
