@@ -317,3 +317,21 @@ def test_resume_refuses_another_recipe_naming_the_keys(learn_folder, tmp_path):
         fit(other, tmp_path / "run", resume=True, progress=False, log=lambda *_: None)
     assert "(differing: loss.name, optim.lr)" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_an_unreadable_jpeg_stops_training_before_any_step_naming_the_file(tmp_path):
+    import cv2
+
+    from boneage.data.synthetic import write_synthetic_dataset
+
+    folder = write_synthetic_dataset(tmp_path / "set", 12, size=48, seed=2)
+    for png in sorted((folder / "images").glob("*.png")):  # a folder of JPEGs, as rsna-299px
+        cv2.imwrite(str(png.with_suffix(".jpg")), cv2.imread(str(png), cv2.IMREAD_GRAYSCALE))
+        png.unlink()
+    broken = sorted((folder / "images").glob("*.jpg"))[4]
+    broken.write_bytes(broken.read_bytes()[:200])
+    recipe = synthetic_recipe(folder, epochs=1)
+    with pytest.raises(InputError) as err:
+        fit(recipe, tmp_path / "run", progress=False, log=lambda *_: None)
+    assert str(err.value).startswith(f"{broken}: cannot decode image")
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
