@@ -81,6 +81,12 @@ def _worker_main(index: int, settings: dict, log_queue, ready_queue, stop, paren
                      "SR and report page" if len(result.results) > 1 else "SR only, no bone age")
     finally:
         hold.close()
+        # Results and spool moves are already on disk; skipping the interpreter's teardown
+        # (seconds with the model and plotting libraries loaded) makes stopping quick.
+        logging.shutdown()
+        log_queue.close()
+        log_queue.join_thread()
+        os._exit(0)
 
 
 class _Forward(logging.Handler):
