@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import threading
 
@@ -49,6 +50,9 @@ def cmd_dicom_node(args) -> int:
         status = spool.status()
         print(json.dumps(status, indent=2) if args.json else format_status(status, spool.root))
         return 0
+    # The node logs every failed association itself, in one line; pynetdicom's own lines
+    # about it would repeat that on every retry.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -94,8 +94,8 @@ class Sender:
         d = self.destination
         assoc = ae.associate(d.host, d.port, ae_title=d.ae_title)
         if not assoc.is_established:
-            why = ("rejected the association" if assoc.is_rejected else
-                   "aborted the association" if assoc.is_aborted else "cannot be reached")
+            # pynetdicom reports a refused connection as an abort too: both mean "not now".
+            why = "rejected the association" if assoc.is_rejected else "cannot be reached"
             raise DestinationUnavailable(why)
         return assoc
 
