@@ -196,12 +196,16 @@ class Orthanc:
     """A real Orthanc on loopback ports with a generated configuration and its own storage;
     ``boneage`` in its DICOM modalities is the node, and the Lua rule routes radiographs to it."""
 
-    def __init__(self, folder: Path, node_port: int):
+    def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.http_port, self.dicom_port = free_port(), free_port()
-        (self.folder / "route.lua").write_text(ROUTING_LUA)
         self.config = self.folder / "orthanc.json"
+        self.process: subprocess.Popen | None = None
+
+    def configure(self, node_port: int) -> "Orthanc":
+        """Write the configuration: the node as modality ``boneage``, the routing rule."""
+        (self.folder / "route.lua").write_text(ROUTING_LUA)
         self.config.write_text(json.dumps({
             "Name": "boneage-test", "StorageDirectory": str(self.folder / "db"),
             "IndexDirectory": str(self.folder / "db"), "HttpPort": self.http_port,
@@ -210,7 +214,7 @@ class Orthanc:
             "DicomModalities": {"boneage": ["BONEAGE", "127.0.0.1", node_port]},
             "LuaScripts": [str(self.folder / "route.lua")], "StableAge": 1, "SaveJobs": False,
         }, indent=2))
-        self.process: subprocess.Popen | None = None
+        return self
 
     def start(self) -> "Orthanc":
         log = open(self.folder / "orthanc.log", "ab")
