@@ -5,7 +5,9 @@ understands and one log line without patient data, and the node keeps serving.""
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -16,7 +18,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from boneage.dicomnode.node import DicomNode
 from boneage.dicomnode.settings import resolve_settings
-from boneage.dicomnode.spool import Spool
+from boneage.dicomnode.spool import Spool, entry_name
 from boneage.dicomnode.sr import read_structured_report
 from nodekit import Destination, echo, hand_dicom, leaks, scu_store, wait_for
 
@@ -145,6 +147,18 @@ def test_a_destination_refusing_the_sr_moves_it_to_failed_and_status_says_so(
     good = hand_dicom(folder / "after-refusal.dcm", seed=7)
     scu_store(node.port, [pydicom.dcmread(good)])
     assert len(_results(destination, good, 2)) == 2
+
+
+def test_a_worker_that_dies_is_replaced_and_what_it_held_is_assessed_again(node, destination, folder, node_logs):
+    hand = hand_dicom(folder / "held.dcm", seed=8)
+    spool = Spool(node.settings.spool)
+    held = spool.worker_dir(0) / f"{entry_name(pydicom.dcmread(hand).SOPInstanceUID)}.dcm"
+    shutil.copy(hand, held)  # as if worker 0 had claimed it when it died
+    os.kill(node._workers[0].process.pid, signal.SIGKILL)
+    assert len(_results(destination, hand, 2, timeout=120)) == 2
+    assert node_logs.lines_with("worker 0 exited unexpectedly (exit code -9); starting another")
+    wait_for(lambda: not any(spool.status()[k] for k in ("queued", "assessing", "sending")), 30,
+             "nothing left in progress")
 
 
 def test_logs_name_aes_uids_timings_and_verdicts_never_the_patient(node, node_logs):

@@ -62,6 +62,7 @@ class Assessment:
 
     @property
     def assessed(self) -> bool:
+        """Whether a bone age was given (forced or not)."""
         return self.verdict != "not assessed"
 
 

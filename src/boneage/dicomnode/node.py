@@ -6,8 +6,8 @@
                                                                sender thread ─C-STORE─► destination
 
 Workers are processes, so that two of them use two cores (rendering the report page holds
-Python's GIL). Their log records travel to this process through a queue and are logged here,
-so one place (the ``boneage`` logger) carries every line. A worker that dies is replaced and
+Python's GIL). Their log records travel to this process through a pipe of their own and are
+logged here, so one place (the ``boneage`` logger) carries every line. A worker that dies is replaced and
 its instance assessed again; one that two workers died on is moved to ``failed/``. A worker
 whose node has died stops before storing results, leaving its instance to the next node.
 """
@@ -18,10 +18,13 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
-import queue
+import signal
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
+from multiprocessing import connection as mp_connection
+from pathlib import Path
 
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -40,29 +43,43 @@ WORKER_START_TIMEOUT = 180.0
 MAX_CRASHES_PER_INSTANCE = 2
 
 
-def _worker_main(index: int, settings: dict, log_queue, ready_queue, stop, parent_pid: int,
-                 level: int) -> None:
-    """A worker process: load the model, then assess queued instances until told to stop or
-    until the node that started it is gone."""
+class _PipeHandler(logging.handlers.QueueHandler):
+    """Sends a worker's log records to the node through the worker's own pipe."""
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        self.queue.send(("log", record))
+
+
+def _worker_main(index: int, settings: dict, conn, parent_pid: int, level: int) -> None:
+    """A worker process: load the model, then assess queued instances until SIGTERM or until
+    the node that started it is gone.
+
+    It shares no lock with any other process (a worker killed while holding one would hang the
+    others): it talks to the node through its own pipe ``conn``, is stopped by a signal, and
+    claims instances by renaming files.
+    """
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     root = logging.getLogger("boneage")
-    root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
+    root.handlers[:] = [_PipeHandler(conn)]
     root.setLevel(level)
     root.propagate = False
     log = logging.getLogger("boneage.dicomnode.worker")
+    hold = None
     try:
         node_settings = NodeSettings.from_dict(settings)
         spool = Spool(node_settings.spool)
         hold = spool.hold_for_worker()
         assessor = Assessor(node_settings)
+        conn.send(("ready", None))
     except Exception as exc:  # reported to the node, which fails its start with the message
-        ready_queue.put((index, f"{type(exc).__name__}: {exc}"))
-        return
-    ready_queue.put((index, None))
+        conn.send(("ready", f"{type(exc).__name__}: {exc}"))
+        stopping.set()
     try:
-        while not stop.is_set() and os.getppid() == parent_pid:
+        while not stopping.is_set() and os.getppid() == parent_pid:
             claimed = spool.claim(index)
             if claimed is None:
-                stop.wait(0.1)
+                stopping.wait(0.1)
                 continue
             try:
                 result = assessor.assess(claimed)
@@ -80,20 +97,22 @@ def _worker_main(index: int, settings: dict, log_queue, ready_queue, stop, paren
                      f" ({result.reason})" if result.reason else "", result.seconds, index,
                      "SR and report page" if len(result.results) > 1 else "SR only, no bone age")
     finally:
-        hold.close()
+        if hold is not None:
+            hold.close()
+        conn.close()
         # Results and spool moves are already on disk; skipping the interpreter's teardown
         # (seconds with the model and plotting libraries loaded) makes stopping quick.
-        logging.shutdown()
-        log_queue.close()
-        log_queue.join_thread()
         os._exit(0)
 
 
-class _Forward(logging.Handler):
-    """Logs a worker's record here, under the same logger name."""
+@dataclass
+class _Worker:
+    """A worker process and the node's end of its pipe."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        logging.getLogger(record.name).handle(record)
+    process: multiprocessing.Process
+    conn: object
+    ready: bool = False
+    """Set once it has loaded its model; until then only its starter reads its pipe."""
 
 
 class DicomNode:
@@ -106,13 +125,14 @@ class DicomNode:
         self.settings = settings.require("spool", "destination")
         self.spool = Spool(settings.spool)
         self._stop = threading.Event()
+        self._workers_gone = threading.Event()
         self._ctx = multiprocessing.get_context("spawn")
-        self._workers: dict[int, multiprocessing.Process] = {}
+        self._workers: dict[int, _Worker] = {}
+        self._workers_lock = threading.Lock()
         self._crashes: Counter = Counter()
         self._threads: list[threading.Thread] = []
         self._server = None
-        self._listener = None
-        self._worker_stop = None
+        self._started = False
         self.port: int | None = None
 
     def __enter__(self) -> "DicomNode":
@@ -127,6 +147,8 @@ class DicomNode:
         """Recover the spool, start the workers (waiting until their model is loaded), the
         sender and the Storage SCP. Raises InputError when any of them cannot start."""
         s = self.settings
+        if s.model is not None and not Path(s.model).is_file():
+            raise InputError("model file not found", s.model)  # before minutes of worker start-up
         self.spool.prepare()
         self.spool.lock()
         try:
@@ -134,14 +156,12 @@ class DicomNode:
             if any(counts.values()):
                 logger.info("spool recovered: %d instance(s) queued again, %d completed, %d leftover(s) "
                             "removed", counts["requeued"], counts["completed"], counts["cleaned"])
-            self._log_queue = self._ctx.Queue()
-            self._listener = logging.handlers.QueueListener(self._log_queue, _Forward())
-            self._listener.start()
-            self._worker_stop = self._ctx.Event()
-            self._ready = self._ctx.Queue()
+            self._started = True
             for index in range(s.workers):
                 self._start_worker(index)
-            self._await_workers(range(s.workers))
+            for index in range(s.workers):
+                self._await_worker(index)
+            self._spawn(self._pump_logs, "boneage-worker-logs")
             self._sender = Sender(s, self.spool, self._stop)
             self._spawn(self._sender.run, "boneage-sender")
             self._spawn(self._watch_workers, "boneage-worker-watch")
@@ -164,22 +184,28 @@ class DicomNode:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
-        if self._worker_stop is not None:
-            self._worker_stop.set()
-        for process in self._workers.values():
-            process.join(timeout=self.settings.timeout + 60)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
-        self._workers.clear()
+        with self._workers_lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            if worker.process.is_alive():
+                worker.process.terminate()  # SIGTERM: finish the instance in hand, then exit
+        for worker in workers:
+            worker.process.join(timeout=self.settings.timeout + 60)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
+        self._workers_gone.set()  # their last log lines are in: the pump may stop
         for thread in self._threads:
             thread.join(timeout=self.settings.timeout + 10)
         self._threads.clear()
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener = None
+        with self._workers_lock:
+            for worker in self._workers.values():
+                worker.conn.close()
+            self._workers.clear()
         self.spool.unlock()
-        logger.info("DICOM node %s stopped", self.settings.ae_title)
+        if self._started:
+            self._started = False
+            logger.info("DICOM node %s stopped", self.settings.ae_title)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the node stops (or ``timeout`` seconds pass); True if it stopped."""
@@ -221,34 +247,72 @@ class DicomNode:
         self._threads.append(thread)
 
     def _start_worker(self, index: int) -> None:
+        reader, writer = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=_worker_main, name=f"boneage-worker-{index}", daemon=True,
-            args=(index, self.settings.to_dict(), self._log_queue, self._ready, self._worker_stop,
-                  os.getpid(), logging.getLogger("boneage").getEffectiveLevel()))
+            args=(index, self.settings.to_dict(), writer, os.getpid(),
+                  logging.getLogger("boneage").getEffectiveLevel()))
         process.start()
-        self._workers[index] = process
+        writer.close()  # the worker's end: closed here, so its death reads as EOF
+        with self._workers_lock:
+            self._workers[index] = _Worker(process, reader)
 
-    def _await_workers(self, indices) -> None:
-        waiting = set(indices)
+    def _await_worker(self, index: int) -> None:
+        """Forward worker ``index``'s log lines until it says it is ready.
+
+        Raises:
+            InputError: it could not start (its reason), died, or took too long.
+        """
+        worker = self._workers[index]
         deadline = time.monotonic() + WORKER_START_TIMEOUT
-        while waiting:
+        while time.monotonic() < deadline:
+            if not worker.conn.poll(0.2):
+                continue
             try:
-                index, error = self._ready.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise InputError(f"worker(s) {sorted(waiting)} did not start within "
-                                 f"{WORKER_START_TIMEOUT:.0f} s") from None
-            if error is not None:
-                raise InputError(f"a worker cannot start: {error}")
-            waiting.discard(index)
+                kind, payload = worker.conn.recv()
+            except (EOFError, OSError):
+                worker.process.join(timeout=5)
+                raise InputError(f"worker {index} exited while starting (exit code "
+                                 f"{worker.process.exitcode})") from None
+            if kind == "log":
+                logging.getLogger(payload.name).handle(payload)
+            elif payload is not None:
+                raise InputError(f"a worker cannot start: {payload}")
+            else:
+                worker.ready = True
+                return
+        raise InputError(f"worker {index} did not start within {WORKER_START_TIMEOUT:.0f} s")
+
+    def _pump_logs(self) -> None:
+        """Log the workers' records here, under their own logger names (until they are gone:
+        a worker finishing its last instance at a stop still logs it)."""
+        while not self._workers_gone.is_set():
+            with self._workers_lock:
+                conns = [w.conn for w in self._workers.values() if w.ready and not w.conn.closed]
+            try:
+                readable = mp_connection.wait(conns, timeout=0.2) if conns else []
+            except (OSError, ValueError):  # a pipe closed meanwhile by the watcher
+                continue
+            for conn in readable:
+                try:
+                    kind, payload = conn.recv()
+                except (EOFError, OSError):
+                    with self._workers_lock:  # the worker died: its watcher replaces it
+                        conn.close()
+                    continue
+                if kind == "log":
+                    logging.getLogger(payload.name).handle(payload)
+            if not conns:
+                self._workers_gone.wait(0.2)
 
     def _watch_workers(self) -> None:
         """Replace a worker that died, after putting back (or setting aside) what it held."""
         while not self._stop.wait(0.5):
-            for index, process in list(self._workers.items()):
-                if process.is_alive() or self._stop.is_set():
+            for index, worker in list(self._workers.items()):
+                if worker.process.is_alive() or self._stop.is_set():
                     continue
                 logger.error("worker %d exited unexpectedly (exit code %s); starting another",
-                             index, process.exitcode)
+                             index, worker.process.exitcode)
                 for claimed in sorted(self.spool.worker_dir(index).glob("*.dcm")):
                     self._crashes[claimed.stem] += 1
                     if self._crashes[claimed.stem] >= MAX_CRASHES_PER_INSTANCE:
@@ -257,8 +321,11 @@ class DicomNode:
                                      claimed.stem.split("_", 1)[-1])
                     else:
                         os.replace(claimed, self.spool.queue / claimed.name)
+                with self._workers_lock:
+                    worker.conn.close()
                 self._start_worker(index)
                 try:
-                    self._await_workers([index])
+                    self._await_worker(index)
                 except InputError as exc:
-                    logger.error("%s", exc)
+                    if not self._stop.is_set():  # a stop ends a starting worker too
+                        logger.error("%s", exc)

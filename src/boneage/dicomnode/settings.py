@@ -170,6 +170,7 @@ class Setting:
 
     @property
     def option(self) -> str:
+        """The command line option: ``--ae-title`` for ``ae_title``."""
         return "--" + self.name.replace("_", "-")
 
 

@@ -86,10 +86,12 @@ class Outgoing:
 
     @property
     def name(self) -> str:
+        """The entry's name."""
         return self.path.name
 
     @property
     def uid(self) -> str:
+        """The source's SOP Instance UID."""
         return entry_uid(self.path.name)
 
     def results(self) -> list[Path]:
@@ -235,6 +237,7 @@ class Spool:
     # -- workers ------------------------------------------------------------------------------
 
     def worker_dir(self, worker: int) -> Path:
+        """Worker ``worker``'s folder of claimed instances (created if needed)."""
         path = self.work / f"w{worker}"
         path.mkdir(parents=True, exist_ok=True)
         return path

@@ -68,6 +68,7 @@ class Code:
     meaning: str
 
     def item(self) -> Dataset:
+        """The code as an item of a code sequence."""
         ds = Dataset()
         ds.CodeValue = self.value
         ds.CodingSchemeDesignator = self.scheme
@@ -76,6 +77,7 @@ class Code:
 
     @property
     def key(self) -> tuple[str, str]:
+        """``(value, scheme)``: what identifies the concept (the meaning is only a label)."""
         return self.value, self.scheme
 
 
