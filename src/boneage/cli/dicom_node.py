@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
             s.add_argument(setting.option, dest=setting.name, action=argparse.BooleanOptionalAction,
                            default=None, help=f"{setting.help} (default: {setting.default})")
         else:
-            default = "none" if setting.default in (None, ()) else setting.default
+            default = setting.default_text or ("none" if setting.default is None else setting.default)
             s.add_argument(setting.option, dest=setting.name, metavar=setting.metavar, default=None,
                            help=f"{setting.help} (default: {default})")
     s.add_argument("--status", action="store_true",

@@ -167,6 +167,8 @@ class Setting:
     metavar: str | None = None
     is_path: bool = False
     is_flag: bool = False
+    default_text: str | None = None
+    """How ``--help`` shows the default, when not as the value itself."""
 
     @property
     def option(self) -> str:
@@ -181,13 +183,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("destination", parse_destination, None,
             "where results are sent by C-STORE, usually the PACS", "AE@HOST:PORT"),
     Setting("allow", parse_ae_titles, (),
-            "calling AE titles allowed to associate, comma-separated (default: any)", "AE,AE"),
+            "calling AE titles allowed to associate, comma-separated", "AE,AE",
+            default_text="any"),
     Setting("spool", _text, None, "folder where received instances wait until their results "
             "are acknowledged", "DIR", is_path=True),
     Setting("workers", _positive_int, 1, "worker processes assessing instances", "N"),
     Setting("threads", _positive_int, 1, "CPU threads per worker's model", "N"),
-    Setting("model", _text, None, "model file (default: the bundled model, as boneage predict)",
-            "FILE", is_path=True),
+    Setting("model", _text, None, "model file", "FILE", is_path=True,
+            default_text="the bundled model, as boneage predict uses"),
     Setting("force", _bool, False, "assess images the quality gate refuses, saying so in the SR "
             "(for tests and demonstrations; a non-radiograph SOP class or DICOM header is "
             "refused all the same)", is_flag=True),
