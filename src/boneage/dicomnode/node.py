@@ -60,6 +60,8 @@ def _worker_main(index: int, settings: dict, conn, parent_pid: int, level: int) 
     """
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # Ctrl-C in a terminal reaches the whole process group: the node decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = logging.getLogger("boneage")
     root.handlers[:] = [_PipeHandler(conn)]
     root.setLevel(level)
@@ -144,8 +146,8 @@ class DicomNode:
     # -- start and stop ----------------------------------------------------------------------
 
     def start(self) -> "DicomNode":
-        """Recover the spool, start the workers (waiting until their model is loaded), the
-        sender and the Storage SCP. Raises InputError when any of them cannot start."""
+        """Recover the spool, start the Storage SCP, the workers (waiting until their model is
+        loaded) and the sender. Raises InputError when any of them cannot start."""
         s = self.settings
         if s.model is not None and not Path(s.model).is_file():
             raise InputError("model file not found", s.model)  # before minutes of worker start-up
@@ -156,6 +158,14 @@ class DicomNode:
             if any(counts.values()):
                 logger.info("spool recovered: %d instance(s) queued again, %d completed, %d leftover(s) "
                             "removed", counts["requeued"], counts["completed"], counts["cleaned"])
+            # Listening first: a port in use fails at once, and instances that arrive while
+            # the workers load their model wait in the spool.
+            try:
+                self._server = self._scp().start_server((s.host, s.port), block=False, evt_handlers=[
+                    (evt.EVT_C_STORE, handle_store, [self.spool, int(s.min_free_mb * 2**20)]),
+                    (evt.EVT_C_ECHO, self._echo), (evt.EVT_REJECTED, self._rejected)])
+            except OSError as exc:
+                raise InputError(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from None
             self._started = True
             for index in range(s.workers):
                 self._start_worker(index)
@@ -165,9 +175,6 @@ class DicomNode:
             self._sender = Sender(s, self.spool, self._stop)
             self._spawn(self._sender.run, "boneage-sender")
             self._spawn(self._watch_workers, "boneage-worker-watch")
-            self._server = self._scp().start_server((s.host, s.port), block=False, evt_handlers=[
-                (evt.EVT_C_STORE, handle_store, [self.spool, int(s.min_free_mb * 2**20)]),
-                (evt.EVT_C_ECHO, self._echo), (evt.EVT_REJECTED, self._rejected)])
         except BaseException:
             self.stop()
             raise
@@ -250,7 +257,7 @@ class DicomNode:
         reader, writer = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=_worker_main, name=f"boneage-worker-{index}", daemon=True,
-            args=(index, self.settings.to_dict(), writer, os.getpid(),
+            args=(index, {**self.settings.to_dict(), "spool": str(self.spool.root)}, writer, os.getpid(),
                   logging.getLogger("boneage").getEffectiveLevel()))
         process.start()
         writer.close()  # the worker's end: closed here, so its death reads as EOF

@@ -63,8 +63,9 @@ class Sender:
         while not self.stop.is_set():
             try:
                 sent = self.send_due()
-            except Exception:  # a bug must not end sending for good; say so, then go on
-                logger.exception("sending results failed unexpectedly; trying again")
+            except Exception as exc:  # a bug must not end sending for good; say so, then go on
+                # The type only: a message could quote a value from a result object.
+                logger.error("sending results failed unexpectedly (%s); trying again", type(exc).__name__)
                 sent = 0
             if not sent:
                 self.wake.wait(0.1)
