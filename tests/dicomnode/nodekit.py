@@ -106,7 +106,7 @@ def ct_slice(path: Path) -> Path:
     return path
 
 
-def storescu(port: int, *files, calling: str = "MODALITY", called: str = "BONEAGE", timeout: float = 60):
+def storescu(port: int, *files, calling: str = "MODALITY", called: str = "BONEAGE", timeout: float = 300):
     """DCMTK's storescu: all ``files`` over one association; the CompletedProcess."""
     return subprocess.run(["storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port),
                            *map(str, files)], capture_output=True, text=True, timeout=timeout)

@@ -46,7 +46,7 @@ def folder(tmp_path_factory):
     return tmp_path_factory.mktemp("files")
 
 
-def _results(destination, path, count: int, timeout: float = 60) -> list:
+def _results(destination, path, count: int, timeout: float = 240) -> list:
     study = pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID
     return wait_for(lambda: (lambda got: got if len(got) >= count else None)(destination.of_study(study)),
                     timeout, f"{count} result(s) at the destination")
@@ -76,7 +76,7 @@ def test_a_radiograph_comes_back_as_an_sr_and_a_page_and_leaves_the_spool(node, 
     sr = next(ds for ds in objects if ds.Modality == "SR")
     read = read_structured_report(sr)
     assert read["assessed"] and read["source_sop_instance_uid"] == pydicom.dcmread(path).SOPInstanceUID
-    wait_for(lambda: not any(Spool(node.settings.spool).status().values()), 10, "an empty spool")
+    wait_for(lambda: not any(Spool(node.settings.spool).status().values()), 60, "an empty spool")
 
 
 def _bad(kind: str, folder):
@@ -134,7 +134,7 @@ def test_a_destination_refusing_the_sr_moves_it_to_failed_and_status_says_so(
     uid = pydicom.dcmread(refused).SOPInstanceUID
     assert [int(s.Status) for s in scu_store(node.port, [pydicom.dcmread(refused)])] == [0x0000]
     spool = Spool(node.settings.spool)
-    failed = wait_for(lambda: spool.status()["failed"], 60, "the refused results in failed/")
+    failed = wait_for(lambda: spool.status()["failed"], 240, "the refused results in failed/")
     reason = ("destination refused the Comprehensive SR Storage with status 0xA900 "
               "(test destination refuses this SR)")
     assert failed == [{"uid": uid, "reason": reason}]
@@ -155,9 +155,9 @@ def test_a_worker_that_dies_is_replaced_and_what_it_held_is_assessed_again(node,
     held = spool.worker_dir(0) / f"{entry_name(pydicom.dcmread(hand).SOPInstanceUID)}.dcm"
     shutil.copy(hand, held)  # as if worker 0 had claimed it when it died
     os.kill(node._workers[0].process.pid, signal.SIGKILL)
-    assert len(_results(destination, hand, 2, timeout=120)) == 2
+    assert len(_results(destination, hand, 2, timeout=300)) == 2
     assert node_logs.lines_with("worker 0 exited unexpectedly (exit code -9); starting another")
-    wait_for(lambda: not any(spool.status()[k] for k in ("queued", "assessing", "sending")), 30,
+    wait_for(lambda: not any(spool.status()[k] for k in ("queued", "assessing", "sending")), 60,
              "nothing left in progress")
 
 
