@@ -544,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     from boneage.cli.annotate import add_parser as add_annotate_parser
 
     add_annotate_parser(sub)
+    from boneage.cli.dicom_node import add_parser as add_dicom_node_parser
+
+    add_dicom_node_parser(sub)
 
     s = sub.add_parser("info", help="what a model file is: name, hash, training data, validation MAE, date")
     s.add_argument("model", nargs="?", help="model file (default: the bundled model)")

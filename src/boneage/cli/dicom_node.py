@@ -1,0 +1,65 @@
+"""``boneage dicom-node``: the DICOM node (see :mod:`boneage.dicomnode`), and its ``--status``.
+
+Registered by :func:`boneage.cli.main.build_parser` through :func:`add_parser`. Every
+setting of :data:`boneage.dicomnode.settings.SETTINGS` is an option here and a key of the
+``--config`` file; given both ways, the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+
+from boneage.dicomnode.settings import SETTINGS, resolve_settings
+from boneage.dicomnode.spool import Spool, format_status
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``dicom-node`` command to ``subparsers`` (the ``add_subparsers()`` of the CLI)."""
+    s = subparsers.add_parser(
+        "dicom-node", help="a DICOM node (Storage SCP): receives hand radiographs, sends back a "
+                           "structured report and the report page by C-STORE")
+    s.add_argument("--config", metavar="FILE.yaml",
+                   help="settings file (YAML, the option names with underscores); the command line wins")
+    for setting in SETTINGS:
+        if setting.is_flag:
+            s.add_argument(setting.option, dest=setting.name, action=argparse.BooleanOptionalAction,
+                           default=None, help=f"{setting.help} (default: {setting.default})")
+        else:
+            default = setting.default_text or ("none" if setting.default is None else setting.default)
+            s.add_argument(setting.option, dest=setting.name, metavar=setting.metavar, default=None,
+                           help=f"{setting.help} (default: {default})")
+    s.add_argument("--status", action="store_true",
+                   help="say what the spool holds (queued, in progress, failed) by SOP Instance UID, and exit")
+    s.add_argument("--json", action="store_true", help="with --status: as JSON")
+    s.set_defaults(func=cmd_dicom_node)
+
+
+def cmd_dicom_node(args) -> int:
+    """Run the node until SIGINT or SIGTERM (0 on a clean stop), or print ``--status``."""
+    # Here, not at the top: every boneage command builds this parser, and only the node
+    # itself needs pynetdicom and the model.
+    from boneage.dicomnode.node import DicomNode
+
+    settings = resolve_settings(args.config, {s.name: getattr(args, s.name) for s in SETTINGS})
+    if args.status:
+        spool = Spool(settings.require("spool").spool)
+        status = spool.status()
+        print(json.dumps(status, indent=2) if args.json else format_status(status, spool.root))
+        return 0
+    # The node logs every failed association itself, in one line; pynetdicom's own lines
+    # about it would repeat that on every retry.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with DicomNode(settings):
+            while not stop.wait(0.5):  # a timed wait lets the signal handlers run promptly
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
