@@ -1,4 +1,4 @@
-"""constraints.txt pins every distribution the package and its train and test extras install,
+"""constraints.txt pins every distribution the package and its train, test and node extras install,
 at the version this environment runs (docs/development.md says how to move a pin)."""
 
 from importlib import metadata
@@ -44,8 +44,8 @@ def requirement_closure(root: str, extras: set[str]) -> set[str]:
 
 
 def test_closure_follows_extras_and_markers():
-    names = requirement_closure("boneage", {"train", "test"})
-    assert {"torch", "timm", "pytest", "schemathesis", "onnxruntime", "numpy"} <= names
+    names = requirement_closure("boneage", {"train", "test", "node"})
+    assert {"torch", "timm", "pytest", "schemathesis", "onnxruntime", "numpy", "pynetdicom"} <= names
     # torchvision comes through timm, not from boneage itself: the closure is transitive.
     assert "torchvision" in names
     assert "torch" not in requirement_closure("boneage", set())
@@ -58,7 +58,7 @@ def test_every_installed_requirement_is_pinned_at_its_version():
         pytest.skip("the train extra is not installed here: only a full install can be checked")
     pins = read_pins(REPO / "constraints.txt")
     unpinned, moved = [], []
-    for name in sorted(requirement_closure("boneage", {"train", "test"})):
+    for name in sorted(requirement_closure("boneage", {"train", "test", "node"})):
         installed = metadata.version(name)
         if name not in pins:
             unpinned.append(f"{name}=={installed}")

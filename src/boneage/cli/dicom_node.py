@@ -14,6 +14,7 @@ import signal
 import threading
 
 from boneage.dicomnode.settings import SETTINGS, resolve_settings
+from boneage.errors import InputError
 from boneage.dicomnode.spool import Spool, format_status
 
 
@@ -41,8 +42,14 @@ def add_parser(subparsers) -> None:
 def cmd_dicom_node(args) -> int:
     """Run the node until SIGINT or SIGTERM (0 on a clean stop), or print ``--status``."""
     # Here, not at the top: every boneage command builds this parser, and only the node
-    # itself needs pynetdicom and the model.
-    from boneage.dicomnode.node import DicomNode
+    # itself needs pynetdicom (the `node` extra) and the model.
+    try:
+        from boneage.dicomnode.node import DicomNode
+    except ModuleNotFoundError as exc:
+        if exc.name != "pynetdicom":
+            raise
+        raise InputError("the DICOM node needs pynetdicom, which this installation lacks "
+                         "(pip install -c constraints.txt '.[node]')") from None
 
     settings = resolve_settings(args.config, {s.name: getattr(args, s.name) for s in SETTINGS})
     if args.status:
