@@ -119,7 +119,7 @@ def test_light_cli_predict_report_and_info(light_env, radiograph):
         with contextlib.redirect_stdout(buf):
             rc_predict = main(["predict", {str(radiograph)!r}, "--sex", "F", "--force", "--json"])
             rc_report = main(["report", {str(radiograph)!r}, "--sex", "F", "--force", "--out", "r.json",
-                              "--overwrite"])
+                              "--overwrite", "--heatmap"])
             rc_info = main(["info"])
         out = {{"rc": [rc_predict, rc_report, rc_info], "stdout": buf.getvalue(),
                "caption": json.load(open("r.json"))["heatmap"]["caption"]}}
@@ -127,7 +127,8 @@ def test_light_cli_predict_report_and_info(light_env, radiograph):
     assert out["rc"] == [0, 0, 0]
     row = json.loads(out["stdout"].splitlines()[0])
     assert 0 < row["bone_age_months"] < 240 and row["quality"]["verdict"] == "forced"
-    assert out["caption"].startswith("No heat map: Grad-CAM needs the PyTorch model file")
+    # The safetensors file is bundled beside the ONNX model; PyTorch is what is missing.
+    assert out["caption"].startswith("No heat map: Grad-CAM needs PyTorch (the 'train' extra)")
     assert "exported from default_model.safetensors" in out["stdout"]
 
 
@@ -145,7 +146,7 @@ def test_light_service_predicts_and_says_why_there_is_no_heat_map(light_env, rad
     assert out["status"] == 200, out
     assert 0 < out["body"]["bone_age_months"] < 240
     assert "heatmap_png_base64" not in out["body"]
-    assert "Grad-CAM needs the PyTorch model" in out["body"]["heatmap_unavailable"]
+    assert out["body"]["heatmap_unavailable"].startswith("Grad-CAM needs PyTorch (the 'train' extra)")
 
 
 def test_light_training_commands_name_what_is_missing(light_env, tmp_path):

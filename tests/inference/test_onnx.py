@@ -204,14 +204,18 @@ def test_cli_export_and_predict(cli, tiny_model, tmp_path):
 
 # --- bad files -------------------------------------------------------------------------------
 
-def _plain_onnx(path, opset: int = 17):
+def _plain_onnx(path, opset: int = 17, ir_version: int = 8):
+    """A one-node model. The IR version is set: onnx's default follows the onnx package, which
+    may be newer than what the pinned onnxruntime reads (onnx 1.23 writes 14, onnxruntime 1.26
+    reads up to 13)."""
     import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                                ir_version=ir_version), str(path))
     return path
 
 
@@ -229,6 +233,14 @@ def test_onnx_opset_too_new(tmp_path):
     with pytest.raises(InputError, match="opset 99 is newer than onnxruntime") as err:
         Predictor.from_file(path)
     assert "\n" not in str(err.value)
+
+
+def test_onnx_ir_version_too_new(tmp_path):
+    path = _plain_onnx(tmp_path / "future-ir.onnx", ir_version=99)
+    with pytest.raises(InputError, match=r"ONNX IR version 99 is newer than onnxruntime [\d.]+ "
+                                         r"reads \(up to \d+\); install a newer onnxruntime") as err:
+        Predictor.from_file(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_not_an_onnx_file(tmp_path):

@@ -235,6 +235,11 @@ def _load_failure(message: str, version: str) -> str:
         till = re.search(r"is till opset (\d+)", message)
         return (f"the model's opset {opset.group(1)} is newer than onnxruntime {version} runs"
                 + (f" (up to {till.group(1)}); re-export with --opset {till.group(1)} or lower" if till else ""))
+    ir = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", message)
+    if ir:
+        return (f"the model file's ONNX IR version {ir.group(1)} is newer than onnxruntime {version} "
+                f"reads (up to {ir.group(2)}); install a newer onnxruntime, or export the model "
+                f"again with the onnx package pinned in constraints.txt")
     text = " ".join(message.split())
     # "... failed:/onnxruntime_src/...h:46 void f(...) What went wrong" -> "What went wrong"
     text = re.sub(r"/onnxruntime_src/\S+ [^)]*\)+ ?", "", text)
