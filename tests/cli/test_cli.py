@@ -233,3 +233,45 @@ def test_compare_two_evaluations_by_age_band(cli, tmp_path):
     assert bands["M", "15+"] == ["1", "10.00", "+10.00", "2.00", "-2.00"]
     assert bands["M", "5-10"] == ["0", "–", "–", "–", "–"]
     assert read_image(plot).pixels.shape[0] > 300
+
+
+def _undecodable_files(folder):
+    """Files whose decoders once printed lines of their own (libpng, OpenCV, pydicom)."""
+    import struct
+    import zlib
+
+    import cv2
+
+    gray = np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8)
+    png = cv2.imencode(".png", gray)[1].tobytes()
+    at = png.find(b"IDAT")
+    n = struct.unpack(">I", png[at - 4:at])[0]
+    junk = np.random.default_rng(1).integers(0, 256, n, dtype=np.uint8).tobytes()
+    tif = cv2.imencode(".tif", gray)[1].tobytes()
+    files = {"truncated.png": png[: len(png) // 2],
+             "garbage.png": png[:at + 4] + junk + struct.pack(">I", zlib.crc32(b"IDAT" + junk)) + png[at + 8 + n:],
+             "truncated.tif": tif[: len(tif) // 2]}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return [folder / name for name in files]
+
+
+def test_every_decoder_failure_and_unusable_model_is_one_stderr_line(tmp_path, tiny_model, capfd):
+    """Checked at the file-descriptor level: native libraries write to fd 2 from C."""
+    from boneage.cli.main import main
+    from boneage.config import Recipe
+    from boneage.inference import save_model_file
+    from boneage.inference.modelfile import build_model
+
+    untrained = Recipe.from_dict({"name": "u", "preprocess": [{"name": "resize", "size": 32}],
+                                  "model": {"name": "small_cnn", "options": {"width": 4, "stages": 2}}})
+    model = save_model_file(tmp_path / "untrained.safetensors", build_model(untrained), untrained)
+    ok = tmp_path / "ok.png"
+    assert main(["example", str(ok), "--size", "64"]) == 0
+    capfd.readouterr()
+    runs = [([str(p), "--model", str(tiny_model)], p.name) for p in _undecodable_files(tmp_path)]
+    runs.append(([str(ok), "--model", str(model)], "untrained.safetensors"))
+    for argv, name in runs:
+        assert main(["predict", *argv, "--sex", "M"]) == 2
+        out, err = capfd.readouterr()
+        assert out == "" and err.count("\n") == 1 and err.startswith("boneage: error: ") and name in err, err

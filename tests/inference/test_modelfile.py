@@ -133,3 +133,13 @@ def test_holdout_evaluates_exactly_the_stored_ids(cli, tiny_model, synthetic_fol
     assert [s.id for s in chosen] == info["val_ids"]
     with pytest.raises(InputError, match="held-back images are not in this folder"):
         holdout_subset(samples[:10], None, info)
+
+
+def test_model_files_that_cannot_predict_are_one_line_errors(tmp_path):
+    untrained = small_recipe()
+    untrained.target.mean = untrained.target.std = None
+    path = save_model_file(tmp_path / "untrained.safetensors", build_model(untrained), untrained)
+    with pytest.raises(InputError) as err:
+        Predictor.from_file(path)
+    assert str(err.value).startswith(f"{path}: cannot predict: its recipe has no target scaling")
+    assert "\n" not in str(err.value)

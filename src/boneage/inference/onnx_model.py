@@ -32,7 +32,7 @@ import numpy as np
 from boneage.config import Recipe
 from boneage.errors import InputError
 from boneage.inference.modelfile import file_hash
-from boneage.inference.predictor import Predictor, torch_available
+from boneage.inference.predictor import Predictor, check_can_predict, torch_available
 from boneage.transforms import network_input
 
 #: ``boneage_format`` of an exported ONNX file (the safetensors files say "1").
@@ -313,6 +313,7 @@ class OnnxPredictor(Predictor):
             raise InputError(f"threads must be >= 1, got {threads}")
         session = _session(path, threads, device)
         parsed = _parse_metadata(read_onnx_metadata(session, path), path)
+        check_can_predict(parsed["recipe"], path)
         info = {**parsed["info"], "model_sha256": file_hash(path), "source_model": parsed["source"],
                 "threads": threads}
         predictor = cls(session, parsed["recipe"], info=info, quality_gate=parsed["gate"],
