@@ -229,7 +229,7 @@ def test_too_large_image(tmp_path, monkeypatch):
 
 def test_read_image_bytes_errors_use_the_given_name():
     with pytest.raises(InputError, match="cannot decode image") as exc:
-        read_image_bytes(b"definitely not an image, just some text" * 10)
+        read_image_bytes(np.random.default_rng(1).integers(0, 256, 400, dtype=np.uint8).tobytes())
     assert str(exc.value).startswith("<upload>: ")
     with pytest.raises(InputError) as exc:
         read_image_bytes(b"", name="scan.png")
@@ -326,3 +326,20 @@ def test_a_png_declaring_too_many_pixels_is_refused_before_inflating(monkeypatch
     monkeypatch.setattr(image_module, "MAX_PIXELS", 100)
     with pytest.raises(InputError, match="exceeds the maximum of 100 pixels"):
         image_module._checked_png(_png_with(b"", 50, 50), "bomb.png")
+
+
+@pytest.mark.parametrize("text", [b"id,sex\n1377,M\n1378,F\n" * 40, "patient;âge\r\n1;12,5\r\n".encode() * 30,
+                                  b"\xef\xbb\xbfid\tsex\n1\tM\n"])
+def test_text_is_not_an_image(tmp_path, text):
+    path = tmp_path / "labels.csv"  # the extension once named the "format": "CSV data is corrupt"
+    path.write_bytes(text)
+    with pytest.raises(InputError) as exc:
+        read_image(path)
+    assert str(exc.value) == f"{path}: not an image (looks like text)"
+
+
+def test_binary_under_a_non_image_extension_is_not_a_recognised_format(tmp_path):
+    path = tmp_path / "scan.xyz"
+    path.write_bytes(np.random.default_rng(3).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    with pytest.raises(InputError, match="not a recognised image format"):
+        read_image(path)

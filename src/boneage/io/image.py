@@ -36,6 +36,10 @@ MIN_SIDE: int = 16
 # and drops the alpha channel that we would discard anyway.
 _IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
+#: Formats named by magic bytes or extension that an image decoder is meant to read.
+_IMAGE_FORMATS = frozenset({"png", "jpeg", "tiff", "bmp", "jpeg2000", "webp", "dicom", "gif", "pgm",
+                            "pbm", "ppm", "pnm", "pxm", "pfm", "hdr", "exr", "sr", "ras"})
+
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "png"),
     (b"\xff\xd8\xff", "jpeg"),
@@ -157,7 +161,11 @@ def read_image_bytes(data: bytes, name: str = "<upload>") -> LoadedImage:
         ds = dicom.try_read_headerless_dicom(data)
         if ds is not None:
             return dicom.dataset_to_image(ds, name)
-        if fmt == "unknown":
+        if looks_like_text(data):
+            # A CSV or report passed by mistake: naming it after its extension ("CSV data is
+            # corrupt") would suggest a damaged image.
+            raise InputError("not an image (looks like text)", name)
+        if fmt not in _IMAGE_FORMATS:
             raise InputError(
                 "cannot decode image: not a recognised image format "
                 "(PNG, JPEG, TIFF, BMP or DICOM expected)",
@@ -172,6 +180,19 @@ def read_image_bytes(data: bytes, name: str = "<upload>") -> LoadedImage:
         colourfulness=colourfulness(arr),
     )
     return LoadedImage(pixels=_raster_to_unit_gray(arr), metadata=metadata)
+
+
+def looks_like_text(data: bytes, sample: int = 4096) -> bool:
+    """Whether ``data`` starts like text: (nearly all) UTF-8 without NUL or control characters
+    besides tab, line breaks and form feed. No image format starts like that."""
+    head = data[:sample]
+    if not head or b"\0" in head:
+        return False
+    # A few undecodable bytes are allowed: a character cut at the sample's end, Latin-1 accents.
+    text = head.decode("utf-8", errors="ignore")
+    if len(text.encode("utf-8")) < 0.95 * len(head):
+        return False
+    return not any(ord(c) < 32 and c not in "\t\n\r\f" for c in text)
 
 
 def check_size(height: int, width: int, name: str) -> None:

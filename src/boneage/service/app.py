@@ -185,7 +185,8 @@ def decode_upload(data: bytes):
         _check_declared_size(data)
         return read_image_bytes(data, name="upload")
     except InputError as exc:
-        status = 415 if "not a recognised image format" in exc.problem else 422
+        unknown = "not a recognised image format" in exc.problem or exc.problem.startswith("not an image")
+        status = 415 if unknown else 422
         raise ServiceError(status, exc.problem) from None
 
 
