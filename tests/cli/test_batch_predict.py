@@ -49,13 +49,14 @@ def test_csv_rows_a_bad_file_in_the_middle_and_resume(cli, scans, tiny_model, tm
                             "--out", out)
     assert code == 2
     assert _messages(err) == [f"boneage: error: {scans / 'h2b.png'}: cannot decode image: PNG data is "
-                              "corrupt or truncated"]
+                              "corrupt or truncated (it ends before its IEND chunk)"]
     assert "wrote 5 row(s)" in stdout and "(4 assessed)" in stdout
     rows = _rows(out)
     assert tuple(rows[0]) == RESULT_COLUMNS
     assert [r["id"] for r in rows] == ["h1", "h2", "h2b", "h4", "h3"]
     bad = rows[2]
-    assert bad["error"] == "cannot decode image: PNG data is corrupt or truncated" and bad["bone_age_months"] == ""
+    assert bad["error"] == ("cannot decode image: PNG data is corrupt or truncated (it ends before its IEND "
+                            "chunk)") and bad["bone_age_months"] == ""
     for row in rows[:2] + rows[3:]:
         assert row["error"] == "" and row["quality"] == "accepted" and row["sex"] == "M"
         assert row["sex_source"] == "argument" and 0 < float(row["bone_age_months"]) < 300
@@ -72,16 +73,35 @@ def test_csv_rows_a_bad_file_in_the_middle_and_resume(cli, scans, tiny_model, tm
     write_example_radiograph(scans / "h5.png", size=128, seed=5)
     code, stdout, err = cli("predict", scans, "--sex", "M", "--age-months", "100", "--model", tiny_model,
                             "--out", out, "--quiet")
-    assert code == 2  # the bad file's row is still in the CSV
-    assert "resuming" in err and "cut off a half-written last line" in err and "wrote 2 row(s)" in stdout
+    assert code == 2  # the bad file, retried, is still bad
+    assert "resuming" in err and "cut off a half-written last line" in err and "retrying 1 " in err
+    assert "wrote 3 row(s)" in stdout
     again = _rows(out)
-    # Appended in sorted order: h5 (new) before sub/h3 (its row was cut off).
-    assert [r["id"] for r in again] == ["h1", "h2", "h2b", "h4", "h5", "h3"]
-    assert again[:4] == rows[:4] and again[5] == rows[4]
+    # Appended in sorted order: h2b (retried), h5 (new), sub/h3 (its row was cut off).
+    assert [r["id"] for r in again] == ["h1", "h2", "h4", "h2b", "h5", "h3"]
+    assert again[:3] == rows[:2] + rows[3:4] and again[3] == rows[2] and again[5] == rows[4]
     assert out.read_text().count("id,path,") == 1
 
     code, stdout, err = cli("predict", scans, "--sex", "M", "--model", tiny_model, "--out", out, "--quiet")
-    assert code == 2 and "wrote 0 row(s)" in stdout and len(_rows(out)) == 6
+    assert code == 2 and "wrote 1 row(s)" in stdout and len(_rows(out)) == 6
+
+
+def test_a_rerun_retries_rows_that_ended_in_an_error(cli, scans, tiny_model, tmp_path):
+    """The first run had no sex for any image; the rerun with --sex-from must assess them all
+    instead of finding every image "already there"."""
+    out = tmp_path / "results.csv"
+    code, stdout, _ = cli("predict", scans, "--model", tiny_model, "--out", out, "--quiet")
+    assert code == 2 and "(0 assessed)" in stdout
+    assert [bool(r["error"]) for r in _rows(out)] == [True] * 4
+    sexes = tmp_path / "labels.csv"
+    sexes.write_text("id,sex\nh1,M\nh2,F\nh3,M\nh4,F\n")
+    code, stdout, err = cli("predict", scans, "--sex-from", sexes, "--model", tiny_model, "--out", out, "--quiet")
+    assert code == 0, err
+    assert "0 image(s) already there; retrying 4 that ended in an error" in err
+    assert "wrote 4 row(s)" in stdout and "(4 assessed)" in stdout
+    rows = _rows(out)
+    assert sorted(r["id"] for r in rows) == ["h1", "h2", "h3", "h4"]
+    assert all(r["error"] == "" and r["sex_source"] == "csv" and r["bone_age_months"] for r in rows)
 
 
 def test_sex_from_csv_with_argument_and_dicom_precedence(cli, scans, tiny_model, tmp_path):

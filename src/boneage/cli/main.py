@@ -70,12 +70,16 @@ def cmd_predict(args) -> int:
     table = ResultsCSV(args.out) if args.out else None
     failures = refusals = 0
     if table is not None:
+        # Rows that ended in an error are assessed again (the cause, a missing sex or a file
+        # being copied, is usually what the user fixed before rerunning); assessed and refused
+        # rows are kept, and refusals count towards the exit status of the whole CSV.
+        retried = table.forget([p for p in paths if (table.previous(p) or {}).get("error")])
         done = [row for row in map(table.previous, paths) if row is not None]
-        failures = sum(1 for row in done if row["error"])  # the status covers the whole CSV
         refusals = sum(1 for row in done if row["quality"] == "refused")
         paths = [p for p in paths if table.previous(p) is None]
-        if done or table.repaired:
+        if done or retried or table.repaired:
             print(f"boneage: resuming {table.path}: {len(done)} image(s) already there"
+                  + (f"; retrying {retried} that ended in an error" if retried else "")
                   + ("; cut off a half-written last line" if table.repaired else ""), file=sys.stderr)
     predictor = api.load_predictor(args.model)
     records = api.predict_files(paths, sex_arg, sex_from=sexes, model=predictor, force=args.force,
@@ -389,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-image sex: a CSV with an id (or image/path) column and a sex (M/F) or male (1/0) column")
     s.add_argument("--out", metavar="FILE.csv",
                    help="write one row per image to this CSV, with a progress bar; if it exists, "
-                        "images already in it are skipped and new rows appended (resume)")
+                        "images already assessed or refused in it are skipped, those that ended in "
+                        "an error retried, and new rows appended (resume)")
     s.add_argument("--shard", metavar="K/N",
                    help="assess only the K-th of N equal shares of the sorted inputs "
                         "(e.g. a Slurm array: $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT)")
