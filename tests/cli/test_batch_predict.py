@@ -118,6 +118,7 @@ def test_sex_from_csv_with_argument_and_dicom_precedence(cli, scans, tiny_model,
     got = {r["id"]: (r["sex"], r["sex_source"], r["error"]) for r in _rows(out)}
     assert got["h1"] == ("M", "csv", "") and got["h2"] == ("F", "csv", "") and got["h3"] == ("M", "csv", "")
     assert got["d1"] == ("F", "dicom", "") and got["h4"][:2] == ("", "none") and "sex is unknown" in got["h4"][2]
+    assert got["h4"][2].endswith("give --sex M|F, or --sex-from CSV (columns id,sex) for per-image sexes")
     code, out_text, _ = cli("predict", scans / "h1.png", scans / "d1.dcm", "--sex", "F",
                             "--sex-from", sexes, "--model", tiny_model, "--json")
     assert code == 2  # h2, h3 in the CSV are not inputs here

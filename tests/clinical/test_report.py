@@ -247,3 +247,10 @@ def test_report_cli_bad_input_is_one_line(cli, tall_png, tmp_path, args, message
     assert code == 2 and stdout == ""
     assert err.startswith("boneage: error: ") and err.count("\n") == 1 and message in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_cli_without_a_sex_says_how_to_give_it(cli, tall_png, tmp_path):
+    code, stdout, err = cli("report", tall_png, "--force", "--out", tmp_path / "r.json")
+    assert code == 2 and stdout == ""
+    assert err == (f"boneage: error: {tall_png}: sex is unknown: the file has no sex tag and none was "
+                   "given; give --sex M|F\n")

@@ -86,3 +86,19 @@ def test_page_shows_the_refusal(page, server, png_bytes, tmp_path):
     # Keyboard: the form's controls are reachable with Tab, each with a label.
     for control in ("file", "sex", "birth_date", "study_date", "age_months", "force"):
         assert page.locator(f"label[for='{control}']").count() == 1
+
+
+def test_page_asks_for_the_sex_before_uploading_a_file_without_one(page, server, png_bytes, tmp_path):
+    url, _ = server
+    image = tmp_path / "hand.png"
+    image.write_bytes(png_bytes)
+    posted = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    page.goto(f"{url}/")
+    page.set_input_files("#file", str(image))
+    page.check("#force")
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Choose the sex')",
+                           timeout=10_000)
+    assert "not DICOM" in page.inner_text("#status") and posted == []
+    assert page.evaluate("document.activeElement.id") == "sex"

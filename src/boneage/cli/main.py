@@ -14,9 +14,12 @@ import sys
 from pathlib import Path
 
 from boneage import __version__
-from boneage.errors import BoneAgeError, InputError, QualityRefusal
+from boneage.errors import BoneAgeError, InputError, QualityRefusal, SexUnknown
 
 EXIT_USER_ERROR = 2
+#: How to give the sex on the command line: ``predict`` reads it per image from a CSV too.
+SEX_HINT = "give --sex M|F"
+SEX_HINT_PREDICT = "give --sex M|F, or --sex-from CSV (columns id,sex) for per-image sexes"
 #: The image was read but the quality gate refused to assess it (``--force`` overrides).
 EXIT_REFUSED = 3
 
@@ -43,6 +46,13 @@ def _result_text(result) -> str:
     elif result.n_views > 1:
         text += f", views spread {result.spread_months:.1f}"
     return text + f", sex {result.sex}"
+
+
+def _cli_wording(error, command: str):
+    """``error`` as the command line says it: a missing sex names the options that give it."""
+    if isinstance(error, SexUnknown):
+        return error.telling(SEX_HINT_PREDICT if command == "predict" else SEX_HINT)
+    return error
 
 
 def cmd_predict(args) -> int:
@@ -91,6 +101,7 @@ def cmd_predict(args) -> int:
         with table, tqdm(total=len(paths), unit="image", file=sys.stderr, disable=args.quiet,
                          dynamic_ncols=True) as bar:
             for record in records:
+                record.error = _cli_wording(record.error, args.command)
                 table.write(record.row())
                 failures += record.failed
                 refusals += record.refused
@@ -103,6 +114,7 @@ def cmd_predict(args) -> int:
         return EXIT_USER_ERROR if failures else EXIT_REFUSED if refusals else 0
     for record in records:
         if record.error is not None:
+            record.error = _cli_wording(record.error, args.command)
             refusals += record.refused
             failures += record.failed
             print(f"boneage: {'refused' if record.refused else 'error'}: {record.error}", file=sys.stderr)
@@ -618,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     except BoneAgeError as exc:
         # Under torchrun every process meets the same error: one line from the main one.
         if os.environ.get("RANK", "0") == "0":
-            print(f"boneage: error: {exc}", file=sys.stderr)
+            print(f"boneage: error: {_cli_wording(exc, args.command)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except ModuleNotFoundError as exc:
         # The light install (no `train` extra) runs predict, report, serve, info and example;

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from boneage.errors import InputError, QualityRefusal
+from boneage.errors import InputError, QualityRefusal, SexUnknown
 from boneage.fileutils import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -336,6 +336,8 @@ def create_report(image, sex=None, *, model=None, birth_date=None, study_date=No
                                  study_date=study_date, age_months=age_months, force=force)
     except QualityRefusal as exc:  # name the file, not "<image>"
         raise QualityRefusal(exc.reason, label) from None
+    except SexUnknown as exc:
+        raise SexUnknown(label if exc.path in (None, "<image>") else exc.path, exc.how) from None
     except InputError as exc:
         raise InputError(exc.problem, label if exc.path in (None, "<image>") else exc.path) from None
     # The pixels the model assessed: the gate may have inverted or turned them, and the map

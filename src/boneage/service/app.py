@@ -42,7 +42,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from boneage.errors import BoneAgeError, InputError, QualityRefusal
+from boneage.errors import BoneAgeError, InputError, QualityRefusal, SexUnknown
 from boneage.service.upload import ServiceError, read_form
 
 logger = logging.getLogger("boneage.service")
@@ -52,6 +52,8 @@ access_logger = logging.getLogger("boneage.service.access")
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 2**20
 #: The form fields of /v1/predict and /v1/report besides the file.
 FORM_FIELDS = ("sex", "birth_date", "study_date", "age_months", "force", "heatmap")
+#: How to give the sex to the service (a file without a DICOM PatientSex tag needs it).
+SEX_HINT = "send the form field sex=M or sex=F (on the page: choose the sex)"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -219,6 +221,8 @@ def run_prediction(predictor, data: bytes, args: dict) -> dict:
                                  force=args["force"])
     except QualityRefusal as exc:
         raise ServiceError(422, f"not assessed: {exc.reason} (send force=true to assess it anyway)") from None
+    except SexUnknown as exc:
+        raise ServiceError(422, exc.telling(SEX_HINT).problem) from None
     except InputError as exc:
         raise ServiceError(422, exc.problem) from None
     out = prediction.to_dict()
@@ -254,6 +258,8 @@ def run_report(predictor, data: bytes, args: dict, filename: str | None) -> byte
                                force=args["force"], name=name, heatmap=args["heatmap"])
     except QualityRefusal as exc:
         raise ServiceError(422, f"not assessed: {exc.reason} (send force=true to assess it anyway)") from None
+    except SexUnknown as exc:
+        raise ServiceError(422, exc.telling(SEX_HINT).problem) from None
     except InputError as exc:
         raise ServiceError(422, exc.problem) from None
     buf = io.BytesIO()

@@ -59,6 +59,20 @@ drop.addEventListener("drop", (e) => {
   if (f) { choose(f); }
 });
 
+// Whether the chosen file is DICOM ('DICM' at byte 128): only DICOM can carry the sex.
+async function isDicom(file) {
+  const b = new Uint8Array(await file.slice(128, 132).arrayBuffer());
+  return b.length === 4 && String.fromCharCode(...b) === "DICM";
+}
+
+// Ask for the sex before uploading a file that cannot say it, instead of a 422 afterwards.
+async function sexMissing() {
+  if ($("sex").value || await isDicom(chosen)) return false;
+  say("Choose the sex: this file is not DICOM, so it has no sex tag to read it from.", true);
+  $("sex").focus();
+  return true;
+}
+
 function formData(withHeatmap) {
   const fd = new FormData();
   fd.append("file", chosen, chosen.name);
@@ -112,6 +126,7 @@ $("show-heatmap").addEventListener("change", showPicture);
 form.addEventListener("submit", async (e) => {
   e.preventDefault();
   if (!chosen) { say("Choose a radiograph first.", true); fileInput.focus(); return; }
+  if (await sexMissing()) return;
   $("submit").disabled = true;
   say("Assessing…");
   try {
@@ -130,7 +145,7 @@ form.addEventListener("submit", async (e) => {
 $("result-heading").tabIndex = -1;
 
 $("report").addEventListener("click", async () => {
-  if (!chosen) return;
+  if (!chosen || await sexMissing()) return;
   $("report").disabled = true;
   say("Writing the report…");
   try {
