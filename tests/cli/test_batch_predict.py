@@ -177,3 +177,45 @@ def test_a_refused_file_exits_3_and_force_assesses_it(cli, scans, tiny_model, tm
     assert code == 3  # resumed: nothing new, the refusal is still in the CSV
     code, out_text, err = cli("predict", ct, "--sex", "M", "--model", tiny_model, "--force", "--json")
     assert code == 0 and json.loads(out_text)["quality"]["verdict"] == "forced"
+
+
+def test_per_file_lines_never_land_in_the_progress_bar(cli, scans, tiny_model, tmp_path):
+    """In a log file or pipe there is no bar to interleave with; on a terminal each line is
+    written above the bar (the bar cleared first), so the line a person sees is the message."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    (scans / "bad.png").write_bytes(b"id,sex\n1,M\n")
+    code, _, err = cli("predict", scans, "--model", tiny_model, "--out", tmp_path / "log.csv")
+    assert code == 2 and "\r" not in err
+    assert err.splitlines() == [f"boneage: error: {scans / 'bad.png'}: not an image (looks like text)"] + [
+        f"boneage: error: {scans / n}: sex is unknown: the file has no sex tag and none was given; give "
+        "--sex M|F, or --sex-from CSV (columns id,sex) for per-image sexes" for n in ("h1.png", "h2.png", "h4.png", "sub/h3.png")]
+
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))  # a 120-column screen
+    proc = subprocess.Popen([sys.executable, "-m", "boneage", "predict", str(scans), "--sex", "F", "--model",
+                             str(tiny_model), "--out", str(tmp_path / "tty.csv")],
+                            stdout=subprocess.DEVNULL, stderr=terminal, stdin=subprocess.DEVNULL)
+    os.close(terminal)
+    raw = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        raw += chunk
+    os.close(main)
+    assert proc.wait(60) == 2
+    text = raw.decode("utf-8", "replace")
+    assert "%|" in text  # the bar was drawn on the terminal
+    seen = [line.rsplit("\r", 1)[-1].rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    assert [line for line in seen if "boneage:" in line] == [
+        f"boneage: error: {scans / 'bad.png'}: not an image (looks like text)"]

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from boneage import __version__
 from boneage.errors import BoneAgeError, InputError, QualityRefusal, SexUnknown
 
@@ -46,6 +48,13 @@ def _result_text(result) -> str:
     elif result.n_views > 1:
         text += f", views spread {result.spread_months:.1f}"
     return text + f", sex {result.sex}"
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
 
 
 def _cli_wording(error, command: str):
@@ -95,11 +104,11 @@ def cmd_predict(args) -> int:
     records = api.predict_files(paths, sex_arg, sex_from=sexes, model=predictor, force=args.force,
                                 workers=args.workers, **ages)
     if table is not None:
-        from tqdm import tqdm
-
         assessed = 0
-        with table, tqdm(total=len(paths), unit="image", file=sys.stderr, disable=args.quiet,
-                         dynamic_ncols=True) as bar:
+        # A bar only on a terminal: in a log file or a pipe its carriage-return redraws
+        # interleave with the per-file lines, which tqdm can keep above it only on a screen.
+        with table, tqdm(total=len(paths), unit="image", file=sys.stderr, dynamic_ncols=True,
+                         disable=args.quiet or not _is_terminal(sys.stderr)) as bar:
             for record in records:
                 record.error = _cli_wording(record.error, args.command)
                 table.write(record.row())
@@ -108,7 +117,8 @@ def cmd_predict(args) -> int:
                 assessed += record.prediction is not None
                 if record.error is not None:
                     kind = "refused" if record.refused else "error"
-                    bar.write(f"boneage: {kind}: {record.error}", file=sys.stderr)
+                    # Cleared, written, redrawn: the line lands above the bar, not in it.
+                    tqdm.write(f"boneage: {kind}: {record.error}", file=sys.stderr)
                 bar.update()
         print(f"wrote {len(paths)} row(s) to {table.path} ({assessed} assessed)")
         return EXIT_USER_ERROR if failures else EXIT_REFUSED if refusals else 0
@@ -412,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. a Slurm array: $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT)")
     s.add_argument("--workers", type=_positive_int, default=2,
                    help="threads decoding the next images while the model runs (default 2)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar (with --out)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar (with --out on a terminal)")
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--json", action="store_true", help="one JSON object per image per line")
     s.add_argument("--birth-date", type=_date, metavar="DATE",
@@ -570,11 +580,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _CurrentStderr(logging.Handler):
-    """Log lines as plain messages on whatever ``sys.stderr`` is at the time of the call."""
+    """Log lines as plain messages on whatever ``sys.stderr`` is at the time of the call,
+    above any progress bar on it (tqdm clears the bar, writes the line and redraws it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(record.getMessage(), file=sys.stderr, flush=True)
+            tqdm.write(record.getMessage(), file=sys.stderr)
+            sys.stderr.flush()
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
 

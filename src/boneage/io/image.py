@@ -154,7 +154,7 @@ def read_image_bytes(data: bytes, name: str = "<upload>") -> LoadedImage:
         return dicom.decode_dicom_bytes(data, name)
 
     fmt = sniff_format(data, name)
-    if fmt == "png":
+    if data.startswith(_PNG_SIGNATURE):
         data = _checked_png(data, name)
     arr = _imdecode(data)
     if arr is None:
