@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from boneage.io import read_image, write_dicom
+from rounding import unrounded
 
 
 
@@ -53,11 +54,13 @@ def test_predict_with_age_gives_the_clinical_reading(cli, tmp_path, tiny_model):
     assert code == 0, err
     row = json.loads(out)
     reading = row["clinical"]
+    assert unrounded(row) == []  # months, years and the z-score to 0.01
     assert reading["chronological_age_months"] == 60.0 and reading["age_source"] == "age given"
     assert reading["bone_age_months"] == row["bone_age_months"]
-    assert reading["difference_months"] == pytest.approx(row["bone_age_months"] - 60)
+    assert reading["difference_months"] == pytest.approx(row["bone_age_months"] - 60, abs=0.006)
+    assert reading["difference_years"] == pytest.approx(reading["difference_months"] / 12, abs=0.006)
     assert reading["reference_sd_months"] == pytest.approx(11.65)  # girls at 60 months
-    assert reading["z_score"] == pytest.approx((row["bone_age_months"] - 60) / 11.65)
+    assert reading["z_score"] == pytest.approx((row["bone_age_months"] - 60) / 11.65, abs=0.006)
     expected = "within normal limits" if abs(reading["z_score"]) <= 2 else (
         "advanced" if reading["z_score"] > 0 else "delayed")
     assert reading["impression"] == expected
@@ -70,8 +73,9 @@ def test_predict_with_age_gives_the_clinical_reading(cli, tmp_path, tiny_model):
     assert lines[1] == "  chronological age: 192.0 months (16.0 years), from birth and study dates given"
     assert lines[2].startswith("  difference (bone - chronological): ")
     # 2010-01-01 .. 2026-01-01 is 5844 days, exactly 192 mean months: girls' last SD, 7.31.
-    z = (row["bone_age_months"] - 192) / 7.31
-    assert lines[3] == f"  z-score: {z:+.2f} (SD 7.31 months, Greulich–Pyle (Brush Foundation))"
+    z = (row["bone_age_months"] - 192) / 7.31  # from the bone age to 0.01: z to within 0.002
+    assert lines[3].startswith("  z-score: ") and lines[3].endswith(" (SD 7.31 months, Greulich–Pyle (Brush Foundation))")
+    assert float(lines[3].split()[1]) == pytest.approx(z, abs=0.006)
     assert lines[4].startswith("  impression: ")
 
     code, out, _ = cli("predict", img, "--sex", "F", "--model", tiny_model, "--age-months", "200")

@@ -27,6 +27,7 @@ import numpy as np
 
 from boneage.errors import InputError, QualityRefusal, SexUnknown
 from boneage.fileutils import atomic_path
+from boneage.units import rounded
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +158,8 @@ class BoneAgeReport:
             "patient": dict(self.patient),
             "sex": str(p.sex),
             "sex_source": self.sex_source,
-            "bone_age_months": p.bone_age_months,
-            "bone_age_years": p.bone_age_months / 12,
+            "bone_age_months": rounded(p.bone_age_months),
+            "bone_age_years": rounded(p.bone_age_months / 12),
             "interval": None if p.interval is None else p.interval.to_dict(),
             "interval_text": self.interval_text,
             "clinical": None if p.clinical is None else p.clinical.to_dict(),

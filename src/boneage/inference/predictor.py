@@ -17,6 +17,7 @@ import numpy as np
 from boneage.config import Recipe
 from boneage.errors import InputError
 from boneage.sex import Sex
+from boneage.units import rounded
 from boneage.inference.aggregate import aggregate
 from boneage.transforms import (
     build_pipeline, canonical_pipeline, make_views, network_input, preprocessed_copies,
@@ -100,8 +101,10 @@ class Prediction:
     _NESTED = ("clinical", "interval", "quality")
 
     def to_dict(self) -> dict:
-        """JSON-ready fields; ``clinical``, ``interval`` and ``quality`` only when present."""
+        """JSON-ready fields, months rounded to 0.01; ``clinical``, ``interval`` and
+        ``quality`` only when present."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._NESTED}
+        out.update(bone_age_months=rounded(self.bone_age_months), spread_months=rounded(self.spread_months))
         for name in self._NESTED:
             value = getattr(self, name)
             if value is not None:

@@ -44,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from boneage.errors import BoneAgeError, InputError, QualityRefusal, SexUnknown
 from boneage.service.upload import ServiceError, read_form
+from boneage.units import rounded
 
 logger = logging.getLogger("boneage.service")
 access_logger = logging.getLogger("boneage.service.access")
@@ -291,7 +292,7 @@ def describe_model(predictor) -> dict:
         },
         "training": {key: info.get(key) for key in ("training_data", "n_train", "n_val", "epoch", "date")
                      if info.get(key) is not None},
-        "validation_mae_months": info.get("val_mae"),
+        "validation_mae_months": rounded(info.get("val_mae")),
         "interval": ({"level": calibration.get("level"), "n_calibration": calibration.get("n_calibration"),
                       "coverage": calibration.get("coverage"), "n_test": calibration.get("n_test")}
                      if calibration else None),
