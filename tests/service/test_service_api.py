@@ -7,6 +7,7 @@ import base64
 import cv2
 import numpy as np
 import pytest
+from pdf_text import pdf_text
 from rounding import unrounded
 
 
@@ -57,12 +58,19 @@ def test_predict_heatmap_is_a_png_of_the_radiographs_aspect(client, png_bytes):
         assert img is not None and img.shape == (256, 256, 3), key
 
 
-def test_report_is_a_pdf(client, png_bytes):
+def test_report_is_a_pdf_of_the_same_reading(client, png_bytes):
     r = _post(client, "/v1/report", png_bytes, sex="M", force="true", age_months=100)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/pdf"
-    assert r.content.startswith(b"%PDF") and len(r.content) > 10_000
-    assert "attachment" in r.headers["content-disposition"]
+    assert r.content.startswith(b"%PDF") and "attachment" in r.headers["content-disposition"]
+    body = _post(client, "/v1/predict", png_bytes, sex="M", force="true", age_months=100).json()
+    months, interval, c = body["bone_age_months"], body["interval"], body["clinical"]
+    text = pdf_text(r.content)
+    for phrase in (f"Bone age {months:.1f} months ({months / 12:.1f} years)",
+                   f"90% prediction interval {interval['low_months']:.1f}", f"{interval['high_months']:.1f} months",
+                   f"z-score {c['z_score']:+.2f} (SD {c['reference_sd_months']:.2f} months",
+                   f"Impression {c['statement']}", "Intended use"):
+        assert phrase in text, (phrase, text)
 
 
 def test_report_refused_without_force(client, png_bytes):
