@@ -281,7 +281,7 @@ def test_report_cli_puts_a_given_patient_id_and_accession_on_the_report(cli, tal
                             "--patient-id", " PX 9 ", "--accession", "A-77")
     assert code == 0, err
     text = " ".join(parse_html(out.read_text(encoding="utf-8")).text)
-    assert "Patient ID PX 9" in text and "Accession number A-77" in text and "none in the file" not in text
+    assert "Patient ID PX 9" in text and "Accession number A-77" in text and "Identification" not in text
     code, _, err = cli("report", tall_png, "--force", "--sex", "F", "--out", tmp_path / "s.html",
                        "--dicom-out", tmp_path / "s.dcm", "--accession", "A-77")
     assert code == 2 and "leave out --patient-id and --accession" in err and "A-77" not in err
