@@ -184,6 +184,17 @@ def test_train_cli_writes_model_and_bad_config_is_one_line(cli, tmp_path, synthe
 def test_models_lists_registry(cli):
     code, out, _ = cli("models")
     assert code == 0 and "resnet18_cbam" in out.split()
+    kinds, current = {}, None
+    for line in out.splitlines():
+        if line.startswith("  "):
+            kinds[current].append(line.strip())
+        else:
+            current = line.split()[0]
+            kinds[current] = []
+    assert list(kinds) == ["regression", "segmentation", "enhancement"]
+    assert "efficientnet_lite0" in kinds["regression"] and "unet" not in kinds["regression"]
+    assert kinds["segmentation"] == ["fc_densenet", "unet"]
+    assert kinds["enhancement"] == ["pair_discriminator", "pix2pix_generator"]
 
 
 def test_console_entry_point_runs(tmp_path):

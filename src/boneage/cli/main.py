@@ -243,10 +243,18 @@ def cmd_example(args) -> int:
 
 
 def cmd_models(args) -> int:
+    from boneage.enhancement.networks import ENHANCERS
     from boneage.models import list_models
+    from boneage.segmentation.networks import SEGMENTERS
 
-    for name in list_models():
-        print(name)
+    kinds = (("regression", "bone age from a radiograph and sex: a recipe's model.name", list_models()),
+             ("segmentation", "hand masks, task: segmentation: model.name", SEGMENTERS.names()),
+             ("enhancement", "pix2pix, task: gan: options under gan.generator / gan.discriminator",
+              ENHANCERS.names()))
+    for kind, what, names in kinds:
+        print(f"{kind} ({what})")
+        for name in names:
+            print(f"  {name}")
     return 0
 
 
@@ -553,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "15+ years) and sex on the images every run predicted, and plot them here")
     s.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("models", help="list the registered model architectures")
+    s = sub.add_parser("models", help="list the registered networks by kind: regression, segmentation, enhancement")
     s.set_defaults(func=cmd_models)
 
     from boneage.cli.report import add_parser as add_report_parser
