@@ -26,7 +26,9 @@ def test_example_then_predict_json(cli, tmp_path, tiny_model):
     assert code == 0, err
     rows = [json.loads(line) for line in out.strip().splitlines()]
     assert len(rows) == 2 and rows[0]["image"] == str(img) and rows[0]["sex"] == "F"
-    assert 0 < rows[0]["bone_age_months"] < 300
+    from boneage import api  # the CLI prints the API's bone age, to 0.01 months
+
+    assert rows[0]["bone_age_months"] == round(api.predict(img, "F", model=tiny_model, force=True).bone_age_months, 2)
     assert rows[1]["image"] == str(copy) and rows[0]["bone_age_months"] == rows[1]["bone_age_months"]
     code, out, _ = cli("predict", img, "--sex", "M", "--model", tiny_model)
     assert code == 0 and "bone age" in out and "months" in out
@@ -137,9 +139,21 @@ def test_evaluate_json_last_line_and_outputs(cli, tmp_path, synthetic_folder, ti
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["n"] == 60
-    for key in ("mae", "rmse", "mae_male", "mae_female"):
-        assert np.isfinite(summary[key])
-    for name in ("predictions.csv", "summary.json", "pred_vs_true.png", "bland_altman.png"):
+    # The summary is the predictions' own: recomputed from predictions.csv (0.01-month rows).
+    import csv
+
+    with open(out_dir / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 60
+    error = np.array([float(r["predicted"]) - float(r["boneage"]) for r in rows])
+    male = np.array([r["male"] == "True" for r in rows])
+    assert 0 < male.sum() < 60
+    assert summary["mae"] == pytest.approx(np.abs(error).mean(), abs=0.005)
+    assert summary["rmse"] == pytest.approx(np.sqrt((error ** 2).mean()), abs=0.01)
+    assert summary["mae_male"] == pytest.approx(np.abs(error[male]).mean(), abs=0.005)
+    assert summary["mae_female"] == pytest.approx(np.abs(error[~male]).mean(), abs=0.005)
+    assert json.loads((out_dir / "summary.json").read_text())["mae"] == summary["mae"]
+    for name in ("pred_vs_true.png", "bland_altman.png"):
         assert (out_dir / name).stat().st_size > 0
 
 
