@@ -83,7 +83,9 @@ def test_model_and_health(client, predictor):
     assert r.status_code == 200
     m = r.json()
     assert m["name"] == predictor.recipe.name and m["hash"] == predictor.info["model_sha256"][:16]
-    assert m["validation_mae_months"] == round(predictor.info["val_mae"], 2)
+    from boneage.inference.modelfile import validation_mae
+
+    assert m["validation_mae_months"] == round(validation_mae(predictor.info)[0], 2)
     assert m["interval"]["level"] == pytest.approx(0.9) and m["recipe"]["views"] >= 1
     assert m["quality_gate"]["accepted_test"] > 0.9
     h = client.get("/health")

@@ -43,6 +43,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from boneage.errors import BoneAgeError, InputError, QualityRefusal, SexUnknown
+from boneage.inference.modelfile import validation_mae
 from boneage.service.upload import ServiceError, read_form
 from boneage.units import rounded
 
@@ -297,7 +298,7 @@ def describe_model(predictor) -> dict:
         },
         "training": {key: info.get(key) for key in ("training_data", "n_train", "n_val", "epoch", "date")
                      if info.get(key) is not None},
-        "validation_mae_months": rounded(info.get("val_mae")),
+        "validation_mae_months": rounded((validation_mae(info) or (None,))[0]),
         "interval": ({"level": calibration.get("level"), "n_calibration": calibration.get("n_calibration"),
                       "coverage": calibration.get("coverage"), "n_test": calibration.get("n_test")}
                      if calibration else None),
