@@ -322,7 +322,7 @@ _saved_log_level = 0
 
 
 # OpenCV 5 keeps its log level in cv2.utils.logging; OpenCV 4 as cv2.get/setLogLevel, where
-# 2 is LOG_LEVEL_ERROR.
+# 0 is LOG_LEVEL_SILENT.
 _OPENCV_LOG = getattr(cv2.utils, "logging", cv2)
 _OPENCV_LOG_SILENT = getattr(_OPENCV_LOG, "LOG_LEVEL_SILENT", 0)
 
