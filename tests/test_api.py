@@ -19,7 +19,8 @@ def test_predict_accepts_paths_images_and_arrays_alike(tiny_model, synthetic_fol
         by_array.bone_age_months)
     dcm = write_dicom(tmp_path / "h.dcm", read_image(path).pixels, sex="M")
     assert api.predict(dcm, model=tiny_model).bone_age_months == pytest.approx(by_path.bone_age_months, abs=0.05)
-    with pytest.raises(InputError, match="sex is unknown"):
+    with pytest.raises(InputError, match="sex is unknown: the file has no sex tag and none was given; "
+                                         "pass sex='M' or 'F'"):
         api.predict(path, model=tiny_model)
     batch = api.predict_batch([path, dcm], ["M", None], model=tiny_model)
     assert batch[0].bone_age_months == pytest.approx(by_path.bone_age_months, abs=1e-3)

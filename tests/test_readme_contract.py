@@ -24,3 +24,22 @@ def test_ci_installs_into_a_new_virtual_environment():
     activate = next(i for i, line in enumerate(lines) if line.startswith("source ") and "/bin/activate" in line)
     first_pip = next(i for i, line in enumerate(lines) if "pip install" in line)
     assert venv < activate < first_pip
+
+
+def test_the_readme_quotes_the_validation_mae_the_bundled_model_file_records():
+    """`boneage info` prints the MAE the model file records; the README says the same, read
+    from the file (the bundled model is replaced from time to time)."""
+    from boneage.inference.modelfile import read_model_metadata, validation_mae
+    from boneage.inference.onnx_model import read_onnx_model_metadata
+    from boneage.inference.predictor import default_model_path
+
+    onnx_mae = validation_mae(read_onnx_model_metadata(default_model_path("onnx"))[1])
+    torch_mae = validation_mae(read_model_metadata(default_model_path("torch"))[1])
+    assert onnx_mae == torch_mae and onnx_mae is not None
+    quoted = f"{onnx_mae[0]:.2f}"
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## The bundled model"):]
+    section = section[:section.index("\n## ")]
+    row = next(line for line in section.splitlines() if "held-back rsna-100px images: MAE" in line)
+    assert re.findall(r"\*\*(\d+\.\d+)\*\*", row.split("|")[-2]) == [quoted], row
+    assert f"validation MAE {quoted} months" in section

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from boneage.clinical import clinical_reading, resolve_chronological_age
-from boneage.errors import InputError
+from boneage.errors import InputError, SexUnknown
 from boneage.inference import Prediction, Predictor, default_model_path
 from boneage.sex import Sex
 
@@ -58,7 +58,7 @@ def _read(image, sex, predictor: Predictor, name: str):
     settled = Sex.parse_optional(sex) or (metadata.sex if metadata is not None else None)
     if settled is None:
         if predictor.uses_sex:
-            raise InputError("sex is unknown: the file has no sex tag and none was given", name)
+            raise SexUnknown(name)
         settled = Sex.FEMALE  # ignored by a model without the sex branch
     return pixels, settled, metadata
 
@@ -230,6 +230,8 @@ def predict_files(paths, sex=None, *, sex_from=None, model=None, force: bool = F
             return exc
         if isinstance(exc, QualityRefusal):
             return QualityRefusal(exc.reason, path)
+        if isinstance(exc, SexUnknown):
+            return SexUnknown(path, exc.how)
         if isinstance(exc, InputError):
             return InputError(exc.problem, path)
         return exc

@@ -23,6 +23,22 @@ class InputError(BoneAgeError, ValueError):
         super().__init__(problem if path is None else f"{path}: {problem}")
 
 
+class SexUnknown(InputError):
+    """A model that needs the sex got none: none was given and the file has no sex tag.
+
+    The message ends with how to give it, which each front end words in its own terms
+    (:meth:`telling`): the API's argument, the CLI's options, the service's form field.
+    """
+
+    def __init__(self, path: str | Path | None = None, how: str = "pass sex='M' or 'F'"):
+        self.how = how
+        super().__init__(f"sex is unknown: the file has no sex tag and none was given; {how}", path)
+
+    def telling(self, how: str) -> "SexUnknown":
+        """The same error, ending with ``how`` to give the sex."""
+        return SexUnknown(self.path, how)
+
+
 class ConfigError(BoneAgeError, ValueError):
     """A recipe or override that is not valid."""
 

@@ -49,13 +49,14 @@ def test_csv_rows_a_bad_file_in_the_middle_and_resume(cli, scans, tiny_model, tm
                             "--out", out)
     assert code == 2
     assert _messages(err) == [f"boneage: error: {scans / 'h2b.png'}: cannot decode image: PNG data is "
-                              "corrupt or truncated"]
+                              "corrupt or truncated (it ends before its IEND chunk)"]
     assert "wrote 5 row(s)" in stdout and "(4 assessed)" in stdout
     rows = _rows(out)
     assert tuple(rows[0]) == RESULT_COLUMNS
     assert [r["id"] for r in rows] == ["h1", "h2", "h2b", "h4", "h3"]
     bad = rows[2]
-    assert bad["error"] == "cannot decode image: PNG data is corrupt or truncated" and bad["bone_age_months"] == ""
+    assert bad["error"] == ("cannot decode image: PNG data is corrupt or truncated (it ends before its IEND "
+                            "chunk)") and bad["bone_age_months"] == ""
     for row in rows[:2] + rows[3:]:
         assert row["error"] == "" and row["quality"] == "accepted" and row["sex"] == "M"
         assert row["sex_source"] == "argument" and 0 < float(row["bone_age_months"]) < 300
@@ -72,16 +73,35 @@ def test_csv_rows_a_bad_file_in_the_middle_and_resume(cli, scans, tiny_model, tm
     write_example_radiograph(scans / "h5.png", size=128, seed=5)
     code, stdout, err = cli("predict", scans, "--sex", "M", "--age-months", "100", "--model", tiny_model,
                             "--out", out, "--quiet")
-    assert code == 2  # the bad file's row is still in the CSV
-    assert "resuming" in err and "cut off a half-written last line" in err and "wrote 2 row(s)" in stdout
+    assert code == 2  # the bad file, retried, is still bad
+    assert "resuming" in err and "cut off a half-written last line" in err and "retrying 1 " in err
+    assert "wrote 3 row(s)" in stdout
     again = _rows(out)
-    # Appended in sorted order: h5 (new) before sub/h3 (its row was cut off).
-    assert [r["id"] for r in again] == ["h1", "h2", "h2b", "h4", "h5", "h3"]
-    assert again[:4] == rows[:4] and again[5] == rows[4]
+    # Appended in sorted order: h2b (retried), h5 (new), sub/h3 (its row was cut off).
+    assert [r["id"] for r in again] == ["h1", "h2", "h4", "h2b", "h5", "h3"]
+    assert again[:3] == rows[:2] + rows[3:4] and again[3] == rows[2] and again[5] == rows[4]
     assert out.read_text().count("id,path,") == 1
 
     code, stdout, err = cli("predict", scans, "--sex", "M", "--model", tiny_model, "--out", out, "--quiet")
-    assert code == 2 and "wrote 0 row(s)" in stdout and len(_rows(out)) == 6
+    assert code == 2 and "wrote 1 row(s)" in stdout and len(_rows(out)) == 6
+
+
+def test_a_rerun_retries_rows_that_ended_in_an_error(cli, scans, tiny_model, tmp_path):
+    """The first run had no sex for any image; the rerun with --sex-from must assess them all
+    instead of finding every image "already there"."""
+    out = tmp_path / "results.csv"
+    code, stdout, _ = cli("predict", scans, "--model", tiny_model, "--out", out, "--quiet")
+    assert code == 2 and "(0 assessed)" in stdout
+    assert [bool(r["error"]) for r in _rows(out)] == [True] * 4
+    sexes = tmp_path / "labels.csv"
+    sexes.write_text("id,sex\nh1,M\nh2,F\nh3,M\nh4,F\n")
+    code, stdout, err = cli("predict", scans, "--sex-from", sexes, "--model", tiny_model, "--out", out, "--quiet")
+    assert code == 0, err
+    assert "0 image(s) already there; retrying 4 that ended in an error" in err
+    assert "wrote 4 row(s)" in stdout and "(4 assessed)" in stdout
+    rows = _rows(out)
+    assert sorted(r["id"] for r in rows) == ["h1", "h2", "h3", "h4"]
+    assert all(r["error"] == "" and r["sex_source"] == "csv" and r["bone_age_months"] for r in rows)
 
 
 def test_sex_from_csv_with_argument_and_dicom_precedence(cli, scans, tiny_model, tmp_path):
@@ -98,6 +118,7 @@ def test_sex_from_csv_with_argument_and_dicom_precedence(cli, scans, tiny_model,
     got = {r["id"]: (r["sex"], r["sex_source"], r["error"]) for r in _rows(out)}
     assert got["h1"] == ("M", "csv", "") and got["h2"] == ("F", "csv", "") and got["h3"] == ("M", "csv", "")
     assert got["d1"] == ("F", "dicom", "") and got["h4"][:2] == ("", "none") and "sex is unknown" in got["h4"][2]
+    assert got["h4"][2].endswith("give --sex M|F, or --sex-from CSV (columns id,sex) for per-image sexes")
     code, out_text, _ = cli("predict", scans / "h1.png", scans / "d1.dcm", "--sex", "F",
                             "--sex-from", sexes, "--model", tiny_model, "--json")
     assert code == 2  # h2, h3 in the CSV are not inputs here
@@ -156,3 +177,45 @@ def test_a_refused_file_exits_3_and_force_assesses_it(cli, scans, tiny_model, tm
     assert code == 3  # resumed: nothing new, the refusal is still in the CSV
     code, out_text, err = cli("predict", ct, "--sex", "M", "--model", tiny_model, "--force", "--json")
     assert code == 0 and json.loads(out_text)["quality"]["verdict"] == "forced"
+
+
+def test_per_file_lines_never_land_in_the_progress_bar(cli, scans, tiny_model, tmp_path):
+    """In a log file or pipe there is no bar to interleave with; on a terminal each line is
+    written above the bar (the bar cleared first), so the line a person sees is the message."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    (scans / "bad.png").write_bytes(b"id,sex\n1,M\n")
+    code, _, err = cli("predict", scans, "--model", tiny_model, "--out", tmp_path / "log.csv")
+    assert code == 2 and "\r" not in err
+    assert err.splitlines() == [f"boneage: error: {scans / 'bad.png'}: not an image (looks like text)"] + [
+        f"boneage: error: {scans / n}: sex is unknown: the file has no sex tag and none was given; give "
+        "--sex M|F, or --sex-from CSV (columns id,sex) for per-image sexes" for n in ("h1.png", "h2.png", "h4.png", "sub/h3.png")]
+
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))  # a 120-column screen
+    proc = subprocess.Popen([sys.executable, "-m", "boneage", "predict", str(scans), "--sex", "F", "--model",
+                             str(tiny_model), "--out", str(tmp_path / "tty.csv")],
+                            stdout=subprocess.DEVNULL, stderr=terminal, stdin=subprocess.DEVNULL)
+    os.close(terminal)
+    raw = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        raw += chunk
+    os.close(main)
+    assert proc.wait(60) == 2
+    text = raw.decode("utf-8", "replace")
+    assert "%|" in text  # the bar was drawn on the terminal
+    seen = [line.rsplit("\r", 1)[-1].rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    assert [line for line in seen if "boneage:" in line] == [
+        f"boneage: error: {scans / 'bad.png'}: not an image (looks like text)"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from boneage.io import read_image, write_dicom
+from rounding import unrounded
 
 
 
@@ -25,7 +26,9 @@ def test_example_then_predict_json(cli, tmp_path, tiny_model):
     assert code == 0, err
     rows = [json.loads(line) for line in out.strip().splitlines()]
     assert len(rows) == 2 and rows[0]["image"] == str(img) and rows[0]["sex"] == "F"
-    assert 0 < rows[0]["bone_age_months"] < 300
+    from boneage import api  # the CLI prints the API's bone age, to 0.01 months
+
+    assert rows[0]["bone_age_months"] == round(api.predict(img, "F", model=tiny_model, force=True).bone_age_months, 2)
     assert rows[1]["image"] == str(copy) and rows[0]["bone_age_months"] == rows[1]["bone_age_months"]
     code, out, _ = cli("predict", img, "--sex", "M", "--model", tiny_model)
     assert code == 0 and "bone age" in out and "months" in out
@@ -39,7 +42,8 @@ def test_sex_comes_from_dicom_tags_or_is_a_clear_error(cli, tmp_path, tiny_model
     nosex = write_dicom(tmp_path / "n.dcm", pixels)
     code, out, err = cli("predict", nosex, "--model", tiny_model)
     assert code == 2 and out == ""
-    assert err.strip().count("\n") == 0 and "n.dcm" in err and "sex is unknown" in err
+    assert err == (f"boneage: error: {nosex}: sex is unknown: the file has no sex tag and none was given; "
+                   "give --sex M|F, or --sex-from CSV (columns id,sex) for per-image sexes\n")
     code, _, err = cli("predict", nosex, "--model", tiny_model, "--sex", "X")
     assert code == 2 and "sex must be M or F, got 'X'" in err
 
@@ -52,11 +56,13 @@ def test_predict_with_age_gives_the_clinical_reading(cli, tmp_path, tiny_model):
     assert code == 0, err
     row = json.loads(out)
     reading = row["clinical"]
+    assert unrounded(row) == []  # months, years and the z-score to 0.01
     assert reading["chronological_age_months"] == 60.0 and reading["age_source"] == "age given"
     assert reading["bone_age_months"] == row["bone_age_months"]
-    assert reading["difference_months"] == pytest.approx(row["bone_age_months"] - 60)
+    assert reading["difference_months"] == pytest.approx(row["bone_age_months"] - 60, abs=0.006)
+    assert reading["difference_years"] == pytest.approx(reading["difference_months"] / 12, abs=0.006)
     assert reading["reference_sd_months"] == pytest.approx(11.65)  # girls at 60 months
-    assert reading["z_score"] == pytest.approx((row["bone_age_months"] - 60) / 11.65)
+    assert reading["z_score"] == pytest.approx((row["bone_age_months"] - 60) / 11.65, abs=0.006)
     expected = "within normal limits" if abs(reading["z_score"]) <= 2 else (
         "advanced" if reading["z_score"] > 0 else "delayed")
     assert reading["impression"] == expected
@@ -69,8 +75,9 @@ def test_predict_with_age_gives_the_clinical_reading(cli, tmp_path, tiny_model):
     assert lines[1] == "  chronological age: 192.0 months (16.0 years), from birth and study dates given"
     assert lines[2].startswith("  difference (bone - chronological): ")
     # 2010-01-01 .. 2026-01-01 is 5844 days, exactly 192 mean months: girls' last SD, 7.31.
-    z = (row["bone_age_months"] - 192) / 7.31
-    assert lines[3] == f"  z-score: {z:+.2f} (SD 7.31 months, Greulich–Pyle (Brush Foundation))"
+    z = (row["bone_age_months"] - 192) / 7.31  # from the bone age to 0.01: z to within 0.002
+    assert lines[3].startswith("  z-score: ") and lines[3].endswith(" (SD 7.31 months, Greulich–Pyle (Brush Foundation))")
+    assert float(lines[3].split()[1]) == pytest.approx(z, abs=0.006)
     assert lines[4].startswith("  impression: ")
 
     code, out, _ = cli("predict", img, "--sex", "F", "--model", tiny_model, "--age-months", "200")
@@ -132,9 +139,21 @@ def test_evaluate_json_last_line_and_outputs(cli, tmp_path, synthetic_folder, ti
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["n"] == 60
-    for key in ("mae", "rmse", "mae_male", "mae_female"):
-        assert np.isfinite(summary[key])
-    for name in ("predictions.csv", "summary.json", "pred_vs_true.png", "bland_altman.png"):
+    # The summary is the predictions' own: recomputed from predictions.csv (0.01-month rows).
+    import csv
+
+    with open(out_dir / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 60
+    error = np.array([float(r["predicted"]) - float(r["boneage"]) for r in rows])
+    male = np.array([r["male"] == "True" for r in rows])
+    assert 0 < male.sum() < 60
+    assert summary["mae"] == pytest.approx(np.abs(error).mean(), abs=0.005)
+    assert summary["rmse"] == pytest.approx(np.sqrt((error ** 2).mean()), abs=0.01)
+    assert summary["mae_male"] == pytest.approx(np.abs(error[male]).mean(), abs=0.005)
+    assert summary["mae_female"] == pytest.approx(np.abs(error[~male]).mean(), abs=0.005)
+    assert json.loads((out_dir / "summary.json").read_text())["mae"] == summary["mae"]
+    for name in ("pred_vs_true.png", "bland_altman.png"):
         assert (out_dir / name).stat().st_size > 0
 
 
@@ -179,6 +198,17 @@ def test_train_cli_writes_model_and_bad_config_is_one_line(cli, tmp_path, synthe
 def test_models_lists_registry(cli):
     code, out, _ = cli("models")
     assert code == 0 and "resnet18_cbam" in out.split()
+    kinds, current = {}, None
+    for line in out.splitlines():
+        if line.startswith("  "):
+            kinds[current].append(line.strip())
+        else:
+            current = line.split()[0]
+            kinds[current] = []
+    assert list(kinds) == ["regression", "segmentation", "enhancement"]
+    assert "efficientnet_lite0" in kinds["regression"] and "unet" not in kinds["regression"]
+    assert kinds["segmentation"] == ["fc_densenet", "unet"]
+    assert kinds["enhancement"] == ["pair_discriminator", "pix2pix_generator"]
 
 
 def test_console_entry_point_runs(tmp_path):
@@ -233,3 +263,45 @@ def test_compare_two_evaluations_by_age_band(cli, tmp_path):
     assert bands["M", "15+"] == ["1", "10.00", "+10.00", "2.00", "-2.00"]
     assert bands["M", "5-10"] == ["0", "–", "–", "–", "–"]
     assert read_image(plot).pixels.shape[0] > 300
+
+
+def _undecodable_files(folder):
+    """Files whose decoders once printed lines of their own (libpng, OpenCV, pydicom)."""
+    import struct
+    import zlib
+
+    import cv2
+
+    gray = np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8)
+    png = cv2.imencode(".png", gray)[1].tobytes()
+    at = png.find(b"IDAT")
+    n = struct.unpack(">I", png[at - 4:at])[0]
+    junk = np.random.default_rng(1).integers(0, 256, n, dtype=np.uint8).tobytes()
+    tif = cv2.imencode(".tif", gray)[1].tobytes()
+    files = {"truncated.png": png[: len(png) // 2],
+             "garbage.png": png[:at + 4] + junk + struct.pack(">I", zlib.crc32(b"IDAT" + junk)) + png[at + 8 + n:],
+             "truncated.tif": tif[: len(tif) // 2]}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return [folder / name for name in files]
+
+
+def test_every_decoder_failure_and_unusable_model_is_one_stderr_line(tmp_path, tiny_model, capfd):
+    """Checked at the file-descriptor level: native libraries write to fd 2 from C."""
+    from boneage.cli.main import main
+    from boneage.config import Recipe
+    from boneage.inference import save_model_file
+    from boneage.inference.modelfile import build_model
+
+    untrained = Recipe.from_dict({"name": "u", "preprocess": [{"name": "resize", "size": 32}],
+                                  "model": {"name": "small_cnn", "options": {"width": 4, "stages": 2}}})
+    model = save_model_file(tmp_path / "untrained.safetensors", build_model(untrained), untrained)
+    ok = tmp_path / "ok.png"
+    assert main(["example", str(ok), "--size", "64"]) == 0
+    capfd.readouterr()
+    runs = [([str(p), "--model", str(tiny_model)], p.name) for p in _undecodable_files(tmp_path)]
+    runs.append(([str(ok), "--model", str(model)], "untrained.safetensors"))
+    for argv, name in runs:
+        assert main(["predict", *argv, "--sex", "M"]) == 2
+        out, err = capfd.readouterr()
+        assert out == "" and err.count("\n") == 1 and err.startswith("boneage: error: ") and name in err, err

@@ -50,6 +50,7 @@ def files(tmp_path_factory):
         "hand": _dicom(folder / "hand.dcm", pixels, Modality="CR", BodyPartExamined="HAND"),
         "ct": _dicom(folder / "ct.dcm", pixels, Modality="CT"),
         "swapped": _dicom(folder / "swapped.dcm", pixels, birth=STUDY, study=BIRTH),
+        "png": png,
         "folder": folder,
     }
 
@@ -108,6 +109,11 @@ def test_no_patient_data_in_cli_output_or_logs(cli, files, logs, recwarn, tmp_pa
         (3, ["report", files["ct"], "--out", tmp_path / "ct.html", "--dicom-out", tmp_path / "ct.dcm"]),
         (2, ["predict", files["swapped"]]),
         (2, ["report", files["swapped"], "--out", tmp_path / "sw.pdf"]),
+        # Identifiers given on the command line go into the report only.
+        (0, ["report", files["png"], "--sex", "F", "--force", "--patient-id", PATIENT_ID,
+             "--accession", ACCESSION, "--out", tmp_path / "given.html"]),
+        (2, ["report", hand, "--patient-id", PATIENT_ID, "--out", tmp_path / "g.html", "--dicom-out",
+             tmp_path / "g.dcm"]),
     ]
     for expected, argv in runs:
         code, out, err = cli(*argv)
@@ -118,6 +124,7 @@ def test_no_patient_data_in_cli_output_or_logs(cli, files, logs, recwarn, tmp_pa
 
     assert _leaks(_log_text(logs)) == []
     assert any("report written" in r.getMessage() for r in logs.records)  # DEBUG was on
+    assert set(_leaks((tmp_path / "given.html").read_text(encoding="utf-8"))) == {PATIENT_ID, ACCESSION}
     assert _leaks("\n".join(str(w.message) for w in recwarn)) == []
     # The report files do carry the patient's data: that is where it belongs.
     html = (tmp_path / "r.html").read_text(encoding="utf-8")

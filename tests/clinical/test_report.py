@@ -29,6 +29,8 @@ from boneage.errors import InputError
 from boneage.inference import Predictor
 from boneage.inference.interval import PredictionInterval
 from boneage.io import write_dicom
+from pdf_text import pdf_text
+from rounding import unrounded
 
 WHEN = datetime.datetime(2026, 11, 25, 9, 30)
 
@@ -108,11 +110,34 @@ def test_html_report_shows_the_reading_the_interval_the_forcing_and_the_intended
     assert "script" not in page.tags and "link" not in page.tags  # self-contained, nothing fetched
 
 
+def _reading_phrases(report) -> list[str]:
+    """What every rendering of ``report`` must say: bone age, interval, z-score, impression."""
+    p, c = report.prediction, report.prediction.clinical
+    return [f"Bone age {p.bone_age_months:.1f} months ({p.bone_age_months / 12:.1f} years)",
+            f"90% prediction interval {p.interval.low_months:.1f}", f"{p.interval.high_months:.1f} months",
+            f"z-score {c.z_score:+.2f} (SD {c.reference_sd_months:.2f} months",
+            f"Impression {c.statement}"]
+
+
+def _says_each_thing_once(text: str, report) -> None:
+    for phrase in _reading_phrases(report):
+        assert phrase in text, (phrase, text)
+    assert text.count("2026-11-25") == 1  # the date heads the report, once
+    assert text.count("interval") == 1  # "Interval: 90% interval ..." said it twice
+    hash16 = report.prediction.model_hash
+    assert len(hash16) == 16 and f"(model hash {hash16})" in text and "SHA-256" not in text
+
+
+def test_html_and_pdf_say_the_reading_once_each(report, tmp_path):
+    _says_each_thing_once(" ".join(parse_html(render_html(report)).text), report)
+    _says_each_thing_once(pdf_text(write_report(report, tmp_path / "r.pdf").read_bytes()), report)
+
+
 def test_html_shows_a_calibrated_interval_when_the_model_has_one(report):
     interval = PredictionInterval(low_months=100.0, high_months=124.0, level=0.9)
     with_interval = replace(report, prediction=replace(report.prediction, interval=interval))
     text = " ".join(parse_html(render_html(with_interval)).text)
-    assert "90% interval 100.0–124.0 months" in text and NO_INTERVAL not in text
+    assert "90% prediction interval 100.0–124.0 months (8.3–10.3 years)" in text and NO_INTERVAL not in text
     data = with_interval.to_dict(overlay=False)
     assert data["interval"] == {"low_months": 100.0, "high_months": 124.0, "level": 0.9}
 
@@ -121,12 +146,13 @@ def test_json_report_has_the_same_fields(report, tmp_path):
     out = write_report(report, tmp_path / "r.json")
     data = json.loads(out.read_text(encoding="utf-8"))
     p = report.prediction
-    assert data["bone_age_months"] == pytest.approx(p.bone_age_months)
+    assert unrounded(data) == []  # months, years and the z-score to 0.01
+    assert data["bone_age_months"] == round(p.bone_age_months, 2)
     assert data["interval"] == p.interval.to_dict() and "90% interval" in data["interval_text"]
     assert data["clinical"]["chronological_age_months"] == 110.0
     assert data["clinical"]["age_source"] == "age given"
     assert data["clinical"]["impression"] == p.clinical.impression
-    assert data["clinical"]["z_score"] == pytest.approx(p.clinical.z_score)
+    assert data["clinical"]["z_score"] == round(p.clinical.z_score, 2)
     assert data["sex"] == "M" and data["sex_source"] == "given"
     assert data["model_name"] == p.model_name and data["model_hash"] == p.model_hash
     assert data["report_date"].startswith("2026-11-25T09:30")
@@ -247,3 +273,22 @@ def test_report_cli_bad_input_is_one_line(cli, tall_png, tmp_path, args, message
     assert code == 2 and stdout == ""
     assert err.startswith("boneage: error: ") and err.count("\n") == 1 and message in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_cli_puts_a_given_patient_id_and_accession_on_the_report(cli, tall_png, tmp_path):
+    out = tmp_path / "r.html"
+    code, stdout, err = cli("report", tall_png, "--force", "--sex", "F", "--out", out,
+                            "--patient-id", " PX 9 ", "--accession", "A-77")
+    assert code == 0, err
+    text = " ".join(parse_html(out.read_text(encoding="utf-8")).text)
+    assert "Patient ID PX 9" in text and "Accession number A-77" in text and "Identification" not in text
+    code, _, err = cli("report", tall_png, "--force", "--sex", "F", "--out", tmp_path / "s.html",
+                       "--dicom-out", tmp_path / "s.dcm", "--accession", "A-77")
+    assert code == 2 and "leave out --patient-id and --accession" in err and "A-77" not in err
+
+
+def test_report_cli_without_a_sex_says_how_to_give_it(cli, tall_png, tmp_path):
+    code, stdout, err = cli("report", tall_png, "--force", "--out", tmp_path / "r.json")
+    assert code == 2 and stdout == ""
+    assert err == (f"boneage: error: {tall_png}: sex is unknown: the file has no sex tag and none was "
+                   "given; give --sex M|F\n")

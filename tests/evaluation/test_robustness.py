@@ -25,6 +25,37 @@ def test_every_preparation_keeps_a_readable_image(tmp_path):
         assert 0.0 <= out.min() and out.max() <= 1.0, prep.name
 
 
+#: Preparations that store the image in a file and read it back: they change it only by
+#: quantising it to their bit depth.
+ROUND_TRIPS = ("png_16bit", "dicom_12bit", "dicom_16bit_monochrome1")
+
+
+def test_every_preparation_changes_the_image(tmp_path):
+    """A preparation that returned its input would report a shift of 0: "robust" for nothing."""
+    img = np.random.default_rng(1).random((60, 48)).astype(np.float32)  # on no bit depth's grid
+    for prep in PREPARATIONS.values():
+        out = prep.apply(img.copy(), ctx(tmp_path))
+        if prep.name == "as_stored":
+            assert np.array_equal(out, img)
+        elif prep.name in ROUND_TRIPS:
+            assert out.shape == img.shape and not np.array_equal(out, img), prep.name
+        elif prep.name == "quantize_6bit":  # moves each pixel by less than half a level
+            assert not np.array_equal(out, img) and len(np.unique(out)) <= 64
+        else:
+            assert out.shape != img.shape or np.abs(out - img).max() > 0.05, prep.name
+
+
+def test_dicom_round_trips_write_what_they_say(tmp_path):
+    import pydicom
+
+    img = np.random.default_rng(4).random((40, 30)).astype(np.float32)
+    for name, bits, photometric in (("dicom_12bit", 12, "MONOCHROME2"), ("dicom_16bit_monochrome1", 16, "MONOCHROME1")):
+        PREPARATIONS[name].apply(img, ctx(tmp_path))
+        ds = pydicom.dcmread(tmp_path / "roundtrip.dcm")
+        assert (ds.BitsStored, ds.PhotometricInterpretation) == (bits, photometric), name
+        assert ds.pixel_array.max() < 2 ** bits
+
+
 def test_file_round_trips_give_back_the_same_pixels(tmp_path):
     img = np.round(np.random.default_rng(2).random((40, 30)) * 255).astype(np.float32) / 255
     for name in ("png_16bit", "dicom_12bit", "dicom_16bit_monochrome1"):

@@ -16,6 +16,15 @@ def test_conformal_quantile_is_the_ceil_n_plus_1_level_th_residual():
     assert conformal_quantile([1, 2, 3], 0.9) == float("inf")  # 3 residuals cannot give 90 %
 
 
+def test_conformal_quantile_of_a_small_signed_unsorted_sample_by_hand():
+    # |r| sorted: 0.25 0.5 1.5 2.0 2.5 3.0 4.0 6.0 8.0 (n = 9)
+    residuals = [2.5, -0.5, 4.0, -1.5, 3.0, -6.0, 0.25, 8.0, -2.0]
+    assert conformal_quantile(residuals, 0.75) == 6.0   # ceil(10 * 0.75) = 8th; ceil(9 * 0.75) would be 7th (4.0)
+    assert conformal_quantile(residuals, 0.5) == 2.5    # ceil(5.0) = 5th
+    assert conformal_quantile(residuals, 0.9) == 8.0    # ceil(9.0) = 9th, the largest
+    assert conformal_quantile(residuals, 0.91) == float("inf")  # ceil(9.1) = 10th of 9
+
+
 def test_intervals_by_band_and_never_below_zero():
     cal = ConformalCalibration(level=0.9, edges=(100.0,), half_widths=(5.0, 12.0), n=(10, 10))
     assert cal.interval(50.0) == PredictionInterval(45.0, 55.0, 0.9)

@@ -133,3 +133,30 @@ def test_holdout_evaluates_exactly_the_stored_ids(cli, tiny_model, synthetic_fol
     assert [s.id for s in chosen] == info["val_ids"]
     with pytest.raises(InputError, match="held-back images are not in this folder"):
         holdout_subset(samples[:10], None, info)
+
+
+def test_model_files_that_cannot_predict_are_one_line_errors(tmp_path):
+    untrained = small_recipe()
+    untrained.target.mean = untrained.target.std = None
+    path = save_model_file(tmp_path / "untrained.safetensors", build_model(untrained), untrained)
+    with pytest.raises(InputError) as err:
+        Predictor.from_file(path)
+    assert str(err.value).startswith(f"{path}: cannot predict: its recipe has no target scaling")
+    assert "\n" not in str(err.value)
+
+
+def test_info_and_the_service_quote_the_recorded_validation_mae(tmp_path, cli):
+    """One number: the held-back MAE measured with the file's inference as it is now, when
+    the file records one, else training's best epoch."""
+    from boneage.inference.modelfile import add_to_model_file, describe_model_file, validation_record
+    from boneage.service.app import describe_model
+
+    r = small_recipe()
+    trained = save_model_file(tmp_path / "m.safetensors", build_model(r), r, info={"val_mae": 5.0, "epoch": 3})
+    assert "validation   MAE 5.00 months (best epoch 3 of training)" in describe_model_file(
+        trained, *read_model_metadata(trained))
+    record = validation_record({"mae": 4.3216, "mae_male": 4.0, "mae_female": 4.6, "n": 12}, "set")
+    measured = add_to_model_file(trained, tmp_path / "measured.safetensors", info_update={"validation": record})
+    code, out, _ = cli("info", measured)
+    assert code == 0 and "validation   MAE 4.32 months (12 held-back images of set, as it predicts now)" in out
+    assert describe_model(Predictor.from_file(measured))["validation_mae_months"] == 4.32

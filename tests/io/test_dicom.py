@@ -320,3 +320,36 @@ def test_write_dicom_rejects_bad_arguments(tmp_path, kwargs, phrase):
     with pytest.raises(InputError, match=phrase):
         write_dicom(path, **kwargs)
     assert not path.exists()
+
+
+def _jpeg_ls_dicom(path):
+    """A JPEG-LS compressed DICOM (the codestream is not decodable: no decoder gets that far)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Rows = ds.Columns = 64
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + bytes(100)])
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_compressed_dicom_without_a_decoder_is_one_line_naming_what_to_install(tmp_path, capfd):
+    from importlib.util import find_spec
+
+    if any(find_spec(m) for m in ("gdcm", "pylibjpeg", "jpeg_ls")):
+        pytest.skip("a JPEG-LS decoder is installed here")
+    with pytest.raises(InputError) as exc:
+        read_image(_jpeg_ls_dicom(tmp_path / "jls.dcm"))
+    message = str(exc.value)
+    assert message.startswith(f"{tmp_path / 'jls.dcm'}: cannot decode image: DICOM pixel data is "
+                              "compressed as JPEG-LS Lossless Image Compression and no decoder")
+    assert "\n" not in message and "pylibjpeg" in message
+    assert capfd.readouterr() == ("", "")

@@ -229,7 +229,7 @@ def test_too_large_image(tmp_path, monkeypatch):
 
 def test_read_image_bytes_errors_use_the_given_name():
     with pytest.raises(InputError, match="cannot decode image") as exc:
-        read_image_bytes(b"definitely not an image, just some text" * 10)
+        read_image_bytes(np.random.default_rng(1).integers(0, 256, 400, dtype=np.uint8).tobytes())
     assert str(exc.value).startswith("<upload>: ")
     with pytest.raises(InputError) as exc:
         read_image_bytes(b"", name="scan.png")
@@ -245,3 +245,101 @@ def test_decode_failure_prints_nothing_and_keeps_opencv_log_level(tmp_path, capf
     out, err = capfd.readouterr()
     assert out == "" and err == ""
     assert log.getLogLevel() == level
+
+
+# -- native decoders never write to the terminal (checked at the file-descriptor level) ----
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_with(raw_rows: bytes, width: int, height: int, interlace: int = 0, extra: bytes = b"") -> bytes:
+    """A hand-made 8-bit gray PNG from its filtered rows (zlib-compressed here)."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, interlace)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + extra
+            + _chunk(b"IDAT", zlib.compress(raw_rows)) + _chunk(b"IEND", b""))
+
+
+def _adam7(gray: np.ndarray) -> bytes:
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    return b"".join(b"\x00" + row.tobytes() for x0, y0, dx, dy in passes for row in gray[y0::dy, x0::dx]
+                    if row.size)
+
+
+def _broken_pngs() -> dict[str, bytes]:
+    import struct
+    import zlib
+
+    gray = np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8)
+    whole = cv2.imencode(".png", gray)[1].tobytes()
+    at = whole.find(b"IDAT")
+    length = struct.unpack(">I", whole[at - 4:at])[0]
+    garbage = np.random.default_rng(1).integers(0, 256, length, dtype=np.uint8).tobytes()
+    rows = b"".join(b"\x00" + r.tobytes() for r in gray[:32, :32])
+    return {
+        "truncated": whole[: len(whole) // 2],
+        "cut at the end": whole[:-20],
+        # the garbage has a correct CRC: only inflating the data finds it
+        "garbage IDAT": whole[:at + 4] + garbage + struct.pack(">I", zlib.crc32(b"IDAT" + garbage))
+        + whole[at + 8 + length:],
+        "IDAT CRC": whole[:at + 4 + length] + b"\0\0\0\0" + whole[at + 8 + length:],
+        "filter byte": _png_with(b"\x07" + rows[1:], 32, 32),
+    }
+
+
+@pytest.mark.parametrize("case", list(_broken_pngs()))
+def test_a_broken_png_is_one_error_and_libpng_prints_nothing(case, capfd):
+    with pytest.raises(InputError, match="PNG data is corrupt or truncated") as exc:
+        read_image_bytes(_broken_pngs()[case], name="scan.png")
+    assert str(exc.value).startswith("scan.png: ") and "\n" not in str(exc.value)
+    assert capfd.readouterr() == ("", "")  # libpng writes to fd 2 from C: capfd sees it
+
+
+def test_a_truncated_tiff_is_one_error_and_opencv_prints_nothing(capfd):
+    whole = cv2.imencode(".tif", np.zeros((300, 300), np.uint8))[1].tobytes()
+    with pytest.raises(InputError, match="TIFF data is corrupt or truncated"):
+        read_image_bytes(whole[: len(whole) // 2], name="scan.tif")
+    assert capfd.readouterr() == ("", "")
+
+
+def test_pngs_the_check_passes_decode_to_the_same_pixels(capfd):
+    """Interlaced rows, ancillary chunks (dropped before OpenCV sees them, a bad CRC among
+    them) and appended bytes after IEND: the pixels are OpenCV's own."""
+    gray = np.random.default_rng(2).integers(0, 256, (37, 53), dtype=np.uint8)
+    text = _chunk(b"tEXt", b"Comment\0hello")
+    bad_crc = _chunk(b"zTXt", b"x\0\0abc")[:-4] + b"\0\0\0\0"
+    rows = b"".join(b"\x00" + r.tobytes() for r in gray)
+    for data in (_png_with(_adam7(gray), 53, 37, interlace=1), _png_with(rows, 53, 37, extra=text + bad_crc),
+                 cv2.imencode(".png", gray)[1].tobytes() + b"trailing"):
+        pixels = read_image_bytes(data, name="ok.png").pixels
+        assert np.array_equal(np.round(pixels * 255).astype(np.uint8), gray)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_png_declaring_too_many_pixels_is_refused_before_inflating(monkeypatch):
+    monkeypatch.setattr(image_module, "MAX_PIXELS", 100)
+    with pytest.raises(InputError, match="exceeds the maximum of 100 pixels"):
+        image_module._checked_png(_png_with(b"", 50, 50), "bomb.png")
+
+
+@pytest.mark.parametrize("text", [b"id,sex\n1377,M\n1378,F\n" * 40, "patient;âge\r\n1;12,5\r\n".encode() * 30,
+                                  b"\xef\xbb\xbfid\tsex\n1\tM\n"])
+def test_text_is_not_an_image(tmp_path, text):
+    path = tmp_path / "labels.csv"  # the extension once named the "format": "CSV data is corrupt"
+    path.write_bytes(text)
+    with pytest.raises(InputError) as exc:
+        read_image(path)
+    assert str(exc.value) == f"{path}: not an image (looks like text)"
+
+
+def test_binary_under_a_non_image_extension_is_not_a_recognised_format(tmp_path):
+    path = tmp_path / "scan.xyz"
+    path.write_bytes(np.random.default_rng(3).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    with pytest.raises(InputError, match="not a recognised image format"):
+        read_image(path)

@@ -42,9 +42,12 @@ UPLOADS = {
     "declared 100000x100000 png": (lambda tmp, png, dicom: _png_declaring(100000, 100000), {"sex": "M"}, 422,
                                    "image size 100000x100000"),
     "not an image": (lambda tmp, png, dicom: b"hello, this is text and no radiograph\n" * 10, {"sex": "M"}, 415,
-                     "not a recognised image format"),
+                     "not an image (looks like text)"),
+    "random bytes": (lambda tmp, png, dicom: bytes(np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8)),
+                     {"sex": "M"}, 415, "not a recognised image format"),
     "sex X": (lambda tmp, png, dicom: png, {"sex": "X"}, 422, "sex must be M or F, got 'X'"),
-    "no sex for a png": (lambda tmp, png, dicom: png, {"force": "true"}, 422, "sex is unknown"),
+    "no sex for a png": (lambda tmp, png, dicom: png, {"force": "true"}, 422,
+                         "sex is unknown: the file has no sex tag and none was given; send the form field sex=M or sex=F"),
     "bad birth date": (lambda tmp, png, dicom: png, {"sex": "F", "birth_date": "2015-02-30", "study_date": "2024-01-01"},
                        422, "birth_date"),
     "bad age": (lambda tmp, png, dicom: png, {"sex": "F", "age_months": "ten"}, 422, "age_months must be a number"),
@@ -57,7 +60,7 @@ UPLOADS = {
 
 # The report shares the predict path's checks: three cases suffice there.
 @pytest.mark.parametrize("path, case", [("/v1/predict", case) for case in UPLOADS]
-                         + [("/v1/report", case) for case in ("zero-byte", "3-D dicom", "sex X")])
+                         + [("/v1/report", case) for case in ("zero-byte", "3-D dicom", "sex X", "no sex for a png")])
 def test_bad_upload(client, png_bytes, tmp_path, hand_built_dicom, case, path):
     make, fields, status, phrase = UPLOADS[case]
     upload = make(tmp_path, png_bytes, hand_built_dicom)

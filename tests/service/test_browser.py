@@ -48,6 +48,8 @@ def test_page_shows_the_same_bone_age_as_the_api(page, server, png_bytes, tmp_pa
     expected = httpx.post(f"{url}/v1/predict", files={"file": ("hand.png", png_bytes, "image/png")},
                           data={"sex": "M", "force": "true", "age_months": "110"}, timeout=60).json()
 
+    answers = []  # the /v1/predict responses, read once the page has shown them
+    page.on("response", lambda r: answers.append(r) if r.url.endswith("/v1/predict") else None)
     page.goto(f"{url}/")
     page.set_input_files("#file", str(image))
     page.select_option("#sex", "M")
@@ -59,10 +61,20 @@ def test_page_shows_the_same_bone_age_as_the_api(page, server, png_bytes, tmp_pa
     assert page.get_attribute("#bone-age", "data-months") == f"{expected['bone_age_months']:.1f}"
     assert page.inner_text("#impression") == expected["clinical"]["statement"]
     assert "forced" in page.inner_text("#quality")
-    # The heat map toggles between the overlay and the plain radiograph.
-    with_heat = page.get_attribute("#picture", "src")
+    # No heat map until asked for; the page says in one line what it does and does not show.
+    assert not page.is_checked("#show-heatmap") and len(answers) == 1
+    assert "heatmap_png_base64" not in answers[0].json() and "radiograph_png_base64" in answers[0].json()
+    plain = page.get_attribute("#picture", "src")
+    assert plain.startswith("data:image/png;base64,")  # the radiograph as assessed
+    note = page.inner_text("#heatmap-note")
+    assert "may lie on background" in note and "does not show which bones" in note
     page.click("#show-heatmap")
-    assert page.get_attribute("#picture", "src") != with_heat
+    page.wait_for_function("document.getElementById('picture').alt.includes('heat map')", timeout=60_000)
+    assert len(answers) == 2 and "heatmap_png_base64" in answers[1].json()
+    assert page.get_attribute("#picture", "src") != plain
+    page.click("#show-heatmap")
+    page.wait_for_function("!document.getElementById('picture').alt.includes('heat map')", timeout=10_000)
+    assert page.get_attribute("#picture", "src") == plain
     page.click("#show-heatmap")
     if os.environ.get("BONEAGE_SCREENSHOT"):  # how docs/img/service.png is made
         page.screenshot(path=os.environ["BONEAGE_SCREENSHOT"], full_page=True)
@@ -86,3 +98,19 @@ def test_page_shows_the_refusal(page, server, png_bytes, tmp_path):
     # Keyboard: the form's controls are reachable with Tab, each with a label.
     for control in ("file", "sex", "birth_date", "study_date", "age_months", "force"):
         assert page.locator(f"label[for='{control}']").count() == 1
+
+
+def test_page_asks_for_the_sex_before_uploading_a_file_without_one(page, server, png_bytes, tmp_path):
+    url, _ = server
+    image = tmp_path / "hand.png"
+    image.write_bytes(png_bytes)
+    posted = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    page.goto(f"{url}/")
+    page.set_input_files("#file", str(image))
+    page.check("#force")
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Choose the sex')",
+                           timeout=10_000)
+    assert "not DICOM" in page.inner_text("#status") and posted == []
+    assert page.evaluate("document.activeElement.id") == "sex"

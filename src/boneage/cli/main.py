@@ -13,10 +13,15 @@ import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from boneage import __version__
-from boneage.errors import BoneAgeError, InputError, QualityRefusal
+from boneage.errors import BoneAgeError, InputError, QualityRefusal, SexUnknown
 
 EXIT_USER_ERROR = 2
+#: How to give the sex on the command line: ``predict`` reads it per image from a CSV too.
+SEX_HINT = "give --sex M|F"
+SEX_HINT_PREDICT = "give --sex M|F, or --sex-from CSV (columns id,sex) for per-image sexes"
 #: The image was read but the quality gate refused to assess it (``--force`` overrides).
 EXIT_REFUSED = 3
 
@@ -45,6 +50,20 @@ def _result_text(result) -> str:
     return text + f", sex {result.sex}"
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+def _cli_wording(error, command: str):
+    """``error`` as the command line says it: a missing sex names the options that give it."""
+    if isinstance(error, SexUnknown):
+        return error.telling(SEX_HINT_PREDICT if command == "predict" else SEX_HINT)
+    return error
+
+
 def cmd_predict(args) -> int:
     from boneage import api
     from boneage.inference.files import (
@@ -70,35 +89,42 @@ def cmd_predict(args) -> int:
     table = ResultsCSV(args.out) if args.out else None
     failures = refusals = 0
     if table is not None:
+        # Rows that ended in an error are assessed again (the cause, a missing sex or a file
+        # being copied, is usually what the user fixed before rerunning); assessed and refused
+        # rows are kept, and refusals count towards the exit status of the whole CSV.
+        retried = table.forget([p for p in paths if (table.previous(p) or {}).get("error")])
         done = [row for row in map(table.previous, paths) if row is not None]
-        failures = sum(1 for row in done if row["error"])  # the status covers the whole CSV
         refusals = sum(1 for row in done if row["quality"] == "refused")
         paths = [p for p in paths if table.previous(p) is None]
-        if done or table.repaired:
+        if done or retried or table.repaired:
             print(f"boneage: resuming {table.path}: {len(done)} image(s) already there"
+                  + (f"; retrying {retried} that ended in an error" if retried else "")
                   + ("; cut off a half-written last line" if table.repaired else ""), file=sys.stderr)
     predictor = api.load_predictor(args.model)
     records = api.predict_files(paths, sex_arg, sex_from=sexes, model=predictor, force=args.force,
                                 workers=args.workers, **ages)
     if table is not None:
-        from tqdm import tqdm
-
         assessed = 0
-        with table, tqdm(total=len(paths), unit="image", file=sys.stderr, disable=args.quiet,
-                         dynamic_ncols=True) as bar:
+        # A bar only on a terminal: in a log file or a pipe its carriage-return redraws
+        # interleave with the per-file lines, which tqdm can keep above it only on a screen.
+        with table, tqdm(total=len(paths), unit="image", file=sys.stderr, dynamic_ncols=True,
+                         disable=args.quiet or not _is_terminal(sys.stderr)) as bar:
             for record in records:
+                record.error = _cli_wording(record.error, args.command)
                 table.write(record.row())
                 failures += record.failed
                 refusals += record.refused
                 assessed += record.prediction is not None
                 if record.error is not None:
                     kind = "refused" if record.refused else "error"
-                    bar.write(f"boneage: {kind}: {record.error}", file=sys.stderr)
+                    # Cleared, written, redrawn: the line lands above the bar, not in it.
+                    tqdm.write(f"boneage: {kind}: {record.error}", file=sys.stderr)
                 bar.update()
         print(f"wrote {len(paths)} row(s) to {table.path} ({assessed} assessed)")
         return EXIT_USER_ERROR if failures else EXIT_REFUSED if refusals else 0
     for record in records:
         if record.error is not None:
+            record.error = _cli_wording(record.error, args.command)
             refusals += record.refused
             failures += record.failed
             print(f"boneage: {'refused' if record.refused else 'error'}: {record.error}", file=sys.stderr)
@@ -217,10 +243,18 @@ def cmd_example(args) -> int:
 
 
 def cmd_models(args) -> int:
+    from boneage.enhancement.networks import ENHANCERS
     from boneage.models import list_models
+    from boneage.segmentation.networks import SEGMENTERS
 
-    for name in list_models():
-        print(name)
+    kinds = (("regression", "bone age from a radiograph and sex: a recipe's model.name", list_models()),
+             ("segmentation", "hand masks, task: segmentation: model.name", SEGMENTERS.names()),
+             ("enhancement", "pix2pix, task: gan: options under gan.generator / gan.discriminator",
+              ENHANCERS.names()))
+    for kind, what, names in kinds:
+        print(f"{kind} ({what})")
+        for name in names:
+            print(f"  {name}")
     return 0
 
 
@@ -389,13 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-image sex: a CSV with an id (or image/path) column and a sex (M/F) or male (1/0) column")
     s.add_argument("--out", metavar="FILE.csv",
                    help="write one row per image to this CSV, with a progress bar; if it exists, "
-                        "images already in it are skipped and new rows appended (resume)")
+                        "images already assessed or refused in it are skipped, those that ended in "
+                        "an error retried, and new rows appended (resume)")
     s.add_argument("--shard", metavar="K/N",
                    help="assess only the K-th of N equal shares of the sorted inputs "
                         "(e.g. a Slurm array: $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT)")
     s.add_argument("--workers", type=_positive_int, default=2,
                    help="threads decoding the next images while the model runs (default 2)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar (with --out)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar (with --out on a terminal)")
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--json", action="store_true", help="one JSON object per image per line")
     s.add_argument("--birth-date", type=_date, metavar="DATE",
@@ -526,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "15+ years) and sex on the images every run predicted, and plot them here")
     s.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("models", help="list the registered model architectures")
+    s = sub.add_parser("models", help="list the registered networks by kind: regression, segmentation, enhancement")
     s.set_defaults(func=cmd_models)
 
     from boneage.cli.report import add_parser as add_report_parser
@@ -556,11 +591,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _CurrentStderr(logging.Handler):
-    """Log lines as plain messages on whatever ``sys.stderr`` is at the time of the call."""
+    """Log lines as plain messages on whatever ``sys.stderr`` is at the time of the call,
+    above any progress bar on it (tqdm clears the bar, writes the line and redraws it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(record.getMessage(), file=sys.stderr, flush=True)
+            tqdm.write(record.getMessage(), file=sys.stderr)
+            sys.stderr.flush()
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
 
@@ -616,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     except BoneAgeError as exc:
         # Under torchrun every process meets the same error: one line from the main one.
         if os.environ.get("RANK", "0") == "0":
-            print(f"boneage: error: {exc}", file=sys.stderr)
+            print(f"boneage: error: {_cli_wording(exc, args.command)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except ModuleNotFoundError as exc:
         # The light install (no `train` extra) runs predict, report, serve, info and example;

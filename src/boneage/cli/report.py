@@ -29,6 +29,12 @@ def add_parser(subparsers) -> None:
                    help="date the radiograph was taken, YYYY-MM-DD or YYYYMMDD (default: the DICOM tags)")
     s.add_argument("--age-months", type=_age_months, metavar="MONTHS",
                    help="chronological age in months, 0-240 (used when the dates are not given)")
+    s.add_argument("--patient-id", metavar="ID",
+                   help="patient ID to print on the report (default: the DICOM PatientID tag; a "
+                        "PNG has none); it goes into the report only, never to the terminal or a log")
+    s.add_argument("--accession", metavar="NUMBER",
+                   help="accession number to print on the report (default: the DICOM "
+                        "AccessionNumber tag)")
     s.add_argument("--force", action="store_true",
                    help="assess an image the quality gate refuses; the report says it was forced")
     s.add_argument("--heatmap", action="store_true",
@@ -66,6 +72,11 @@ def cmd_report(args) -> int:
         dicom_out = _refuse_overwrite(check_dicom_out_path(args.dicom_out), args.overwrite)
         if dicom_out.resolve() == out.resolve():
             raise InputError("--dicom-out and --out name the same file; give two names", dicom_out)
+        if args.patient_id is not None or args.accession is not None:
+            # The Secondary Capture is filed under the source's own patient and study tags;
+            # a page showing other identifiers would contradict its header.
+            raise InputError("--dicom-out files the report under the source's own patient ID and "
+                             "accession number; leave out --patient-id and --accession", dicom_out)
     sex = Sex.parse_optional(args.sex)
     loaded = read_image(args.image)
     if dicom_out is not None and loaded.metadata.format != "dicom":
@@ -73,7 +84,8 @@ def cmd_report(args) -> int:
                          f"this one is {loaded.metadata.format.upper() or 'not DICOM'}", args.image)
     report = create_report(loaded, sex, model=args.model, heatmap=args.heatmap, birth_date=args.birth_date,
                            study_date=args.study_date, age_months=args.age_months,
-                           force=args.force, name=str(args.image), source=args.image)
+                           force=args.force, name=str(args.image), source=args.image,
+                           patient_id=args.patient_id, accession=args.accession)
     write_report(report, out, overwrite=True)  # existence was checked above
     written = [str(out)]
     if dicom_out is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from boneage.clinical.reference import REFERENCE_NAME, OutsideReferenceRange, gp_standard_deviation
 from boneage.errors import InputError
-from boneage.units import DAYS_PER_MONTH
+from boneage.units import DAYS_PER_MONTH, rounded
 from boneage.sex import Sex
 
 #: Chronological ages outside 0..MAX_AGE_MONTHS (20 years) are refused: bone age is assessed
@@ -181,18 +181,19 @@ class ClinicalReading:
         return f"{self.impression}: {gap}"
 
     def to_dict(self) -> dict:
-        """JSON-ready fields (sex as ``"M"`` / ``"F"``), derived ones included."""
+        """JSON-ready fields (sex as ``"M"`` / ``"F"``), derived ones included; months,
+        years and the z-score rounded to 0.01."""
         return {
-            "chronological_age_months": self.chronological_age_months,
-            "chronological_age_years": self.chronological_age_months / 12,
+            "chronological_age_months": rounded(self.chronological_age_months),
+            "chronological_age_years": rounded(self.chronological_age_months / 12),
             "age_source": self.age_source,
-            "bone_age_months": self.bone_age_months,
+            "bone_age_months": rounded(self.bone_age_months),
             "sex": str(self.sex),
-            "difference_months": self.difference_months,
-            "difference_years": self.difference_years,
+            "difference_months": rounded(self.difference_months),
+            "difference_years": rounded(self.difference_years),
             "reference": REFERENCE_NAME,
-            "reference_sd_months": self.reference_sd_months,
-            "z_score": self.z_score,
+            "reference_sd_months": rounded(self.reference_sd_months),
+            "z_score": rounded(self.z_score),
             "no_z_score_reason": self.no_z_score_reason,
             "impression": self.impression,
             "statement": self.statement,

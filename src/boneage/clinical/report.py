@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib.text import Text
 
-from boneage.errors import InputError, QualityRefusal
+from boneage.errors import InputError, QualityRefusal, SexUnknown
 from boneage.fileutils import atomic_path
+from boneage.units import rounded
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,10 @@ NO_HEATMAP_CAPTION = "No heat map: {}. The radiograph is shown as assessed."
 HEATMAP_NOT_ASKED = "none was asked for (boneage report --heatmap adds one)"
 
 _A4_INCHES = (8.27, 11.69)
+# Matplotlib versions that shape text (HarfBuzz) draw "fi", "ff" as ligature glyphs, which
+# have no character code in the PDF: "Identification" or a hash with "ff" in it could then
+# not be searched or copied from the report. Older versions draw no ligatures anyway.
+_PLAIN_GLYPHS = {"fontfeatures": ["-liga"]} if hasattr(Text, "set_fontfeatures") else {}
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,26 @@ class BoneAgeReport:
         return HEATMAP_CAPTION if self.heatmap_peak is not None else FLAT_HEATMAP_CAPTION
 
     @property
+    def interval_row(self) -> tuple[str, str]:
+        """``(label, value)`` of the interval: the label says what it is, once
+        (``"90% prediction interval"``, ``"100.1–142.5 months (8.3–11.9 years)"``)."""
+        interval = getattr(self.prediction, "interval", None)
+        if interval is None:
+            return "Prediction interval", NO_INTERVAL
+        return (f"{interval.level:.0%} prediction interval",
+                f"{interval.low_months:.1f}–{interval.high_months:.1f} months "
+                f"({interval.low_months / 12:.1f}–{interval.high_months / 12:.1f} years)")
+
+    @property
+    def model_text(self) -> str:
+        """The model's name and hash, the hash called SHA-256 only when it is the whole one
+        (predictions carry its first 16 hex digits)."""
+        p = self.prediction
+        digest = p.model_hash or "unknown"
+        kind = "SHA-256" if len(digest) == 64 else "model hash"
+        return f"{p.model_name or 'unnamed'} ({kind} {digest})"
+
+    @property
     def interval_text(self) -> str:
         """The interval as text, or :data:`NO_INTERVAL` when the model has no calibration."""
         interval = getattr(self.prediction, "interval", None)
@@ -110,8 +136,7 @@ class BoneAgeReport:
             patient = [("Identification", f"none in the file ({self.image_format.upper() or 'array'} image)")]
         patient.append(("Sex", f"{'male' if str(p.sex) == 'M' else 'female'} ({self.sex_source})"))
 
-        reading = [("Bone age", f"{months:.1f} months ({months / 12:.1f} years)"),
-                   ("Interval", self.interval_text)]
+        reading = [("Bone age", f"{months:.1f} months ({months / 12:.1f} years)"), self.interval_row]
         c = p.clinical
         if c is None:
             reading += [("Chronological age", "not known (no dates or age given, none in the file)"),
@@ -131,8 +156,8 @@ class BoneAgeReport:
         h, w = self.image_size
         other = [("Image", f"{self.image_name} ({self.image_format.upper() or 'array'}, {w} × {h} px)"),
                  ("Quality check", self._quality_text()),
-                 ("Model", f"{p.model_name or 'unnamed'} (SHA-256 {p.model_hash or 'unknown'})"),
-                 ("Report date", self.report_date.strftime("%Y-%m-%d %H:%M"))]
+                 ("Model", self.model_text)]
+        # The report date heads the page (HTML and PDF alike), so it is not repeated here.
         return [("Patient", patient), ("Reading", reading), ("Image and model", other)]
 
     def _quality_text(self) -> str:
@@ -157,8 +182,8 @@ class BoneAgeReport:
             "patient": dict(self.patient),
             "sex": str(p.sex),
             "sex_source": self.sex_source,
-            "bone_age_months": p.bone_age_months,
-            "bone_age_years": p.bone_age_months / 12,
+            "bone_age_months": rounded(p.bone_age_months),
+            "bone_age_years": rounded(p.bone_age_months / 12),
             "interval": None if p.interval is None else p.interval.to_dict(),
             "interval_text": self.interval_text,
             "clinical": None if p.clinical is None else p.clinical.to_dict(),
@@ -304,13 +329,16 @@ def build_report(image, prediction, heatmap: np.ndarray | None, *, pixels: np.nd
 def create_report(image, sex=None, *, model=None, birth_date=None, study_date=None,
                   age_months=None, force: bool = False, name: str | None = None,
                   source=None, report_date: datetime.datetime | None = None,
-                  heatmap: bool = False) -> BoneAgeReport:
+                  heatmap: bool = False, patient_id: str | None = None,
+                  accession: str | None = None) -> BoneAgeReport:
     """Read, screen, predict and explain one radiograph, and build its report.
 
     Arguments as for :func:`boneage.api.predict` (``image``: a path or a
     :class:`~boneage.io.LoadedImage`; ``name`` names it in messages and in the report;
     ``source``: the file a LoadedImage was read from, whose DICOM header gives the patient's
-    name and accession number, which LoadedImage does not keep).
+    name and accession number, which LoadedImage does not keep; ``patient_id`` and
+    ``accession`` put those on the report instead of the file's tags, e.g. for a PNG, which
+    has none). They go into the report only, never into a log or message.
     ``heatmap``: add a Grad-CAM heat map, computed on the pixels the model assessed (after
     any correction by the quality gate) and carried back to their full size and aspect ratio.
     Off by default: it needs the PyTorch network (loaded only then), and on real radiographs
@@ -336,6 +364,8 @@ def create_report(image, sex=None, *, model=None, birth_date=None, study_date=No
                                  study_date=study_date, age_months=age_months, force=force)
     except QualityRefusal as exc:  # name the file, not "<image>"
         raise QualityRefusal(exc.reason, label) from None
+    except SexUnknown as exc:
+        raise SexUnknown(label if exc.path in (None, "<image>") else exc.path, exc.how) from None
     except InputError as exc:
         raise InputError(exc.problem, label if exc.path in (None, "<image>") else exc.path) from None
     # The pixels the model assessed: the gate may have inverted or turned them, and the map
@@ -356,6 +386,9 @@ def create_report(image, sex=None, *, model=None, birth_date=None, study_date=No
         sex_source = "not used by this model"
     logger.debug("report built for %s: bone age %.1f months", label, prediction.bone_age_months)
     patient = patient_fields(path, loaded.metadata)
+    given = {"patient_id": patient_id, "accession_number": accession}
+    patient.update({key: text for key, text in ((k, " ".join(str(v or "").split())) for k, v in given.items())
+                    if text})
     return build_report(loaded, prediction, heat, pixels=background, sex_source=sex_source,
                         name=Path(label).name, patient=patient, report_date=report_date,
                         heatmap_missing=missing)
@@ -463,29 +496,33 @@ def _page_figure(report: BoneAgeReport):
     width_in, height_in = _A4_INCHES
     fig = Figure(figsize=_A4_INCHES)
     FigureCanvasAgg(fig)
+
+    def text(*args, **kwargs):
+        return fig.text(*args, **_PLAIN_GLYPHS, **kwargs)
+
     margin = 0.6 / width_in                           # 0.6 inch left and right
     line = 13.5 / 72 / height_in                      # one 9-pt text line, in figure height
     y = 1 - 0.55 / height_in
-    fig.text(margin, y, "Bone age report", fontsize=17, fontweight="bold", va="top")
-    fig.text(1 - margin, y - 0.04 / height_in, report.report_date.strftime("%Y-%m-%d %H:%M"),
+    text(margin, y, "Bone age report", fontsize=17, fontweight="bold", va="top")
+    text(1 - margin, y - 0.04 / height_in, report.report_date.strftime("%Y-%m-%d %H:%M"),
              fontsize=9, color="#555555", ha="right", va="top")
     y -= 0.45 / height_in
     value_x = margin + 1.55 / width_in
     chars = int((1 - margin - value_x) * width_in * 72 / (9 * 0.55))  # ~0.55 em per character
     for heading, rows in report.sections():
         y -= 0.4 * line
-        fig.text(margin, y, heading, fontsize=11, fontweight="bold", va="top", color="#1f3b5c")
+        text(margin, y, heading, fontsize=11, fontweight="bold", va="top", color="#1f3b5c")
         y -= 1.35 * line
         for label, value in rows:
             wrapped = textwrap.wrap(str(value), chars) or [""]
-            fig.text(margin, y, label, fontsize=9, fontweight="bold", va="top")
+            text(margin, y, label, fontsize=9, fontweight="bold", va="top")
             for part in wrapped:
-                fig.text(value_x, y, part, fontsize=9, va="top")
+                text(value_x, y, part, fontsize=9, va="top")
                 y -= line
     # Foot: the intended use, boxed, full width.
     use_lines = textwrap.wrap(report.intended_use, int((1 - 2 * margin) * width_in * 72 / (8.5 * 0.52)))
     foot_top = 0.45 / height_in + len(use_lines) * 12.5 / 72 / height_in
-    fig.text(margin, foot_top, "\n".join(use_lines), fontsize=8.5, va="top", linespacing=1.35,
+    text(margin, foot_top, "\n".join(use_lines), fontsize=8.5, va="top", linespacing=1.35,
              bbox={"boxstyle": "round,pad=0.5", "facecolor": "#fdf6e3", "edgecolor": "#b58900"})
     # The overlay fills what is left, at its own aspect ratio, centred, with the colour bar
     # right beside the image (not beside an empty axes box).
@@ -511,7 +548,7 @@ def _page_figure(report: BoneAgeReport):
         bar.set_label("relative influence", fontsize=8)
         bar.ax.tick_params(labelsize=7)
     caption = "\n".join(textwrap.wrap(report.heatmap_caption, int((1 - 2 * margin) * width_in * 72 / (8 * 0.52))))
-    fig.text(0.5, box_bottom - 0.08 / height_in, caption, fontsize=8, ha="center", va="top",
+    text(0.5, box_bottom - 0.08 / height_in, caption, fontsize=8, ha="center", va="top",
              color="#444444")
     return fig
 

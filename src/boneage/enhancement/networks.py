@@ -24,6 +24,7 @@ from torch.nn import functional as TF
 
 from boneage.errors import InputError
 from boneage.fileutils import atomic_path, read_safetensors_metadata
+from boneage.registry import Registry
 from boneage.segmentation.unet import HandUNet
 
 __all__ = ["EnhancementGenerator", "PairDiscriminator", "enhance", "save_enhancer", "load_enhancer"]
@@ -178,3 +179,10 @@ def enhancer_info(path: str | Path) -> dict:
     """The ``info`` stored with a generator file (its training recipe and validation L1)."""
     meta = read_safetensors_metadata(path, "enhancement generator file")
     return json.loads(meta.get("info", "{}"))
+
+
+#: The enhancement task's networks (``task: gan``; options under ``gan.generator`` and
+#: ``gan.discriminator``), listed beside the bone-age and segmentation networks.
+ENHANCERS: Registry = Registry("enhancement network")
+ENHANCERS.add("pix2pix_generator", EnhancementGenerator)
+ENHANCERS.add("pair_discriminator", PairDiscriminator)

@@ -10,7 +10,7 @@ What ``boneage predict`` does with folders, glob patterns, ``--shard``, ``--sex-
 * :func:`read_sex_csv` / :func:`check_sex_ids` read per-image sex from a CSV;
 * :func:`prefetch_images` decodes the next images in threads while the model runs;
 * :class:`ResultsCSV` writes one row per image, flushed as it goes, and resumes a run that was
-  stopped (a half-written last line is dropped).
+  stopped (a half-written last line is dropped; rows that ended in an error are retried).
 
 Problems with what the user gave are :class:`~boneage.errors.InputError` s naming the value and
 what is allowed.
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from boneage.errors import BoneAgeError, InputError, QualityRefusal
+from boneage.fileutils import atomic_path
 from boneage.sex import Sex
 
 if TYPE_CHECKING:
@@ -356,6 +357,7 @@ class ResultsCSV:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        # Insertion-ordered: the file's order, which forget() keeps when it rewrites the file.
         self._rows: dict[str, dict[str, str]] = {}
         self._file = None
         self.repaired = False
@@ -400,6 +402,26 @@ class ResultsCSV:
         """The row already written for ``path`` (relative paths are taken from the current
         folder), or None."""
         return self._rows.get(self._key(path))
+
+    def forget(self, paths: Iterable[str | os.PathLike]) -> int:
+        """Remove the rows of ``paths`` from the file (rewritten atomically, the other rows in
+        their order), so that those images are assessed again; the number removed.
+
+        A resumed run uses it for rows that ended in an error: a missing sex or an unreadable
+        file is usually fixed before the rerun, which must not skip those images.
+        """
+        keys = {self._key(p) for p in paths} & set(self._rows)
+        if not keys:
+            return 0
+        if self._file is not None:
+            raise RuntimeError("forget() rewrites the file; call it before opening it for writing")
+        for key in keys:
+            del self._rows[key]
+        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(self._rows.values())
+        return len(keys)
 
     def __enter__(self) -> "ResultsCSV":
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -293,6 +293,34 @@ def add_to_model_file(src: str | Path, dst: str | Path, *, gate=None, calibratio
     return dst
 
 
+def validation_mae(info: dict[str, Any]) -> tuple[float, str] | None:
+    """The model's validation MAE in months and what it was measured on, or None.
+
+    ``info["validation"]`` (:func:`validation_record`) when the file has one: measured on the
+    held-back images with the file's inference as it is now, after any change to its views or
+    preprocessing since training. Else ``info["val_mae"]``, training's score of its best
+    epoch. ``boneage info``, the service's model page and the README quote this one number.
+    """
+    record = info.get("validation") or {}
+    if record.get("mae_months") is not None:
+        return float(record["mae_months"]), (f"{record.get('n', '?')} held-back images of "
+                                             f"{record.get('data', '?')}, as it predicts now")
+    if info.get("val_mae") is not None:
+        return float(info["val_mae"]), f"best epoch {info.get('epoch', '?')} of training"
+    return None
+
+
+def validation_record(summary: dict[str, Any], data: str) -> dict[str, Any]:
+    """``info["validation"]`` from a summary of :func:`boneage.api.evaluate` on the images
+    the model held back (``holdout=True``) in the folder named ``data``; store it with
+    :func:`add_to_model_file` (``info_update={"validation": ...}``) whenever the file's
+    inference changes, so that every place quoting the MAE quotes the model as it predicts."""
+    return {"mae_months": round(float(summary["mae"]), 3),
+            "mae_male_months": round(float(summary["mae_male"]), 3),
+            "mae_female_months": round(float(summary["mae_female"]), 3),
+            "n": int(summary["n"]), "data": data, "date": datetime.date.today().isoformat()}
+
+
 def describe_model_file(path: str | Path, recipe: Recipe, info: dict[str, Any]) -> str:
     """A few readable lines about a model file (``boneage info``)."""
     import os
@@ -306,8 +334,9 @@ def describe_model_file(path: str | Path, recipe: Recipe, info: dict[str, Any]) 
     if data or "n_train" in info:
         lines.append(f"trained on   {data or '?'}: {info.get('n_train', '?')} images, "
                      f"{info.get('n_val', '?')} held back")
-    if info.get("val_mae") is not None:
-        lines.append(f"validation   MAE {info['val_mae']:.2f} months (best epoch {info.get('epoch', '?')})")
+    measured = validation_mae(info)
+    if measured is not None:
+        lines.append(f"validation   MAE {measured[0]:.2f} months ({measured[1]})")
     if info.get("val_dice") is not None:
         lines.append(f"validation   Dice {info['val_dice']:.3f} (best epoch {info.get('epoch', '?')})")
     source = info.get("source_model")

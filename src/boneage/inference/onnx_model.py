@@ -31,8 +31,9 @@ import numpy as np
 
 from boneage.config import Recipe
 from boneage.errors import InputError
+from boneage.fileutils import atomic_path
 from boneage.inference.modelfile import file_hash
-from boneage.inference.predictor import Predictor, torch_available
+from boneage.inference.predictor import Predictor, check_can_predict, torch_available
 from boneage.transforms import network_input
 
 #: ``boneage_format`` of an exported ONNX file (the safetensors files say "1").
@@ -120,7 +121,6 @@ def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int | 
 
     import onnx
 
-    from boneage.fileutils import atomic_path
     from boneage.inference.modelfile import _metadata, file_hash, load_model_extras, load_model_file
     from boneage.inference.predictor import default_model_path
 
@@ -192,6 +192,30 @@ def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int | 
         proto.producer_name = "boneage"
         onnx.save(proto, str(tmp))
     return out
+
+
+def add_to_onnx_file(src: str | Path, dst: str | Path, *, info_update: dict | None = None,
+                     source_model: str | Path | None = None) -> Path:
+    """Copy an exported ONNX file, adding (or replacing) entries of its info and, given the
+    model file it now stands for (e.g. after :func:`~boneage.inference.modelfile.add_to_model_file`
+    changed that file's info), its ``source_model`` name and hash; the graph is unchanged."""
+    import onnx
+
+    proto = onnx.load(str(src))
+    props = {entry.key: entry.value for entry in proto.metadata_props}
+    if props.get("boneage_format") != ONNX_FORMAT:
+        raise InputError("an ONNX model without boneage metadata; write one with `boneage export`", src)
+    if info_update:
+        props["info"] = json.dumps({**json.loads(props.get("info", "{}")), **info_update})
+    if source_model is not None:
+        props["source_model"] = json.dumps({"file": Path(source_model).name, "sha256": file_hash(source_model)})
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_path(dst) as tmp:
+        onnx.save(proto, str(tmp))
+    return Path(dst)
 
 
 def _session(path: Path, threads: int, device: str):
@@ -318,6 +342,7 @@ class OnnxPredictor(Predictor):
             raise InputError(f"threads must be >= 1, got {threads}")
         session = _session(path, threads, device)
         parsed = _parse_metadata(read_onnx_metadata(session, path), path)
+        check_can_predict(parsed["recipe"], path)
         info = {**parsed["info"], "model_sha256": file_hash(path), "source_model": parsed["source"],
                 "threads": threads}
         predictor = cls(session, parsed["recipe"], info=info, quality_gate=parsed["gate"],

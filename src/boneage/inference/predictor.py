@@ -17,6 +17,7 @@ import numpy as np
 from boneage.config import Recipe
 from boneage.errors import InputError
 from boneage.sex import Sex
+from boneage.units import rounded
 from boneage.inference.aggregate import aggregate
 from boneage.transforms import (
     build_pipeline, canonical_pipeline, make_views, network_input, preprocessed_copies,
@@ -67,6 +68,18 @@ def require_torch(what: str, path: str | Path | None = None) -> None:
                          f"(pip install 'boneage[train]')", path)
 
 
+def check_can_predict(recipe: Recipe, path: str | Path) -> None:
+    """One-line :class:`~boneage.errors.InputError` naming ``path`` when its model cannot
+    give bone ages: another task (a hand-mask or enhancement network) or no target scaling
+    (a recipe that was never trained)."""
+    if recipe.task != "regression":
+        raise InputError(f"is a {recipe.task} model file, not a bone-age model; it cannot predict "
+                         "bone ages", path)
+    if recipe.target.mean is None or recipe.target.std is None:
+        raise InputError("cannot predict: its recipe has no target scaling (the bone-age mean "
+                         "and SD that training stores), so it is not a trained model", path)
+
+
 @dataclass
 class Prediction:
     """A bone age estimate: the aggregated value, the spread of the views behind it, and
@@ -88,8 +101,10 @@ class Prediction:
     _NESTED = ("clinical", "interval", "quality")
 
     def to_dict(self) -> dict:
-        """JSON-ready fields; ``clinical``, ``interval`` and ``quality`` only when present."""
+        """JSON-ready fields, months rounded to 0.01; ``clinical``, ``interval`` and
+        ``quality`` only when present."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._NESTED}
+        out.update(bone_age_months=rounded(self.bone_age_months), spread_months=rounded(self.spread_months))
         for name in self._NESTED:
             value = getattr(self, name)
             if value is not None:
@@ -147,8 +162,9 @@ class Predictor:
             if int(threads) < 1:
                 raise InputError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(int(threads))
-        from boneage.inference.modelfile import load_model_extras, load_model_file
+        from boneage.inference.modelfile import load_model_extras, load_model_file, read_model_metadata
 
+        check_can_predict(read_model_metadata(path)[0], path)
         model, recipe, info = load_model_file(path, device)
         gate, calibration = load_model_extras(path)
         return cls(model, recipe, device=device, info=info, quality_gate=gate, calibration=calibration)

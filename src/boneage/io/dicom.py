@@ -55,7 +55,7 @@ def decode_dicom_bytes(data: bytes, name: str) -> LoadedImage:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:  # pydicom raises many types for malformed input
-        raise InputError(f"cannot decode image: invalid DICOM file ({exc})", name) from exc
+        raise InputError(f"cannot decode image: invalid DICOM file ({' '.join(str(exc).split())})", name) from exc
     _ensure_transfer_syntax(ds)
     return dataset_to_image(ds, name)
 
@@ -114,7 +114,8 @@ def dataset_to_image(ds: Dataset, name: str) -> LoadedImage:
     except InputError:
         raise
     except Exception as exc:  # malformed tags surface anywhere in pydicom's pipeline
-        raise InputError(f"cannot decode image: invalid DICOM data ({exc})", name) from exc
+        raise InputError(f"cannot decode image: invalid DICOM data ({' '.join(str(exc).split())})",
+                         name) from exc
 
 
 def _dataset_to_image(ds: Dataset, name: str) -> LoadedImage:
@@ -130,7 +131,7 @@ def _dataset_to_image(ds: Dataset, name: str) -> LoadedImage:
     try:
         arr = ds.pixel_array
     except Exception as exc:
-        raise InputError(f"cannot decode image: DICOM pixel data ({exc})", name) from exc
+        raise InputError(f"cannot decode image: {_pixel_data_problem(ds, exc)}", name) from exc
 
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     samples = int(ds.get("SamplesPerPixel") or 1)
@@ -149,6 +150,24 @@ def _dataset_to_image(ds: Dataset, name: str) -> LoadedImage:
     metadata.bit_depth = bits_stored
     metadata.original_shape = (rows, cols)
     return LoadedImage(pixels=np.ascontiguousarray(pixels, dtype=np.float32), metadata=metadata)
+
+
+# pydicom names each decoder plugin it could not use on a line of its own:
+# "\tgdcm - requires gdcm>=3.0.10".
+_MISSING_PLUGIN = re.compile(r"^\s*[\w.-]+ - requires (.+?)\s*$", re.MULTILINE)
+
+
+def _pixel_data_problem(ds: Dataset, exc: Exception) -> str:
+    """One line on why pydicom could not decode the pixels: for compressed data with no
+    decoder installed, the compression and what to install (pydicom's own message spans a
+    line per plugin); else pydicom's message with its line breaks folded."""
+    plugins = _MISSING_PLUGIN.findall(str(exc))
+    if plugins:
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        compression = getattr(syntax, "name", None) or str(syntax or "an unknown transfer syntax")
+        return (f"DICOM pixel data is compressed as {compression} and no decoder for it is "
+                f"installed (install one of: {'; '.join(plugins)})")
+    return f"DICOM pixel data ({' '.join(str(exc).split())})"
 
 
 def _volume_error(frames: int, name: str) -> InputError:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +35,10 @@ MIN_SIDE: int = 16
 # keeps 16-bit and float data; ANYCOLOR keeps colour as colour, which we convert ourselves,
 # and drops the alpha channel that we would discard anyway.
 _IMREAD_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+#: Formats named by magic bytes or extension that an image decoder is meant to read.
+_IMAGE_FORMATS = frozenset({"png", "jpeg", "tiff", "bmp", "jpeg2000", "webp", "dicom", "gif", "pgm",
+                            "pbm", "ppm", "pnm", "pxm", "pfm", "hdr", "exr", "sr", "ras"})
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -148,12 +154,18 @@ def read_image_bytes(data: bytes, name: str = "<upload>") -> LoadedImage:
         return dicom.decode_dicom_bytes(data, name)
 
     fmt = sniff_format(data, name)
+    if data.startswith(_PNG_SIGNATURE):
+        data = _checked_png(data, name)
     arr = _imdecode(data)
     if arr is None:
         ds = dicom.try_read_headerless_dicom(data)
         if ds is not None:
             return dicom.dataset_to_image(ds, name)
-        if fmt == "unknown":
+        if looks_like_text(data):
+            # A CSV or report passed by mistake: naming it after its extension ("CSV data is
+            # corrupt") would suggest a damaged image.
+            raise InputError("not an image (looks like text)", name)
+        if fmt not in _IMAGE_FORMATS:
             raise InputError(
                 "cannot decode image: not a recognised image format "
                 "(PNG, JPEG, TIFF, BMP or DICOM expected)",
@@ -168,6 +180,19 @@ def read_image_bytes(data: bytes, name: str = "<upload>") -> LoadedImage:
         colourfulness=colourfulness(arr),
     )
     return LoadedImage(pixels=_raster_to_unit_gray(arr), metadata=metadata)
+
+
+def looks_like_text(data: bytes, sample: int = 4096) -> bool:
+    """Whether ``data`` starts like text: (nearly all) UTF-8 without NUL or control characters
+    besides tab, line breaks and form feed. No image format starts like that."""
+    head = data[:sample]
+    if not head or b"\0" in head:
+        return False
+    # A few undecodable bytes are allowed: a character cut at the sample's end, Latin-1 accents.
+    text = head.decode("utf-8", errors="ignore")
+    if len(text.encode("utf-8")) < 0.95 * len(head):
+        return False
+    return not any(ord(c) < 32 and c not in "\t\n\r\f" for c in text)
 
 
 def check_size(height: int, width: int, name: str) -> None:
@@ -201,6 +226,88 @@ def sniff_format(data: bytes, name: str = "") -> str:
     return aliases.get(ext, ext) or "unknown"
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Chunks OpenCV's PNG reader uses: the critical ones, transparency and the EXIF orientation.
+# Ancillary chunks besides these change no pixel we read, and a bad one (wrong CRC, an odd
+# colour profile) makes libpng print a warning on the terminal.
+_PNG_KEPT_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"eXIf"})
+# Samples per pixel of each PNG colour type (gray, RGB, palette, gray+alpha, RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_rows(width: int, height: int, bits: int, interlaced: bool) -> list[tuple[int, int]]:
+    """``(rows, bytes per row without the filter byte)`` of each pass of the image data."""
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    out = []
+    for x0, y0, dx, dy in passes:
+        w, h = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if w > 0 and h > 0:
+            out.append((h, (w * bits + 7) // 8))
+    return out
+
+
+def _checked_png(data: bytes, name: str) -> bytes:
+    """The PNG's bytes with only the chunks OpenCV uses, after checking in Python what libpng
+    would check: the chunk structure and CRCs, the declared size, and that the image data
+    inflates to whole rows with valid filter bytes.
+
+    libpng reports a broken file by printing its own line on the process's stderr (fd 2,
+    from C, where no Python redirect reaches) before OpenCV returns; checked here, a broken
+    file never reaches it and becomes one InputError. Size limits are applied to the header
+    before anything is inflated.
+    """
+    def broken(problem: str) -> InputError:
+        return InputError(f"cannot decode image: PNG data is corrupt or truncated ({problem})", name)
+
+    pos, kept, idat, header, dropped = len(_PNG_SIGNATURE), [_PNG_SIGNATURE], [], None, False
+    while True:
+        if pos + 12 > len(data):
+            raise broken("it ends before its IEND chunk")
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            raise broken(f"it ends inside its {kind.decode('latin-1')} chunk")
+        body = data[pos + 8:end - 4]
+        if zlib.crc32(kind + body) != struct.unpack(">I", data[end - 4:end])[0]:
+            if kind[0] & 0x20:  # ancillary (lower-case first letter): libpng drops it, so do we
+                pos, dropped = end, True
+                continue
+            raise broken(f"CRC error in its {kind.decode('latin-1')} chunk")
+        if header is None:
+            if kind != b"IHDR" or length != 13:
+                raise broken("its first chunk is not IHDR")
+            header = struct.unpack(">IIBBBBB", body)
+            check_size(header[1], header[0], name)
+        if kind == b"IDAT":
+            idat.append(body)
+        if kind in _PNG_KEPT_CHUNKS:
+            kept.append(data[pos:end])
+        else:
+            dropped = True
+        pos = end
+        if kind == b"IEND":
+            break
+    width, height, depth, colour, _, _, interlace = header
+    if colour not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
+        raise broken(f"colour type {colour} at bit depth {depth} does not exist")
+    passes = _png_rows(width, height, depth * _PNG_CHANNELS[colour], bool(interlace))
+    expected = sum(h * (1 + n) for h, n in passes)
+    inflate = zlib.decompressobj()
+    try:
+        raw = inflate.decompress(b"".join(idat), expected)
+    except zlib.error as exc:
+        raise broken(f"its image data does not inflate: {exc}") from None
+    if len(raw) < expected:
+        raise broken(f"{len(raw)} of {expected} bytes of image data")
+    start = 0
+    for h, n in passes:  # every row starts with a filter type 0-4
+        if np.frombuffer(raw, np.uint8, count=h * (n + 1), offset=start)[::n + 1].max() > 4:
+            raise broken("a row has an unknown filter type")
+        start += h * (n + 1)
+    return b"".join(kept) if dropped or pos != len(data) else data
+
+
 def _imdecode(data: bytes) -> np.ndarray | None:
     try:
         with _quiet_opencv():
@@ -215,9 +322,9 @@ _saved_log_level = 0
 
 
 # OpenCV 5 keeps its log level in cv2.utils.logging; OpenCV 4 as cv2.get/setLogLevel, where
-# 2 is LOG_LEVEL_ERROR.
+# 0 is LOG_LEVEL_SILENT.
 _OPENCV_LOG = getattr(cv2.utils, "logging", cv2)
-_OPENCV_LOG_ERROR = getattr(_OPENCV_LOG, "LOG_LEVEL_ERROR", 2)
+_OPENCV_LOG_SILENT = getattr(_OPENCV_LOG, "LOG_LEVEL_SILENT", 0)
 
 
 @contextmanager
@@ -232,7 +339,9 @@ def _quiet_opencv() -> Iterator[None]:
     with _quiet_lock:
         if _quiet_depth == 0:
             _saved_log_level = _OPENCV_LOG.getLogLevel()
-            _OPENCV_LOG.setLogLevel(_OPENCV_LOG_ERROR)
+            # SILENT, not ERROR: a broken TIFF is logged by OpenCV 5 at ERROR level
+            # ("TIFF_Error ..."), a line of its own above ours.
+            _OPENCV_LOG.setLogLevel(_OPENCV_LOG_SILENT)
         _quiet_depth += 1
     try:
         yield

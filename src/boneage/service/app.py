@@ -42,8 +42,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from boneage.errors import BoneAgeError, InputError, QualityRefusal
+from boneage.errors import BoneAgeError, InputError, QualityRefusal, SexUnknown
+from boneage.inference.modelfile import validation_mae
 from boneage.service.upload import ServiceError, read_form
+from boneage.units import rounded
 
 logger = logging.getLogger("boneage.service")
 access_logger = logging.getLogger("boneage.service.access")
@@ -51,7 +53,9 @@ access_logger = logging.getLogger("boneage.service.access")
 #: Default upload limit: a large uncompressed DICOM radiograph (4k x 4k, 16 bit) is ~32 MiB.
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 2**20
 #: The form fields of /v1/predict and /v1/report besides the file.
-FORM_FIELDS = ("sex", "birth_date", "study_date", "age_months", "force", "heatmap")
+FORM_FIELDS = ("sex", "birth_date", "study_date", "age_months", "force", "heatmap", "radiograph")
+#: How to give the sex to the service (a file without a DICOM PatientSex tag needs it).
+SEX_HINT = "send the form field sex=M or sex=F (on the page: choose the sex)"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -139,7 +143,7 @@ def parse_fields(fields: dict) -> dict:
     unknown = sorted(set(fields) - set(FORM_FIELDS))
     if unknown:
         raise ServiceError(422, f"unknown form field {unknown[0]!r}; the fields are file, {', '.join(FORM_FIELDS)}")
-    out: dict = {"force": _bool_field(fields, "force"), "heatmap": _bool_field(fields, "heatmap")}
+    out: dict = {name: _bool_field(fields, name) for name in ("force", "heatmap", "radiograph")}
     try:
         sex = fields.get("sex", "").strip()
         out["sex"] = Sex.parse(sex) if sex else None
@@ -185,7 +189,8 @@ def decode_upload(data: bytes):
         _check_declared_size(data)
         return read_image_bytes(data, name="upload")
     except InputError as exc:
-        status = 415 if "not a recognised image format" in exc.problem else 422
+        unknown = "not a recognised image format" in exc.problem or exc.problem.startswith("not an image")
+        status = 415 if unknown else 422
         raise ServiceError(status, exc.problem) from None
 
 
@@ -210,6 +215,7 @@ def _png_base64(rgb_or_gray) -> str:
 def run_prediction(predictor, data: bytes, args: dict) -> dict:
     """Decode, screen, predict and (when asked) explain one upload; the JSON response."""
     from boneage import api
+    from boneage.evaluation.gradcam import OVERLAY_MAX_SIDE, _fit_for_display
 
     loaded = decode_upload(data)
     try:
@@ -218,6 +224,8 @@ def run_prediction(predictor, data: bytes, args: dict) -> dict:
                                  force=args["force"])
     except QualityRefusal as exc:
         raise ServiceError(422, f"not assessed: {exc.reason} (send force=true to assess it anyway)") from None
+    except SexUnknown as exc:
+        raise ServiceError(422, exc.telling(SEX_HINT).problem) from None
     except InputError as exc:
         raise ServiceError(422, exc.problem) from None
     out = prediction.to_dict()
@@ -226,9 +234,13 @@ def run_prediction(predictor, data: bytes, args: dict) -> dict:
     out["image"] = {"format": loaded.metadata.format, "width": int(w), "height": int(h)}
     if args["heatmap"] and predictor.gradcam_unavailable:
         out["heatmap_unavailable"] = predictor.gradcam_unavailable
-    elif args["heatmap"]:
-        from boneage.evaluation.gradcam import _fit_for_display, explain_image, overlay_rgb
-        from boneage.evaluation.gradcam import OVERLAY_MAX_SIDE
+    if args["radiograph"] and not (args["heatmap"] and predictor.gradcam_unavailable is None):
+        # The pixels as assessed (the gate may have turned or inverted them), at display size:
+        # the page shows the heat map only when asked, and a browser cannot show a DICOM.
+        pixels, _ = predictor.screen(loaded.pixels, loaded.metadata, name="upload", force=True)
+        out["radiograph_png_base64"] = _png_base64(_fit_for_display(pixels, pixels, OVERLAY_MAX_SIDE)[0])
+    if args["heatmap"] and predictor.gradcam_unavailable is None:
+        from boneage.evaluation.gradcam import explain_image, overlay_rgb
 
         # The map lies on the pixels the model assessed (the gate may have turned or inverted
         # them); the gate passed or was forced above, so force=True only repeats that.
@@ -253,6 +265,8 @@ def run_report(predictor, data: bytes, args: dict, filename: str | None) -> byte
                                force=args["force"], name=name, heatmap=args["heatmap"])
     except QualityRefusal as exc:
         raise ServiceError(422, f"not assessed: {exc.reason} (send force=true to assess it anyway)") from None
+    except SexUnknown as exc:
+        raise ServiceError(422, exc.telling(SEX_HINT).problem) from None
     except InputError as exc:
         raise ServiceError(422, exc.problem) from None
     buf = io.BytesIO()
@@ -284,7 +298,7 @@ def describe_model(predictor) -> dict:
         },
         "training": {key: info.get(key) for key in ("training_data", "n_train", "n_val", "epoch", "date")
                      if info.get(key) is not None},
-        "validation_mae_months": info.get("val_mae"),
+        "validation_mae_months": rounded((validation_mae(info) or (None,))[0]),
         "interval": ({"level": calibration.get("level"), "n_calibration": calibration.get("n_calibration"),
                       "coverage": calibration.get("coverage"), "n_test": calibration.get("n_test")}
                      if calibration else None),
@@ -313,12 +327,15 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
         "age_months": {"type": "number", "description": "chronological age in months, 0-240"},
         "force": {"type": "boolean", "description": "assess an image the quality gate refuses"},
         "heatmap": {"type": "boolean", "description": "also return the Grad-CAM overlay (doubles the time)"},
+        "radiograph": {"type": "boolean", "description": "also return the radiograph as assessed, as a PNG "
+                                                         "(e.g. to show a DICOM in a browser)"},
     }}}}}}
 _PREDICTION_SCHEMA = {"type": "object", "properties": {
     "bone_age_months": {"type": "number"}, "sex": {"type": "string"}, "sex_source": {"type": "string"},
     "interval": {"type": "object"}, "clinical": {"type": "object"}, "quality": {"type": "object"},
     "model_name": {"type": "string"}, "model_hash": {"type": "string"}, "image": {"type": "object"},
-    "heatmap_png_base64": {"type": "string"}, "heatmap_unavailable": {"type": "string"}, "radiograph_png_base64": {"type": "string"}}}
+    "heatmap_png_base64": {"type": "string"}, "heatmap_unavailable": {"type": "string"},
+    "radiograph_png_base64": {"type": "string", "description": "with radiograph=true or heatmap=true"}}}
 
 
 def static_dir() -> Path:

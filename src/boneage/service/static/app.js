@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const form = $("form"), fileInput = $("file"), drop = $("drop"), status = $("status");
 let chosen = null;          // the File to send
 let previewUrl = null;      // object URL of a browser-displayable file
-let images = { overlay: null, plain: null };
+let images = { overlay: null, plain: null, unavailable: null };
 
 function say(text, isError) {
   status.textContent = text;
@@ -59,7 +59,21 @@ drop.addEventListener("drop", (e) => {
   if (f) { choose(f); }
 });
 
-function formData(withHeatmap) {
+// Whether the chosen file is DICOM ('DICM' at byte 128): only DICOM can carry the sex.
+async function isDicom(file) {
+  const b = new Uint8Array(await file.slice(128, 132).arrayBuffer());
+  return b.length === 4 && String.fromCharCode(...b) === "DICM";
+}
+
+// Ask for the sex before uploading a file that cannot say it, instead of a 422 afterwards.
+async function sexMissing() {
+  if ($("sex").value || await isDicom(chosen)) return false;
+  say("Choose the sex: this file is not DICOM, so it has no sex tag to read it from.", true);
+  $("sex").focus();
+  return true;
+}
+
+function formData(withHeatmap, withRadiograph) {
   const fd = new FormData();
   fd.append("file", chosen, chosen.name);
   for (const name of ["sex", "birth_date", "study_date", "age_months"]) {
@@ -68,6 +82,7 @@ function formData(withHeatmap) {
   }
   if ($("force").checked) fd.append("force", "true");
   if (withHeatmap) fd.append("heatmap", "true");
+  if (withRadiograph) fd.append("radiograph", "true");
   return fd;
 }
 
@@ -75,7 +90,21 @@ async function errorText(resp) {
   try { return (await resp.json()).detail || resp.statusText; } catch (e) { return resp.statusText; }
 }
 
-function showPicture() {
+// The heat map is off until asked for: it doubles the time, and on real radiographs its
+// hottest area may lie on background, which a reader could take for what the model read.
+async function showPicture() {
+  if ($("show-heatmap").checked && !images.overlay && !images.unavailable) {
+    say("Computing the heat map…");
+    try {
+      const resp = await fetch("/v1/predict", { method: "POST", body: formData(true, true) });
+      if (!resp.ok) { say(`No heat map (${resp.status}): ${await errorText(resp)}`, true); return; }
+      takePictures(await resp.json());
+      say("Done.");
+    } catch (err) {
+      say(`The service did not answer: ${err}`, true);
+      return;
+    }
+  }
   const on = $("show-heatmap").checked && images.overlay;
   const src = on ? images.overlay : (images.plain || previewUrl);
   if (src) $("picture").src = src;
@@ -99,12 +128,17 @@ function show(r) {
     (q.corrections && q.corrections.length ? ` (corrected: ${q.corrections.join(", ")})` : "") : "not checked";
   $("quality").className = q && q.verdict === "forced" ? "forced" : "";
   $("model").textContent = `${r.model_name} (${r.model_hash})`;
-  images.overlay = r.heatmap_png_base64 ? `data:image/png;base64,${r.heatmap_png_base64}` : null;
-  images.plain = r.radiograph_png_base64 ? `data:image/png;base64,${r.radiograph_png_base64}` : null;
-  $("picture-caption").textContent = images.overlay ? "Areas whose features raise the estimate."
-    : (r.heatmap_unavailable ? `No heat map: ${r.heatmap_unavailable}.` : "");
+  images = { overlay: null, plain: null, unavailable: null };
+  takePictures(r);
   showPicture();
   $("result").hidden = false;
+}
+
+function takePictures(r) {
+  images.overlay = r.heatmap_png_base64 ? `data:image/png;base64,${r.heatmap_png_base64}` : null;
+  if (r.radiograph_png_base64) images.plain = `data:image/png;base64,${r.radiograph_png_base64}`;
+  images.unavailable = r.heatmap_unavailable || null;
+  $("picture-caption").textContent = images.unavailable ? `No heat map: ${images.unavailable}.` : "";
 }
 
 $("show-heatmap").addEventListener("change", showPicture);
@@ -112,10 +146,11 @@ $("show-heatmap").addEventListener("change", showPicture);
 form.addEventListener("submit", async (e) => {
   e.preventDefault();
   if (!chosen) { say("Choose a radiograph first.", true); fileInput.focus(); return; }
+  if (await sexMissing()) return;
   $("submit").disabled = true;
   say("Assessing…");
   try {
-    const resp = await fetch("/v1/predict", { method: "POST", body: formData(true) });
+    const resp = await fetch("/v1/predict", { method: "POST", body: formData($("show-heatmap").checked, true) });
     if (!resp.ok) { say(`Not assessed (${resp.status}): ${await errorText(resp)}`, true); $("result").hidden = true; return; }
     show(await resp.json());
     say("Done.");
@@ -130,11 +165,11 @@ form.addEventListener("submit", async (e) => {
 $("result-heading").tabIndex = -1;
 
 $("report").addEventListener("click", async () => {
-  if (!chosen) return;
+  if (!chosen || await sexMissing()) return;
   $("report").disabled = true;
   say("Writing the report…");
   try {
-    const resp = await fetch("/v1/report", { method: "POST", body: formData(false) });
+    const resp = await fetch("/v1/report", { method: "POST", body: formData(false, false) });
     if (!resp.ok) { say(`No report (${resp.status}): ${await errorText(resp)}`, true); return; }
     const url = URL.createObjectURL(await resp.blob());
     const a = document.createElement("a");
