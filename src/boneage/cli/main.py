@@ -36,8 +36,7 @@ def _print_json(obj) -> None:
 def _result_text(result) -> str:
     """``bone age 121.3 months (10.1 years), 90% interval 100.1-142.5 months, sex F``: the
     interval when the model carries one, else the spread of the views (which is not one)."""
-    months = result.bone_age_months
-    text = f"bone age {months:.1f} months ({months / 12:.1f} years)"
+    text = f"bone age {result.bone_age_text()}"
     if result.interval is not None:
         text += f", {result.interval}"
     elif result.n_views > 1:
@@ -284,9 +283,7 @@ def cmd_explain(args) -> int:
     refuse_overwrite(out, args.force)
     result, _, _ = api.explain(args.image, Sex.parse_optional(args.sex), model=args.model, out=out,
                                method=args.method)
-    months = result.bone_age_months
-    print(f"{args.image}: bone age {months:.1f} months ({months / 12:.1f} years), "
-          f"sex {result.sex}; heat map: {out}")
+    print(f"{args.image}: bone age {result.bone_age_text()}, sex {result.sex}; heat map: {out}")
     return 0
 
 

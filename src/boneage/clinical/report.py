@@ -99,7 +99,6 @@ class BoneAgeReport:
     def sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """``[(heading, [(label, value), ...]), ...]`` in reading order."""
         p = self.prediction
-        months = p.bone_age_months
         patient_labels = (("patient_id", "Patient ID"), ("patient_name", "Patient name"),
                           ("birth_date", "Birth date"), ("study_date", "Study date"),
                           ("accession_number", "Accession number"))
@@ -108,7 +107,7 @@ class BoneAgeReport:
             patient = [("Identification", f"none in the file ({self.image_format.upper() or 'array'} image)")]
         patient.append(("Sex", f"{'male' if str(p.sex) == 'M' else 'female'} ({self.sex_source})"))
 
-        reading = [("Bone age", f"{months:.1f} months ({months / 12:.1f} years)"),
+        reading = [("Bone age", p.bone_age_text()),
                    ("Interval", self.interval_text)]
         c = p.clinical
         if c is None:
@@ -157,6 +156,7 @@ class BoneAgeReport:
             "sex_source": self.sex_source,
             "bone_age_months": p.bone_age_months,
             "bone_age_years": p.bone_age_months / 12,
+            "maturity": p.maturity,
             "interval": None if p.interval is None else p.interval.to_dict(),
             "interval_text": self.interval_text,
             "clinical": None if p.clinical is None else p.clinical.to_dict(),
