@@ -183,11 +183,10 @@ def explain(image, sex=None, *, model=None, out=None, title: str | None = None, 
     pixels, settled, _ = _read(image, sex, predictor, name)
     prediction, heat, pre = explain_image(predictor, pixels, settled, method=method)
     if out is not None:
-        months = prediction.bone_age_months
         label = f"{Path(name).name}: " if name != "<image>" else ""
         shown = "Grad-CAM" if method == "gradcam" else "CAM"
-        overlay_heatmap(pre, heat, Path(out), title=title or f"{label}bone age {months:.1f} months "
-                                                              f"({months / 12:.1f} years), sex {prediction.sex}; {shown}")
+        overlay_heatmap(pre, heat, Path(out), title=title or f"{label}bone age {prediction.bone_age_text()}, "
+                                                              f"sex {prediction.sex}; {shown}")
     return prediction, heat, pre
 
 

@@ -25,6 +25,8 @@ def test_bundled_model_carries_a_gate_and_a_calibrated_interval(bundled):
     assert abs(facts["coverage"] - 0.9) <= 0.03 and facts["n_test"] >= 500
     assert bundled.info["quality_gate"]["accepted_test"] >= 0.99
     assert bundled.info["quality_gate"]["rejected_test_negatives"] >= 0.95
+    assert bundled.info["quality_gate"]["rejected_real_test"] >= 0.99
+    assert bundled.quality_gate.class_names == ("hand", "generated", "hip", "leg", "shoulder")
 
 
 @pytest.mark.parametrize("variant", TEST_VARIANTS)
@@ -75,3 +77,39 @@ def test_turned_and_inverted_synthetic_radiographs_get_their_orientation(bundled
         scores, corrected = score_pixels(bundled.quality_gate, bundled, orient(upright, cls))
         assert scores.orientation == cls and scores.orientation_probability > 0.9
         np.testing.assert_allclose(corrected, upright, atol=1e-6)
+
+
+def _held_out_negatives(bundled, data_dir):
+    """The xray-other images the bundled gate was only measured on, never fitted on."""
+    from boneage.data.negatives import read_body_part_folder
+
+    test_ids = set(bundled.info["quality_gate"]["negatives_test_ids"])
+    return [im for im in read_body_part_folder(data_dir / "xray-other") if im.id in test_ids]
+
+
+@pytest.mark.parametrize("part, looks_like", [("leg", "leg, knee, ankle or foot"), ("hip", "hip or pelvis")])
+def test_held_out_radiographs_of_other_body_parts_are_refused(bundled, data_dir, part, looks_like):
+    """A bypassed gate, or one whose classifier or threshold were inverted, gives these a bone age."""
+    if not (data_dir / "xray-other" / "labels.csv").is_file():
+        pytest.skip(f"xray-other not found beside rsna-100px in {data_dir}")
+    images = [im for im in _held_out_negatives(bundled, data_dir) if im.body_part == part][:2]
+    assert len(images) == 2
+    for im in images:
+        with pytest.raises(QualityRefusal, match=f"{im.path}: not assessed: ") as refusal:
+            api.predict(im.path, "F", model=bundled)
+        assert f"looks like a {looks_like} radiograph, not a hand" in str(refusal.value) \
+            or "does not look like a hand radiograph" in str(refusal.value)
+
+
+def test_held_back_rsna_hands_are_accepted_as_stored_and_from_larger_copies(bundled, data_dir):
+    """Hands the gate was not fitted or thresholded on (the test half of the held-back ids),
+    as the 100-px copies and as the 299-px area-shrunk copies, which the model reads as it
+    reads a full-resolution file."""
+    held = bundled.info["val_ids"]
+    test_half = [i for i in held if i not in set(bundled.info["calibration_ids"])][:4]
+    assert len(test_half) == 4
+    for image_id in test_half:
+        for path in (data_dir / "rsna-100px" / "images" / f"{image_id}.png",
+                     data_dir / "rsna-299px" / "images" / f"{image_id}.jpg"):
+            if path.is_file():
+                assert api.predict(path, "M", model=bundled).quality.label == "accepted", path

@@ -30,11 +30,32 @@ def half_held_model(tmp_path_factory):
     return folder, model
 
 
+def _other_body_parts(folder, n_per_part=4):
+    """A negatives folder (labels.csv id,body_part + images/) of generated stand-ins: 'legs'
+    are long vertical bars, 'hips' a pair of rings; enough to exercise the fitting path."""
+    import cv2
+
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n_per_part):
+        leg = np.full((120, 60), 30, np.uint8)
+        cv2.rectangle(leg, (20 + i, 5), (38 + i, 115), 220, -1)
+        hip = np.full((80, 120), 30, np.uint8)
+        for cx in (35 + i, 85 - i):
+            cv2.circle(hip, (cx, 40), 22, 200, 6)
+        for name, image in ((f"leg{i}", leg), (f"hip{i}", hip)):
+            cv2.imwrite(str(folder / "images" / f"{name}.png"), image)
+            rows.append(f"{name},{name[:3]}")
+    (folder / "labels.csv").write_text("id,body_part\n" + "\n".join(rows) + "\n")
+    return folder
+
+
 def test_calibrate_writes_interval_and_gate_without_changing_the_bone_age(cli, half_held_model, tmp_path):
     folder, model = half_held_model
     out = tmp_path / "calibrated.safetensors"
+    negatives = _other_body_parts(tmp_path / "other")
     code, text, err = cli("calibrate", folder, "--model", model, "--out", out, "--fit-images", 40,
-                          "--quiet", "--json")
+                          "--negatives", negatives, "--quiet", "--json")
     assert code == 0, err
     facts = json.loads(text)
     cal = facts["calibration"]
@@ -43,10 +64,15 @@ def test_calibrate_writes_interval_and_gate_without_changing_the_bone_age(cli, h
     assert cal["coverage_calibration"] >= 0.9          # by construction of the conformal quantile
     gate = facts["quality_gate"]
     assert gate["n_fit_radiographs"] == 40 and 0.0 <= gate["accepted_test"] <= 1.0
+    # half of each body part fitted on (as stored and in 6 variants), the other half only measured
+    assert gate["n_negatives_fit"] == gate["n_negatives_test"] == 4
+    assert {i[:3] for i in gate["negatives_test_ids"]} == {"leg", "hip"}
+    assert set(gate["rejected_real_per_part"]) == {"hip", "leg"} and gate["classes"] == ["hand", "generated", "hip", "leg"]
 
     before, after = Predictor.from_file(model), Predictor.from_file(out)
     assert before.quality_gate is None and before.calibration is None
     assert after.quality_gate is not None and after.calibration is not None
+    assert after.quality_gate.class_names == ("hand", "generated", "hip", "leg")
     image = sorted((folder / "images").glob("*.png"))[0]
     p0 = api.predict(image, "F", model=before)
     p1 = api.predict(image, "F", model=after, force=True)

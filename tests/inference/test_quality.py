@@ -119,3 +119,96 @@ def test_negatives_are_reproducible_and_split_into_fit_and_test_variants():
         a = negative_image(variant, 3, size=(64, 48))
         assert a.shape == (64, 48) and a.dtype == np.float32 and 0 <= a.min() <= a.max() <= 1
         np.testing.assert_array_equal(a, negative_image(variant, 3, size=(64, 48)))
+
+
+def _class_gate(**thresholds) -> QualityGate:
+    """A 4-feature gate whose classes hand / generated / leg / hip each own one feature."""
+    d = 4
+    return QualityGate(feature_mean=np.zeros(d), feature_scale=np.ones(d), radiograph_w=np.eye(d) * 10,
+                       radiograph_b=np.zeros(d), orientation_w=np.zeros((8, d)), orientation_b=np.zeros(8),
+                       pca_components=np.eye(d)[:2], precision=np.eye(2), residual_scale=np.array(4.0),
+                       class_names=("hand", "generated", "leg", "hip"), **thresholds)
+
+
+def test_a_multi_class_gate_says_which_body_part_an_image_looks_like():
+    from boneage.inference.quality import scores_from_candidates
+
+    gate = _class_gate(radiograph_min=0.5, distance_max=1e9)
+    rows = lambda f: np.tile(np.asarray(f, float), (8, 1))       # the 8 candidate corrections
+    hand = scores_from_candidates(gate, rows([1, 0, 0, 0]))
+    leg = scores_from_candidates(gate, rows([0, 0, 1, 0]))
+    drawing = scores_from_candidates(gate, rows([0, 1, 0, 0]))
+    unsure = scores_from_candidates(gate, rows([0, 0, 1, 1]))     # leg and hip alike: no name
+    assert hand.radiograph > 0.99 and judge(gate, hand)[0] is None
+    assert leg.radiograph < 0.01 and leg.looks_like == "leg, knee, ankle or foot"
+    assert judge(gate, leg)[0].startswith("looks like a leg, knee, ankle or foot radiograph, not a hand")
+    assert drawing.looks_like == "" and judge(gate, drawing)[0].startswith("does not look like a hand radiograph")
+    assert unsure.looks_like == "" and judge(gate, unsure)[0].startswith("does not look like a hand radiograph")
+
+
+def test_a_multi_class_gate_is_stored_and_read_back_with_its_classes():
+    from boneage.inference.onnx_model import gate_from_json, gate_to_json
+
+    gate = _class_gate(radiograph_min=0.3, distance_max=5.0)
+    feats = np.array([[0.0, 0.0, 0.0, 1.0]])
+    for back in (QualityGate.from_stored(gate.to_tensors(), gate.to_metadata()), gate_from_json(gate_to_json(gate))):
+        assert back.class_names == gate.class_names and back.radiograph_min == 0.3
+        np.testing.assert_allclose(back.class_probabilities(feats), gate.class_probabilities(feats), rtol=1e-6)
+        assert back.looks_like(back.class_probabilities(feats)[0]) == "hip or pelvis"
+    import json
+
+    meta = json.loads(gate.to_metadata())
+    meta["class_names"] = ["hand", "leg"]                      # 2 names for a 4-class classifier
+    with pytest.raises(ValueError, match="classes"):
+        QualityGate.from_stored(gate.to_tensors(), json.dumps(meta))
+
+
+def _negatives_folder(tmp_path, rows, header="id,body_part", images=True):
+    import cv2
+
+    folder = tmp_path / "neg"
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels.csv").write_text(header + "\n" + "".join(f"{i},{p}\n" for i, p in rows))
+    if images:
+        for i, _ in rows:
+            cv2.imwrite(str(folder / "images" / f"{i}.png"), np.full((40, 30), 100, np.uint8))
+    return folder
+
+
+def test_negatives_folders_are_read_and_split_by_body_part_with_a_seed(tmp_path):
+    from boneage.data.negatives import read_body_part_folder, split_body_parts
+
+    rows = [(f"l{i}", "leg") for i in range(6)] + [(f"h{i}", "hip") for i in range(4)] + [("s0", "shoulder"), ("s1", "shoulder")]
+    images = read_body_part_folder(_negatives_folder(tmp_path, rows))
+    assert [im.id for im in images] == [i for i, _ in rows] and images[0].path.name == "l0.png"
+    fit, test = split_body_parts(images, 0.5, seed=0)
+    assert sorted(im.id for im in fit + test) == sorted(i for i, _ in rows)
+    for part, n in (("leg", 3), ("hip", 2), ("shoulder", 1)):
+        assert sum(im.body_part == part for im in test) == n == sum(im.body_part == part for im in fit)
+    assert [im.id for im in split_body_parts(images, 0.5, seed=0)[1]] == [im.id for im in test]
+    assert [im.id for im in split_body_parts(images, 0.5, seed=1)[1]] != [im.id for im in test]
+
+
+def test_bad_negatives_folders_are_one_line_errors(tmp_path, cli):
+    from boneage.data.negatives import read_body_part_folder, split_body_parts
+    from boneage.errors import InputError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no labels.csv in this negatives folder"):
+        read_body_part_folder(empty)
+    with pytest.raises(InputError, match=r"line 3: body part 'hand' is not a known one \(ankle, chest"):
+        read_body_part_folder(_negatives_folder(tmp_path / "a", [("x", "leg"), ("y", "Hand")]))
+    with pytest.raises(InputError, match="needs the columns id,body_part"):
+        read_body_part_folder(_negatives_folder(tmp_path / "b", [("x", "leg")], header="id,part"))
+    with pytest.raises(InputError, match="1 id\\(s\\) have no image"):
+        read_body_part_folder(_negatives_folder(tmp_path / "c", [("x", "leg")], images=False))
+    images = read_body_part_folder(_negatives_folder(tmp_path / "d", [("a", "leg"), ("b", "leg"), ("c", "hip")]))
+    with pytest.raises(InputError, match="leaves body part 'hip' no test image \\(1 image\\(s\\), test fraction 0.4\\)"):
+        split_body_parts(images, 0.4)
+    with pytest.raises(InputError, match="leaves body part 'hip' no image to fit on"):
+        split_body_parts(images, 0.6)
+    # the command stops on them before it loads a model or reads any radiograph
+    code, out, err = cli("calibrate", tmp_path / "no-such-data", "--negatives", empty, "--out", tmp_path / "m.safetensors")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"boneage: error: {empty}: no labels.csv in this negatives folder")

@@ -41,8 +41,7 @@ def _print_json(obj) -> None:
 def _result_text(result) -> str:
     """``bone age 121.3 months (10.1 years), 90% interval 100.1-142.5 months, sex F``: the
     interval when the model carries one, else the spread of the views (which is not one)."""
-    months = result.bone_age_months
-    text = f"bone age {months:.1f} months ({months / 12:.1f} years)"
+    text = f"bone age {result.bone_age_text()}"
     if result.interval is not None:
         text += f", {result.interval}"
     elif result.n_views > 1:
@@ -201,7 +200,8 @@ def cmd_calibrate(args) -> int:
     if not 0.5 <= args.level < 1.0:
         raise InputError(f"--level must be in [0.5, 1), got {args.level}")
     settings = CalibrationSettings(level=args.level, bands=args.bands, seed=args.seed,
-                                   n_fit_radiographs=args.fit_images)
+                                   n_fit_radiographs=args.fit_images, negatives=args.negatives,
+                                   negatives_test_fraction=args.negatives_test_fraction)
     facts = calibrate_model_file(args.data_dir, args.model, out, settings=settings, csv=args.csv,
                                  images=args.images, progress=not args.quiet)
     cal, gate = facts["calibration"], facts["quality_gate"]
@@ -214,6 +214,10 @@ def cmd_calibrate(args) -> int:
     print(f"gate       accepts {gate['accepted_test']:.1%} of those radiographs; rejects "
           f"{gate['rejected_test_negatives']:.1%} of unseen generated non-radiographs; orientation/"
           f"polarity right for {gate['orientation_accuracy']:.1%} of them turned and inverted")
+    if "rejected_real_test" in gate:
+        parts = ", ".join(f"{part} {share:.1%}" for part, share in gate["rejected_real_per_part"].items())
+        print(f"           refuses {gate['rejected_real_test']:.1%} of the {gate['n_negatives_test']} real "
+              f"radiographs of other body parts it was not fitted on ({parts})")
     print(f"wrote {out}")
     return 0
 
@@ -318,9 +322,7 @@ def cmd_explain(args) -> int:
     refuse_overwrite(out, args.force)
     result, _, _ = api.explain(args.image, Sex.parse_optional(args.sex), model=args.model, out=out,
                                method=args.method)
-    months = result.bone_age_months
-    print(f"{args.image}: bone age {months:.1f} months ({months / 12:.1f} years), "
-          f"sex {result.sex}; heat map: {out}")
+    print(f"{args.image}: bone age {result.bone_age_text()}, sex {result.sex}; heat map: {out}")
     return 0
 
 
@@ -484,6 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bands", type=_positive_int, default=3, help="bands of predicted age, each with its own width")
     s.add_argument("--fit-images", type=_positive_int, default=1200,
                    help="training radiographs the gate's classifiers are fitted on (default 1200)")
+    s.add_argument("--negatives", metavar="DIR",
+                   help="real radiographs that are not hands (labels.csv id,body_part + images/, e.g. "
+                        "xray-other): the gate is fitted on one part, seeded and stratified by body "
+                        "part, and measured on the rest")
+    s.add_argument("--negatives-test-fraction", type=float, default=0.5, metavar="F",
+                   help="share of each body part only measured, never fitted on (default 0.5)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     s.add_argument("--json", action="store_true")

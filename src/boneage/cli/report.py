@@ -92,6 +92,5 @@ def cmd_report(args) -> int:
         write_report_dicom(report, args.image, dicom_out, overwrite=True)
         written.append(str(dicom_out))
     p = report.prediction
-    print(f"{args.image}: bone age {p.bone_age_months:.1f} months ({p.bone_age_months / 12:.1f} years), "
-          f"sex {p.sex}; report: {', '.join(written)}")
+    print(f"{args.image}: bone age {p.bone_age_text()}, sex {p.sex}; report: {', '.join(written)}")
     return 0

@@ -55,3 +55,40 @@ def gp_standard_deviation(age_months: float, sex: Sex) -> float:
             f"chronological age {age_months:.1f} months is {side} the {REFERENCE_NAME} reference "
             f"range for {who} ({low:g}–{high:g} months)")
     return float(np.interp(age_months, GP_AGES_MONTHS[:len(sds)], sds))
+
+
+# --- the upper end ----------------------------------------------------------------------------
+#: The last standards of the Greulich–Pyle atlas (months): 18 years for girls, 19 for boys. A
+#: skeleton there is mature, and the atlas (and a model trained on readings made with it) has
+#: no older bone age to give.
+GP_MATURE_MONTHS = {Sex.FEMALE: 216.0, Sex.MALE: 228.0}
+#: Without a calibrated interval, an estimate within this many months of the last standard is
+#: "near" maturity (about the bundled model's mean error; its 90 % interval is wider).
+NEAR_MATURITY_MONTHS = 12.0
+
+
+def maturity_statement(bone_age_months: float, sex: Sex, interval=None) -> str | None:
+    """What to say instead of a precise bone age at the top of the Greulich–Pyle range, or None.
+
+    The estimate is *at or near maturity* when the model cannot tell it from a mature
+    skeleton: its calibrated ``interval`` (a
+    :class:`~boneage.inference.interval.PredictionInterval`) reaches the last standard for
+    ``sex``, or, without an interval, the estimate lies within :data:`NEAR_MATURITY_MONTHS` of
+    it. What can be backed then is a lower bound (the interval's low end), not an age: the
+    statement gives that and where the atlas ends, e.g. ``"at or near skeletal maturity: at
+    least 15.3 years (low end of the 90% interval); the Greulich–Pyle atlas ends at 18 years
+    for girls"``. The report, the web page, JSON and the results CSV all show this one string.
+    """
+    sex = Sex.parse(sex)
+    mature = GP_MATURE_MONTHS[sex]
+    who = "boys" if sex.is_male else "girls"
+    if interval is not None:
+        if interval.high_months < mature:
+            return None
+        low = min(interval.low_months, mature)
+        return (f"at or near skeletal maturity: at least {low / 12:.1f} years (low end of the "
+                f"{interval.level:.0%} interval); the Greulich–Pyle atlas ends at {mature / 12:g} years for {who}")
+    if float(bone_age_months) < mature - NEAR_MATURITY_MONTHS:
+        return None
+    return (f"at or near skeletal maturity: within {NEAR_MATURITY_MONTHS:g} months of the end of the "
+            f"Greulich–Pyle atlas ({mature / 12:g} years for {who})")

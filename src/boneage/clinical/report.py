@@ -127,7 +127,6 @@ class BoneAgeReport:
     def sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """``[(heading, [(label, value), ...]), ...]`` in reading order."""
         p = self.prediction
-        months = p.bone_age_months
         patient_labels = (("patient_id", "Patient ID"), ("patient_name", "Patient name"),
                           ("birth_date", "Birth date"), ("study_date", "Study date"),
                           ("accession_number", "Accession number"))
@@ -136,7 +135,7 @@ class BoneAgeReport:
             patient = [("Identification", f"none in the file ({self.image_format.upper() or 'array'} image)")]
         patient.append(("Sex", f"{'male' if str(p.sex) == 'M' else 'female'} ({self.sex_source})"))
 
-        reading = [("Bone age", f"{months:.1f} months ({months / 12:.1f} years)"), self.interval_row]
+        reading = [("Bone age", p.bone_age_text()), self.interval_row]
         c = p.clinical
         if c is None:
             reading += [("Chronological age", "not known (no dates or age given, none in the file)"),
@@ -184,6 +183,7 @@ class BoneAgeReport:
             "sex_source": self.sex_source,
             "bone_age_months": rounded(p.bone_age_months),
             "bone_age_years": rounded(p.bone_age_months / 12),
+            "maturity": p.maturity,
             "interval": None if p.interval is None else p.interval.to_dict(),
             "interval_text": self.interval_text,
             "clinical": None if p.clinical is None else p.clinical.to_dict(),

@@ -7,17 +7,25 @@ parts (the CT and MR images pydicom ships as test data). Kinds are split into *v
 the gate can be fitted on some (e.g. the china photograph, the CT slices) and measured on
 others it never saw (the flower photograph, the MR slices); :data:`FIT_VARIANTS` and
 :data:`TEST_VARIANTS` name them. Nothing is downloaded: missing files shrink the set.
+
+Real radiographs of other body parts come from a folder the user gives
+(:func:`read_body_part_folder`: ``labels.csv`` with ``id,body_part`` and ``images/``), split
+by :func:`split_body_parts` into a part the gate is fitted on and a part it is only measured on.
 """
 
 from __future__ import annotations
 
+import csv
 import string
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
 
+from boneage.errors import InputError
 from boneage.registry import Registry
 
 #: ``fn(rng, height, width) -> float32 (H, W) in [0, 1]``, by variant name ``kind/variant``.
@@ -267,3 +275,87 @@ def negative_image(variant: str, seed: int, size: tuple[int, int] | None = None)
 def negative_set(variants, per_variant: int, seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """``per_variant`` images of each variant: ``[(variant, image), ...]``."""
     return [(v, negative_image(v, seed * 100_003 + i)) for v in variants for i in range(per_variant)]
+
+
+# --- real radiographs of other body parts ----------------------------------------------------
+
+@dataclass(frozen=True)
+class BodyPartImage:
+    """One real radiograph that is not a hand, and the body part its label names."""
+
+    path: Path
+    id: str
+    body_part: str
+
+
+def read_body_part_folder(folder) -> list[BodyPartImage]:
+    """The images of a folder of real non-hand radiographs, in the order of its ``labels.csv``
+    (columns ``id,body_part``; images ``images/<id>.<ext>``).
+
+    Raises:
+        InputError: no folder or no ``labels.csv``, a missing column, an empty id, a body
+            part outside :data:`~boneage.inference.quality.BODY_PARTS` (``hand`` included:
+            hands are what the gate accepts), or ids without an image; one line naming the file.
+    """
+    from boneage.data.labels import find_image
+    from boneage.inference.quality import BODY_PARTS
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("negatives folder not found", folder)
+    labels = folder / "labels.csv"
+    if not labels.is_file():
+        raise InputError("no labels.csv in this negatives folder (it needs labels.csv with "
+                         "id,body_part and images/<id>.png|.jpg)", folder)
+    with open(labels, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if "id" not in columns or "body_part" not in columns:
+            raise InputError(f"needs the columns id,body_part; found {','.join(columns) or 'none'}", labels)
+        reader.fieldnames = columns
+        rows = [(line, (r.get("id") or "").strip(), (r.get("body_part") or "").strip().lower())
+                for line, r in enumerate(reader, start=2)]
+    out, missing = [], []
+    for line, image_id, part in rows:
+        if not image_id:
+            raise InputError(f"line {line}: empty id", labels)
+        if part not in BODY_PARTS:
+            raise InputError(f"line {line}: body part {part!r} is not a known one "
+                             f"({', '.join(sorted(BODY_PARTS))})", labels)
+        path = find_image(folder / "images", image_id)
+        if path is None:
+            missing.append(image_id)
+        else:
+            out.append(BodyPartImage(path, image_id, part))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InputError(f"{len(missing)} id(s) have no image in {folder / 'images'}: {shown}", labels)
+    if not out:
+        raise InputError("no images listed", labels)
+    return out
+
+
+def split_body_parts(images: list[BodyPartImage], test_fraction: float, seed: int = 0,
+                     where: str | Path | None = None) -> tuple[list[BodyPartImage], list[BodyPartImage]]:
+    """``(fit, test)``: a seeded draw, stratified by body part, puts ``round(n *
+    test_fraction)`` of each body part's ``n`` images in the test part (only measured) and the
+    rest in the fit part; both keep the input order.
+
+    Raises:
+        InputError: a body part left with no test image or no image to fit on (``where``
+            names the folder in the message).
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise InputError(f"the negatives' test fraction must be in (0, 1), got {test_fraction:g}")
+    rng = np.random.default_rng(seed)
+    parts = np.array([im.body_part for im in images])
+    test = np.zeros(len(images), bool)
+    for part in sorted({im.body_part for im in images}):
+        idx = rng.permutation(np.flatnonzero(parts == part))
+        n_test = int(round(len(idx) * test_fraction))
+        if n_test == 0 or n_test == len(idx):
+            lacking = "no test image" if n_test == 0 else "no image to fit on"
+            raise InputError(f"the split leaves body part {part!r} {lacking} ({len(idx)} image(s), "
+                             f"test fraction {test_fraction:g}); give it more images", where)
+        test[idx[:n_test]] = True
+    return ([im for im, t in zip(images, test) if not t], [im for im, t in zip(images, test) if t])

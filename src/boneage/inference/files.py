@@ -47,7 +47,7 @@ _DICOM_MAGIC = b"DICM"
 #: Columns of the results CSV, in order.
 RESULT_COLUMNS = (
     "id", "path", "sex", "sex_source", "bone_age_months", "interval_low_months",
-    "interval_high_months", "interval_level", "chronological_age_months", "age_source",
+    "interval_high_months", "interval_level", "maturity", "chronological_age_months", "age_source",
     "z_score", "impression", "quality", "quality_reason", "error",
 )
 
@@ -319,6 +319,7 @@ class FileResult:
         p = self.prediction
         if p is not None:
             row["bone_age_months"] = _months(p.bone_age_months)
+            row["maturity"] = p.maturity or ""
             if p.interval is not None:
                 row.update(interval_low_months=_months(p.interval.low_months),
                            interval_high_months=_months(p.interval.high_months),

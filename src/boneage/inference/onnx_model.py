@@ -70,10 +70,7 @@ def gate_from_json(text: str):
     from boneage.inference.quality import _ARRAYS, QualityGate
 
     d = json.loads(text)
-    meta = d["thresholds"]
-    return QualityGate(**{k: _decode_array(d["arrays"][k]) for k in _ARRAYS},
-                       radiograph_min=meta["radiograph_min"], distance_max=meta["distance_max"],
-                       orientation_sure=meta["orientation_sure"], facts=meta.get("facts", {}))
+    return QualityGate.from_arrays({k: _decode_array(d["arrays"][k]) for k in _ARRAYS}, d["thresholds"])
 
 
 def _view_shape(model, recipe: Recipe) -> tuple[int, int]:

@@ -100,11 +100,28 @@ class Prediction:
 
     _NESTED = ("clinical", "interval", "quality")
 
+    @property
+    def maturity(self) -> str | None:
+        """At the top of the Greulich–Pyle range, what to say instead of the precise bone age
+        (``"at or near skeletal maturity: at least 15.3 years ..."``), else None; see
+        :func:`boneage.clinical.reference.maturity_statement`."""
+        from boneage.clinical.reference import maturity_statement
+
+        return maturity_statement(self.bone_age_months, self.sex, self.interval)
+
+    def bone_age_text(self) -> str:
+        """The bone age for people: months and years, or the maturity statement at the top of
+        the range (text output, report and page say it this way)."""
+        months = self.bone_age_months
+        return self.maturity or f"{months:.1f} months ({months / 12:.1f} years)"
+
     def to_dict(self) -> dict:
         """JSON-ready fields, months rounded to 0.01; ``clinical``, ``interval`` and
-        ``quality`` only when present."""
+        ``quality`` only when present; ``maturity`` the statement at the top of the range, or
+        None."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._NESTED}
         out.update(bone_age_months=rounded(self.bone_age_months), spread_months=rounded(self.spread_months))
+        out["maturity"] = self.maturity
         for name in self._NESTED:
             value = getattr(self, name)
             if value is not None:

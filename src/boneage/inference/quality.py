@@ -13,10 +13,12 @@ Before a bone age is given, :func:`screen` checks, in order:
      turned and inverted. When it is sure (probability >= ``orientation_sure``) of a turn or
      an inversion, the image is corrected and the verdict says how; unsure, it is refused;
    * *is it a hand radiograph*: a linear classifier of training radiographs (in every
-     orientation) against generated non-radiographs (:mod:`boneage.data.negatives`), and a
-     Mahalanobis distance to the training radiographs (catching what no generated negative
-     resembled). Both thresholds are set on held-back radiographs so that about 99.5 % of
-     them pass.
+     orientation) against non-hand images: generated non-radiographs
+     (:mod:`boneage.data.negatives`) and, in gates fitted with a folder of real radiographs of
+     other body parts, those radiographs (one class per body part, so a refusal can say what
+     the image looks like: :data:`BODY_PARTS`); and a Mahalanobis distance to the training
+     radiographs (catching what no negative resembled). Both thresholds are set on held-back
+     radiographs so that about 99.5 % of them pass.
 
 ``force`` assesses a refused image anyway; the verdict then says it was forced and why the
 gate would have refused.
@@ -127,6 +129,24 @@ def describe_correction(cls: int) -> tuple[str, ...]:
     return tuple(out)
 
 
+# --- what a refused image looks like ------------------------------------------------------
+#: Body parts a folder of real non-hand radiographs may name (``labels.csv``: ``id,body_part``),
+#: and how a refusal describes an image the gate takes for one ("looks like a hip or pelvis
+#: radiograph, not a hand"). The description says what that class's radiographs show: the
+#: FracAtlas ``leg`` images are feet, ankles, knees and long bones; its ``shoulder`` images
+#: show the chest wall beside the joint.
+BODY_PARTS = {
+    "leg": "leg, knee, ankle or foot", "foot": "foot or ankle", "ankle": "foot or ankle",
+    "knee": "knee", "hip": "hip or pelvis", "pelvis": "hip or pelvis",
+    "shoulder": "shoulder or chest", "chest": "chest", "elbow": "elbow", "forearm": "forearm",
+    "spine": "spine", "skull": "skull", "dental": "dental panoramic",
+}
+#: The class of generated non-radiographs in a gate's classifier (:mod:`boneage.data.negatives`).
+GENERATED = "generated"
+#: The class of hand radiographs: always class 0 of a gate's classifier.
+HAND = "hand"
+
+
 # --- the gate ------------------------------------------------------------------------------
 _ARRAYS = ("feature_mean", "feature_scale", "radiograph_w", "radiograph_b", "orientation_w",
            "orientation_b", "pca_components", "precision", "residual_scale")
@@ -144,7 +164,9 @@ class QualityGate:
     """Classifiers over a model's pooled features, and their thresholds (see module doc).
 
     Arrays: ``feature_mean``/``feature_scale`` (D,) standardise features; ``radiograph_w``
-    (D,), ``radiograph_b`` () score radiograph vs not; ``orientation_w`` (8, D),
+    (D,), ``radiograph_b`` () score radiograph vs not, or, with ``class_names``, ``radiograph_w``
+    (C, D) and ``radiograph_b`` (C,) score the C classes (``class_names[0]`` is ``"hand"``, the
+    others :data:`GENERATED` or a body part), softmax; ``orientation_w`` (8, D),
     ``orientation_b`` (8,) score the orientation classes; ``pca_components`` (K, D),
     ``precision`` (K, K) and ``residual_scale`` () give the distance to upright radiographs.
     """
@@ -164,15 +186,40 @@ class QualityGate:
     """Refuse when the Mahalanobis distance (squared) exceeds this."""
     orientation_sure: float = 0.9
     """Correct a turn or inversion only when its probability is at least this."""
+    class_names: tuple[str, ...] = ()
+    """Classes of a multi-class ``radiograph_w`` (empty: one logistic score)."""
+    looks_like_sure: float = 0.6
+    """A refusal names the body part when, of the non-hand classes, it has this share."""
     facts: dict = field(default_factory=dict)
     """How the gate was fitted and what it measured (free-form, stored with it)."""
 
     def _z(self, features: np.ndarray) -> np.ndarray:
         return (np.asarray(features, np.float64) - self.feature_mean) / self.feature_scale
 
+    def class_probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(N, C) probabilities of ``class_names``; (N, 2) [hand, not] for a one-score gate."""
+        z = self._z(features)
+        if self.class_names:
+            return _softmax(z @ self.radiograph_w.T + self.radiograph_b)
+        p = 1.0 / (1.0 + np.exp(-np.clip(z @ self.radiograph_w + self.radiograph_b, -50, 50)))
+        return np.stack([p, 1.0 - p], axis=1)
+
     def radiograph_probability(self, features: np.ndarray) -> np.ndarray:
-        z = self._z(features) @ self.radiograph_w + self.radiograph_b
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+        """Probability that each image is a hand radiograph, (N,)."""
+        return self.class_probabilities(features)[:, 0]
+
+    def looks_like(self, probabilities: np.ndarray) -> str:
+        """What a refused image looks like, from its mean class probabilities (C,): the body
+        part's description when one non-hand class holds ``looks_like_sure`` of the non-hand
+        probability and it is a body part, else ``""``."""
+        if len(self.class_names) < 3:
+            return ""
+        rest = np.asarray(probabilities, np.float64)[1:]
+        best = int(np.argmax(rest))
+        name = self.class_names[1 + best]
+        if name not in BODY_PARTS or rest[best] < self.looks_like_sure * max(rest.sum(), 1e-12):
+            return ""
+        return BODY_PARTS[name]
 
     def orientation_probabilities(self, features: np.ndarray) -> np.ndarray:
         return _softmax(self._z(features) @ self.orientation_w.T + self.orientation_b)
@@ -197,16 +244,28 @@ class QualityGate:
                 for k in _ARRAYS}
 
     def to_metadata(self) -> str:
-        return json.dumps({"radiograph_min": self.radiograph_min, "distance_max": self.distance_max,
-                           "orientation_sure": self.orientation_sure, "facts": self.facts})
+        meta = {"radiograph_min": self.radiograph_min, "distance_max": self.distance_max,
+                "orientation_sure": self.orientation_sure, "facts": self.facts}
+        if self.class_names:
+            meta.update(class_names=list(self.class_names), looks_like_sure=self.looks_like_sure)
+        return json.dumps(meta)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, meta: dict) -> "QualityGate":
+        """The gate from its arrays (float64) and its :meth:`to_metadata` fields."""
+        names = tuple(meta.get("class_names", ()))
+        w = arrays["radiograph_w"]
+        if (w.ndim == 2) != bool(names) or (names and (len(names) != w.shape[0] or names[0] != HAND)):
+            raise ValueError(f"the gate's classifier has shape {w.shape} but classes {list(names)}")
+        return cls(**arrays, radiograph_min=meta["radiograph_min"], distance_max=meta["distance_max"],
+                   orientation_sure=meta["orientation_sure"], class_names=names,
+                   looks_like_sure=meta.get("looks_like_sure", 0.6), facts=meta.get("facts", {}))
 
     @classmethod
     def from_stored(cls, tensors: dict, metadata: str) -> "QualityGate":
-        meta = json.loads(metadata)
         # numpy arrays (read with framework="np") or torch tensors alike
         arrays = {k: np.asarray(tensors[TENSOR_PREFIX + k], dtype=np.float64) for k in _ARRAYS}
-        return cls(**arrays, radiograph_min=meta["radiograph_min"], distance_max=meta["distance_max"],
-                   orientation_sure=meta["orientation_sure"], facts=meta.get("facts", {}))
+        return cls.from_arrays(arrays, json.loads(metadata))
 
 
 @dataclass(frozen=True)
@@ -217,6 +276,8 @@ class PixelScores:
     distance: float
     orientation: int
     orientation_probability: float
+    looks_like: str = ""
+    """What the image looks like when it is not a hand (:meth:`QualityGate.looks_like`)."""
 
 
 def image_features(predictor, images, preprocessed: bool = False) -> np.ndarray:
@@ -272,16 +333,18 @@ def scores_from_candidates(gate: QualityGate, feats: np.ndarray) -> PixelScores:
     Orientation is a consensus: if the image is in orientation ``h``, undoing correction
     ``c`` leaves orientation ``remaining(h, c)``, which the classifier should see in row
     ``c``; the log-probabilities of all 8 rows add up, so one misleading view does not decide.
-    The radiograph score is the mean over the 8 rows (a turned radiograph is still one); the
-    distance is that of the corrected image.
+    The radiograph score is the mean over the 8 rows (a turned radiograph is still one), and
+    so are the class probabilities that say what a non-hand looks like; the distance is that
+    of the corrected image.
     """
     log_p = np.log(np.clip(gate.orientation_probabilities(feats), 1e-12, 1.0))   # (c, class)
     joint = log_p[np.arange(8)[None, :], _REMAIN].sum(axis=1)                     # (h,)
     post = _softmax(joint)
     h = int(np.argmax(post))
-    return PixelScores(radiograph=float(gate.radiograph_probability(feats).mean()),
-                       distance=float(gate.distance(feats[h:h + 1])[0]),
-                       orientation=h, orientation_probability=float(post[h]))
+    classes = gate.class_probabilities(feats).mean(axis=0)
+    return PixelScores(radiograph=float(classes[0]), distance=float(gate.distance(feats[h:h + 1])[0]),
+                       orientation=h, orientation_probability=float(post[h]),
+                       looks_like=gate.looks_like(classes))
 
 
 def score_pixels(gate: QualityGate, predictor, image: np.ndarray) -> tuple[PixelScores, np.ndarray]:
@@ -293,12 +356,13 @@ def score_pixels(gate: QualityGate, predictor, image: np.ndarray) -> tuple[Pixel
 
 def judge(gate: QualityGate, scores: PixelScores) -> tuple[str | None, tuple[str, ...]]:
     """``(refusal reason or None, corrections)`` from the scores."""
+    looks = f"looks like a {scores.looks_like} radiograph, not a hand" if scores.looks_like else ""
     if scores.radiograph < gate.radiograph_min:
-        return (f"does not look like a hand radiograph (radiograph score {scores.radiograph:.2f}, "
+        return (f"{looks or 'does not look like a hand radiograph'} (hand score {scores.radiograph:.2f}, "
                 f"needs >= {gate.radiograph_min:.2f})"), ()
     if scores.distance > gate.distance_max:
-        return (f"unlike the hand radiographs the model was trained on (distance "
-                f"{scores.distance:.0f}, limit {gate.distance_max:.0f})"), ()
+        return (f"{looks + ': ' if looks else ''}unlike the hand radiographs the model was trained "
+                f"on (distance {scores.distance:.0f}, limit {gate.distance_max:.0f})"), ()
     if scores.orientation == 0:
         return None, ()
     described = describe_correction(scores.orientation)

@@ -331,7 +331,10 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
                                                          "(e.g. to show a DICOM in a browser)"},
     }}}}}}
 _PREDICTION_SCHEMA = {"type": "object", "properties": {
-    "bone_age_months": {"type": "number"}, "sex": {"type": "string"}, "sex_source": {"type": "string"},
+    "bone_age_months": {"type": "number"},
+    "maturity": {"type": ["string", "null"], "description": "at the top of the Greulich-Pyle range: "
+                 "what to show instead of the precise bone age; else null"},
+    "sex": {"type": "string"}, "sex_source": {"type": "string"},
     "interval": {"type": "object"}, "clinical": {"type": "object"}, "quality": {"type": "object"},
     "model_name": {"type": "string"}, "model_hash": {"type": "string"}, "image": {"type": "object"},
     "heatmap_png_base64": {"type": "string"}, "heatmap_unavailable": {"type": "string"},

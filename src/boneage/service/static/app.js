@@ -112,7 +112,9 @@ async function showPicture() {
 }
 
 function show(r) {
-  $("bone-age").textContent = months(r.bone_age_months);
+  // At the top of the Greulich–Pyle range the service says "at or near skeletal maturity ..."
+  // instead of an age the model cannot back (the same words as the report and the CSV).
+  $("bone-age").textContent = r.maturity || months(r.bone_age_months);
   $("bone-age").dataset.months = r.bone_age_months.toFixed(1);
   $("interval").textContent = r.interval
     ? `${Math.round(r.interval.level * 100)} %: ${r.interval.low_months.toFixed(1)} – ${r.interval.high_months.toFixed(1)} months`
