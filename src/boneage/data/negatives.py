@@ -297,7 +297,7 @@ def read_body_part_folder(folder) -> list[BodyPartImage]:
             part outside :data:`~boneage.inference.quality.BODY_PARTS` (``hand`` included:
             hands are what the gate accepts), or ids without an image; one line naming the file.
     """
-    from boneage.data.labels import find_image
+    from boneage.data.labels import index_images
     from boneage.inference.quality import BODY_PARTS
 
     folder = Path(folder)
@@ -315,6 +315,7 @@ def read_body_part_folder(folder) -> list[BodyPartImage]:
         reader.fieldnames = columns
         rows = [(line, (r.get("id") or "").strip(), (r.get("body_part") or "").strip().lower())
                 for line, r in enumerate(reader, start=2)]
+    images = index_images(folder / "images") if (folder / "images").is_dir() else {}
     out, missing = [], []
     for line, image_id, part in rows:
         if not image_id:
@@ -322,7 +323,7 @@ def read_body_part_folder(folder) -> list[BodyPartImage]:
         if part not in BODY_PARTS:
             raise InputError(f"line {line}: body part {part!r} is not a known one "
                              f"({', '.join(sorted(BODY_PARTS))})", labels)
-        path = find_image(folder / "images", image_id)
+        path = images.get(image_id)
         if path is None:
             missing.append(image_id)
         else:
