@@ -63,7 +63,12 @@ def test_calibrate_writes_interval_and_gate_without_changing_the_bone_age(cli, h
     assert len(cal["half_widths"]) == 3 and 0.0 <= cal["coverage"] <= 1.0
     assert cal["coverage_calibration"] >= 0.9          # by construction of the conformal quantile
     gate = facts["quality_gate"]
-    assert gate["n_fit_radiographs"] == 40 and 0.0 <= gate["accepted_test"] <= 1.0
+    assert gate["n_fit_radiographs"] == 40
+    # Floors under what this seed measures (accepted 0.975, generated negatives refused 0.84,
+    # the stand-in body parts 1.0): an inverted distance quantile accepts none of the held-back
+    # images, a bypassed classifier refuses none of the negatives.
+    assert gate["accepted_test"] >= 0.9
+    assert gate["rejected_test_negatives"] >= 0.7 and gate["rejected_real_test"] >= 0.75
     # half of each body part fitted on (as stored and in 6 variants), the other half only measured
     assert gate["n_negatives_fit"] == gate["n_negatives_test"] == 4
     assert {i[:3] for i in gate["negatives_test_ids"]} == {"leg", "hip"}
