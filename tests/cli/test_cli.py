@@ -265,6 +265,20 @@ def test_compare_two_evaluations_by_age_band(cli, tmp_path):
     assert read_image(plot).pixels.shape[0] > 300
 
 
+def test_compare_names_two_evaluations_of_one_name_by_their_parents(cli, tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    truth = [("a", "True", 30.0), ("b", "False", 70.0)]
+    old = _evaluation_folder(tmp_path / "old" / "heldback", [(i, m, t, t + 4) for i, m, t in truth])
+    new = _evaluation_folder(tmp_path / "new" / "heldback", [(i, m, t, t - 1) for i, m, t in truth])
+    code, out, err = cli("compare", old, new, "--bands", tmp_path / "bands.png")
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if line.startswith("| sex |"))
+    assert "old/heldback: MAE" in header and "new/heldback: MAE" in header
+    female_5_10 = next(line for line in out.splitlines() if line.startswith("| F | 5-10 |"))
+    assert [c.strip() for c in female_5_10.split("|")[3:-1]] == ["1", "4.00", "+4.00", "1.00", "-1.00"]
+
+
 def _undecodable_files(folder):
     """Files whose decoders once printed lines of their own (libpng, OpenCV, pydicom)."""
     import struct

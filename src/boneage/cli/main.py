@@ -351,9 +351,10 @@ def cmd_train_unet(args) -> int:
 
 def cmd_compare(args) -> int:
     from boneage.evaluation.plots import plot_errors_by_band
-    from boneage.evaluation.runs import add_differences, band_tables, bands_table, runs_table, summarize_run
+    from boneage.evaluation.runs import (add_differences, band_tables, bands_table, name_runs_uniquely,
+                                         runs_table, summarize_run)
 
-    rows = add_differences([summarize_run(r) for r in args.runs])
+    rows = add_differences(name_runs_uniquely([summarize_run(r) for r in args.runs], args.runs))
     bands = band_tables(rows) if args.bands else None
     if args.bands:
         plot_errors_by_band(bands, args.bands)

@@ -55,6 +55,17 @@ def summarize_run(run_dir: str | Path) -> dict:
     }
 
 
+def name_runs_uniquely(rows: list[dict], folders: list[str | Path]) -> list[dict]:
+    """Rows whose folder names collide (two ``.../heldback`` evaluations) are named by their
+    parent folder as well (``old/heldback``), so their tables' columns stay apart."""
+    names = [r["run"] for r in rows]
+    for row, folder in zip(rows, folders):
+        if names.count(row["run"]) > 1:
+            path = Path(folder).resolve()
+            row["run"] = f"{path.parent.name}/{path.name}"
+    return rows
+
+
 def add_differences(rows: list[dict], n_boot: int = 2000) -> list[dict]:
     """Give every row after the first ``diff_vs_first``: its MAE minus the first run's on the
     same validation images, with a 95 % paired bootstrap interval (None when the two runs
