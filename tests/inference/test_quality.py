@@ -69,6 +69,14 @@ def test_judge(scores, refused, corrections):
         assert refused in reason
 
 
+@pytest.mark.parametrize("hand_score", [0.99, 0.40])
+def test_a_hand_refused_for_its_distance_is_not_said_to_look_like_another_body_part(hand_score):
+    gate = _gate(radiograph_min=0.2, distance_max=100.0, orientation_sure=0.9)
+    reason, _ = judge(gate, PixelScores(hand_score, 500.0, 0, 0.99, looks_like="hip or pelvis"))
+    assert reason.startswith("looks like a hip or pelvis radiograph, not a hand: unlike") == (hand_score < 0.5)
+    assert "unlike the hand radiographs the model was trained on (distance 500, limit 100)" in reason
+
+
 def test_gate_arithmetic_and_storage():
     gate = _gate(distance_max=7.0)
     feats = np.array([[1.0, 2.0, 0.0, 4.0]])

@@ -361,6 +361,10 @@ def judge(gate: QualityGate, scores: PixelScores) -> tuple[str | None, tuple[str
         return (f"{looks or 'does not look like a hand radiograph'} (hand score {scores.radiograph:.2f}, "
                 f"needs >= {gate.radiograph_min:.2f})"), ()
     if scores.distance > gate.distance_max:
+        # What it looks like is said only where the classifier doubts the hand: a hand refused
+        # for its distance alone (an unusual exposure, a large border) is still a hand, and
+        # "looks like a foot" would misdescribe it.
+        looks = looks if scores.radiograph < 0.5 else ""
         return (f"{looks + ': ' if looks else ''}unlike the hand radiographs the model was trained "
                 f"on (distance {scores.distance:.0f}, limit {gate.distance_max:.0f})"), ()
     if scores.orientation == 0:
