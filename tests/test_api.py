@@ -48,3 +48,24 @@ def test_explain_returns_a_map_on_the_radiograph_as_given(tiny_model, synthetic_
     assert 0.0 <= heat.min() and heat.max() <= 1.0
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     assert pred.bone_age_months == pytest.approx(api.predict(path, "F", model=tiny_model).bone_age_months)
+
+
+def test_the_gate_preprocesses_once_and_the_bone_age_is_the_predictors_own(synthetic_folder):
+    """api.predict hands the gate's preprocessed image to the prediction: the bone age must be
+    exactly what the predictor gives the pixels on its own, as given and after a correction."""
+    from boneage.inference import Predictor
+    from boneage.inference.predictor import default_model_path
+    from boneage.inference.quality import orient
+
+    predictor = Predictor.from_file(default_model_path("onnx"))
+    pixels = read_image(sorted((synthetic_folder / "images").glob("*.png"))[0]).pixels
+    assessed, verdict, pre = predictor.screen_keeping_preprocessed(pixels, force=True)
+    assert pre is not None and np.array_equal(pre, predictor.preprocess(pixels))
+    alone = predictor.predict(pixels, "F").bone_age_months
+    assert api.predict(pixels, "F", model=predictor, force=True).bone_age_months == alone
+    # Turned by 180°: if the gate corrects it, the prediction preprocesses the corrected image.
+    turned = orient(pixels, 2)
+    corrected, verdict, pre = predictor.screen_keeping_preprocessed(turned, force=True)
+    assert (pre is None) == bool(verdict.corrections)
+    via_api = api.predict(turned, "F", model=predictor, force=True).bone_age_months
+    assert via_api == predictor.predict(corrected, "F").bone_age_months

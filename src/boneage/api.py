@@ -79,22 +79,23 @@ def predict(image, sex=None, *, model=None, birth_date=None, study_date=None,
     """
     predictor = load_predictor(model)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
-    pixels, settled, verdict, age = _screened(image, sex, predictor, name, force, birth_date=birth_date,
-                                             study_date=study_date, age_months=age_months)
-    return _with_reading(predictor.predict(pixels, settled), verdict, settled, age)
+    pixels, settled, verdict, age, pre = _screened(image, sex, predictor, name, force, birth_date=birth_date,
+                                                  study_date=study_date, age_months=age_months)
+    return _with_reading(predictor.predict(pixels, settled, preprocessed=pre), verdict, settled, age)
 
 
 def _screened(image, sex, predictor: Predictor, name: str, force: bool, **ages):
     """What :func:`predict` does before the model: read, settle sex, resolve the age (bad
-    ones fail before any work), run the quality gate. ``(pixels, sex, verdict, age)``."""
+    ones fail before any work), run the quality gate. ``(pixels, sex, verdict, age,
+    preprocessed pixels or None)``."""
     pixels, settled, metadata = _read(image, sex, predictor, name)
     try:
         age = resolve_chronological_age(**ages, metadata=metadata)
     except InputError as exc:
         # Say which image: with several on one command line the bare reason is ambiguous.
         raise InputError(exc.problem, exc.path or name) from None
-    pixels, verdict = predictor.screen(pixels, metadata, name=name, force=force)
-    return pixels, settled, verdict, age
+    pixels, verdict, pre = predictor.screen_keeping_preprocessed(pixels, metadata, name=name, force=force)
+    return pixels, settled, verdict, age, pre
 
 
 def _with_reading(prediction: Prediction, verdict, sex, age) -> Prediction:
@@ -127,7 +128,7 @@ def predict_batch(images: Sequence, sexes: Sequence | None = None, *, model=None
                           force, age_months=age)
                 for i, (image, sex, age) in enumerate(zip(images, sexes, ages))]
     batch = predictor.predict_batch([s[0] for s in screened], [s[1] for s in screened])
-    return [_with_reading(p, verdict, sex, age) for p, (_, sex, verdict, age) in zip(batch, screened)]
+    return [_with_reading(p, verdict, sex, age) for p, (_, sex, verdict, age, _) in zip(batch, screened)]
 
 
 def evaluate(data_dir=None, *, csv=None, images=None, model=None, holdout: bool = False,

@@ -210,6 +210,15 @@ class Predictor:
 
         return screen(self, np.asarray(image, dtype=np.float32), metadata, name=name, force=force)
 
+    def screen_keeping_preprocessed(self, image: np.ndarray, metadata=None, *, name: str | None = None,
+                                    force: bool = False) -> tuple[np.ndarray, QualityVerdict, np.ndarray | None]:
+        """:meth:`screen`, and the preprocessed pixels when the gate computed them (else None),
+        for :meth:`predict`'s ``preprocessed``."""
+        from boneage.inference.quality import screen_keeping_preprocessed
+
+        return screen_keeping_preprocessed(self, np.asarray(image, dtype=np.float32), metadata,
+                                           name=name, force=force)
+
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """The recipe's deterministic preprocessing of a [0, 1] image."""
         return self._pre(np.asarray(image, dtype=np.float32))
@@ -292,10 +301,17 @@ class Predictor:
                           model_name=self.recipe.name, model_hash=self.info.get("model_sha256", "")[:16],
                           interval=self.calibration.interval(value) if self.calibration else None)
 
-    def predict(self, image: np.ndarray, sex: str | bool | None) -> Prediction:
-        """Bone age of one radiograph given as a 2-D float array in [0, 1]."""
+    def predict(self, image: np.ndarray, sex: str | bool | None,
+                preprocessed: np.ndarray | None = None) -> Prediction:
+        """Bone age of one radiograph given as a 2-D float array in [0, 1]; ``preprocessed``,
+        the image's :meth:`preprocess` when already computed (by the quality gate), is used
+        instead of preprocessing it again."""
         sex_n = self._settle_sex(sex)
-        return self._result(self.predict_views(self._check_array(image), sex_n), sex_n)
+        image = self._check_array(image)
+        if preprocessed is None or self._pre_variants:
+            return self._result(self.predict_views(image, sex_n), sex_n)
+        views = self.views_of_preprocessed(preprocessed)
+        return self._result(self._run(views, np.full(len(views), sex_n.flag, np.float32)), sex_n)
 
     def predict_batch(self, images, sexes) -> list[Prediction]:
         """Bone ages of several radiographs, their views batched together; each result equals

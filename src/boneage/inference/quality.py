@@ -317,12 +317,12 @@ def remaining(h: int, c: int) -> int:
 _REMAIN = np.array([[remaining(h, c) for c in range(8)] for h in range(8)])
 
 
-def candidate_features(predictor, image: np.ndarray) -> np.ndarray:
+def candidate_features(predictor, image: np.ndarray, preprocessed: np.ndarray | None = None) -> np.ndarray:
     """Features of the image under each of the 8 corrections, shape (8, D): row ``c`` is
     :func:`undo_orientation` of the *preprocessed* image. Turning after preprocessing, not
     before, preprocesses a full-resolution radiograph once instead of 8 times (most of the
     gate's cost); the gate is fitted the same way (:func:`~boneage.inference.calibrate.orientation_stack`)."""
-    pre = predictor.preprocess(np.asarray(image, np.float32))
+    pre = predictor.preprocess(np.asarray(image, np.float32)) if preprocessed is None else preprocessed
     return image_features(predictor, [undo_orientation(pre, c) for c in range(len(ORIENTATIONS))],
                           preprocessed=True)
 
@@ -347,9 +347,11 @@ def scores_from_candidates(gate: QualityGate, feats: np.ndarray) -> PixelScores:
                        looks_like=gate.looks_like(classes))
 
 
-def score_pixels(gate: QualityGate, predictor, image: np.ndarray) -> tuple[PixelScores, np.ndarray]:
-    """The gate's scores for one image and the image corrected to its likeliest orientation."""
-    scores = scores_from_candidates(gate, candidate_features(predictor, image))
+def score_pixels(gate: QualityGate, predictor, image: np.ndarray,
+                 preprocessed: np.ndarray | None = None) -> tuple[PixelScores, np.ndarray]:
+    """The gate's scores for one image and the image corrected to its likeliest orientation
+    (``preprocessed``: the image's :meth:`~Predictor.preprocess`, when already computed)."""
+    scores = scores_from_candidates(gate, candidate_features(predictor, image, preprocessed))
     corrected = undo_orientation(image, scores.orientation) if scores.orientation else image
     return scores, corrected
 
@@ -383,6 +385,15 @@ def screen(predictor, pixels, metadata=None, *, name: str | None = None, force: 
     Without a gate in the model file only the header and colour checks run (the verdict's
     ``scores`` are then empty). A forced image is assessed as given, uncorrected.
     """
+    pixels, verdict, _ = screen_keeping_preprocessed(predictor, pixels, metadata, name=name, force=force)
+    return pixels, verdict
+
+
+def screen_keeping_preprocessed(predictor, pixels, metadata=None, *, name: str | None = None,
+                                force: bool = False):
+    """:func:`screen`, and the recipe's preprocessing of the pixels to assess when the gate
+    computed it (else None): ``(pixels, verdict, preprocessed)``. A prediction that follows
+    reuses it instead of preprocessing a full-resolution radiograph a second time."""
     from boneage.errors import QualityRefusal
 
     reason = header_refusal(metadata)
@@ -391,16 +402,19 @@ def screen(predictor, pixels, metadata=None, *, name: str | None = None, force: 
                   f"average), not a radiograph")
     scores_dict: dict = {}
     corrections: tuple[str, ...] = ()
-    corrected = pixels
+    corrected, pre = pixels, None
     gate = getattr(predictor, "quality_gate", None)
     if reason is None and gate is not None:
-        scores, corrected = score_pixels(gate, predictor, pixels)
+        pre = predictor.preprocess(pixels)
+        scores, corrected = score_pixels(gate, predictor, pixels, pre)
         scores_dict = {"radiograph": scores.radiograph, "distance": scores.distance,
                        "orientation_probability": scores.orientation_probability}
         reason, corrections = judge(gate, scores)
     if reason is not None:
         if not force:
             raise QualityRefusal(reason, name)
-        return pixels, QualityVerdict(accepted=False, reason=reason, scores=scores_dict, forced=True)
-    return (corrected if corrections else pixels), QualityVerdict(
-        accepted=True, corrections=corrections, scores=scores_dict)
+        return pixels, QualityVerdict(accepted=False, reason=reason, scores=scores_dict, forced=True), pre
+    verdict = QualityVerdict(accepted=True, corrections=corrections, scores=scores_dict)
+    # A corrected image is preprocessed again: turning the preprocessed copy is what the gate
+    # compares, not exactly what preprocessing the turned radiograph gives.
+    return (corrected, verdict, None) if corrections else (pixels, verdict, pre)
