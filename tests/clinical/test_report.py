@@ -42,9 +42,13 @@ def predictor():
 
 @pytest.fixture(scope="module")
 def tall_png(tmp_path_factory):
-    """A synthetic radiograph 300 px high and 200 px wide (not the model's square)."""
-    return write_example_radiograph(tmp_path_factory.mktemp("rep") / "hand.png", age_months=120,
-                                    sex="M", size=(300, 200))
+    """An image 300 px high and 200 px wide (not the model's square) that the bundled gate
+    refuses whatever model is bundled: a generated MR-like slice, forced past the gate."""
+    from boneage.data.negatives import negative_image
+
+    path = tmp_path_factory.mktemp("rep") / "hand.png"
+    cv2.imwrite(str(path), np.round(negative_image("other_modality/mr", 3, size=(300, 200)) * 255).astype(np.uint8))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +96,7 @@ def test_html_report_shows_the_reading_the_interval_the_forcing_and_the_intended
     p = report.prediction
     months = p.bone_age_months
     assert f"{months:.1f} months ({months / 12:.1f} years)" in text
-    # the bundled model is calibrated; the synthetic drawing was forced past the gate
+    # the bundled model is calibrated; the image was forced past the gate
     assert f"{p.interval.low_months:.1f}–{p.interval.high_months:.1f} months" in text and NO_INTERVAL not in text
     assert p.quality.forced and "forced" in text.lower()
     without = " ".join(parse_html(render_html(replace(report, prediction=replace(p, interval=None)))).text)
@@ -159,7 +163,7 @@ def test_json_report_has_the_same_fields(report, tmp_path):
     assert data["intended_use"] == INTENDED_USE
     assert data["image"] == {"name": "hand.png", "format": "png", "width": 200, "height": 300}
     assert data["patient"] == {}  # a PNG has no patient fields
-    assert data["quality"]["verdict"] == "forced" and data["quality"]["reason"]  # a drawing, forced past the gate
+    assert data["quality"]["verdict"] == "forced" and data["quality"]["reason"]  # not a radiograph, forced past the gate
     heat = data["heatmap"]
     assert (heat["overlay_height"], heat["overlay_width"]) == (300, 200)
     assert 0 <= heat["peak_row"] < 300 and 0 <= heat["peak_col"] < 200
