@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from boneage.cli.main import main
 from boneage.inference import Predictor, default_model_path, read_model_metadata
@@ -54,21 +55,23 @@ def test_synthetic_16bit_dicom_matches_png_without_real_data(tmp_path):
                - p.predict(read_image(dcm).pixels, "M").bone_age_months) < 1.0
 
 
-def test_raw_radiographs_read_like_their_100px_copies(data_dir):
-    """Issue 8: the raw RSNA files and their nearest-neighbour 100-px copies, same hands.
+def test_raw_radiographs_read_like_their_299px_copies(data_dir):
+    """Issues 8 and 28: the raw RSNA files and their area-shrunk 299-px copies, same hands.
 
-    First bundled model: mean difference +7.93, mean absolute 8.58 months. Retrained model:
-    +2.90 and 3.34. With the nearest-neighbour copy's views pooled in (the copy is then one
-    of the two preparations the model sees, pixel for pixel): +1.45 and 1.67. The bounds are
-    the issue's target."""
+    The 224-px model trained on the 299-px copies: mean difference +0.18, mean absolute 0.82
+    months (issue 28's bounds: 2 and ±1.5). (The 100-px nearest-neighbour copies were issue
+    8's pairing, for the 112-px model trained on them: +1.45 and 1.67 then; the 224-px model
+    reads them +3.79 months apart, 5.45 mean absolute: it is not made for aliased copies.)"""
     from boneage.data.labels import load_samples
     from boneage.evaluation.robustness import paired_consistency
 
+    if not (data_dir / "rsna-299px" / "labels.csv").is_file():
+        pytest.skip(f"rsna-299px not found in {data_dir}")
     pairs = paired_consistency(Predictor.from_file(), load_samples(data_dir / "rsna-raw13"),
-                               load_samples(data_dir / "rsna-100px"))
+                               load_samples(data_dir / "rsna-299px"))
     assert pairs["n"] == 13
-    assert pairs["mean_abs_difference"] <= 3.0, pairs
-    assert abs(pairs["mean_difference"]) <= 2.0, pairs
+    assert pairs["mean_abs_difference"] <= 2.0, pairs
+    assert abs(pairs["mean_difference"]) <= 1.5, pairs
 
 
 # Mean |nearest - area| over the five synthetic hands below: first bundled model 14.1 months,
