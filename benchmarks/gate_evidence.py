@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     from boneage.inference import Predictor
     from boneage.inference.calibrate import _prepare, candidates_of, orientation_stack
     from boneage.inference.modelfile import load_model_extras
-    from boneage.inference.quality import judge, scores_from_candidates
+    from boneage.inference.quality import gate_scores, judge
     from boneage.io import read_image
 
     for other in args.before:
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         np.concatenate([orientation_stack(predictor, ims) for ims in generated.values()]))
 
     def accepted(gate, stack, h=0):
-        return np.array([judge(gate, scores_from_candidates(gate, r))[0] is None for r in candidates_of(stack, h)])
+        return np.array([judge(gate, gate_scores(gate, r))[0] is None for r in candidates_of(stack, h)])
 
     table = {name: {} for name, _, _ in rows}
     for gname, gate in gates:
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
             table[name][gname] = [int(accepted(gate, stack).sum()), len(stack)]
         right = []
         for h in range(8):
-            scores = [scores_from_candidates(gate, r) for r in candidates_of(test_stack, h)]
+            scores = [gate_scores(gate, r) for r in candidates_of(test_stack, h)]
             right.append([s.orientation == h and judge(gate, s)[0] is None for s in scores])
             orient_ok = [s.orientation == h for s in scores]
             table.setdefault(f"test half turned/inverted, orientation {h}: right", {})[gname] = [int(np.sum(orient_ok)), len(scores)]

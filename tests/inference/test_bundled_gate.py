@@ -66,6 +66,26 @@ def test_real_radiograph_turned_or_inverted_is_corrected(bundled, data_dir):
         assert p.bone_age_months == pytest.approx(base.bone_age_months, abs=0.01)
 
 
+def test_an_upright_radiograph_costs_one_feature_pass_and_a_turned_one_eight(data_dir):
+    """The gate's one-pass way: an upright hand it is sure of is decided from the image as
+    given; a turned one needs the other 7 candidate corrections and is corrected."""
+    from boneage.inference.predictor import default_model_path
+    from boneage.inference.quality import score_pixels
+    from boneage.io import read_image
+
+    predictor = Predictor.from_file(default_model_path("onnx"))
+    passes = []
+    features = predictor.features
+    predictor.features = lambda views: passes.append(len(views)) or features(views)
+    upright = read_image(sorted((data_dir / "rsna-fullres" / "images").glob("*.png"))[0]).pixels
+    scores, _ = score_pixels(predictor.quality_gate, predictor, upright)
+    assert sum(passes) == 1 and scores.orientation == 0 and scores.radiograph >= 0.5
+    passes.clear()
+    scores, corrected = score_pixels(predictor.quality_gate, predictor, orient(upright, 1))
+    assert sum(passes) == 8 and scores.orientation == 1
+    np.testing.assert_allclose(corrected, upright)
+
+
 @pytest.mark.parametrize("age", [30.0, 150.0])
 def test_turned_and_inverted_synthetic_radiographs_get_their_orientation(bundled, age, tmp_path):
     """The synthetic drawings are too unlike real radiographs to be accepted, but the

@@ -7,8 +7,8 @@ import pytest
 from boneage.data.negatives import FIT_VARIANTS, NEGATIVES, TEST_VARIANTS, negative_image
 from boneage.errors import QualityRefusal
 from boneage.inference.quality import (
-    ORIENTATIONS, PixelScores, QualityGate, describe_correction, header_refusal, judge, orient,
-    screen, undo_orientation,
+    ORIENTATIONS, PixelScores, QualityGate, describe_correction, gate_scores, header_refusal, judge,
+    orient, screen, undo_orientation, upright_hand_scores,
 )
 from boneage.io.image import ImageMetadata
 
@@ -75,6 +75,25 @@ def test_a_hand_refused_for_its_distance_is_not_said_to_look_like_another_body_p
     reason, _ = judge(gate, PixelScores(hand_score, 500.0, 0, 0.99, looks_like="hip or pelvis"))
     assert reason.startswith("looks like a hip or pelvis radiograph, not a hand: unlike") == (hand_score < 0.5)
     assert "unlike the hand radiographs the model was trained on (distance 500, limit 100)" in reason
+
+
+def test_an_upright_hand_is_decided_from_its_first_pass_alone():
+    gate = _gate(radiograph_min=0.2, distance_max=100.0, orientation_sure=0.9)
+    gate.radiograph_b = np.array(3.0)                        # hand probability 0.953
+    gate.orientation_b = np.array([5.0] + [0.0] * 7)         # upright 0.955
+    s = upright_hand_scores(gate, np.zeros(4))
+    assert (s.orientation, s.distance) == (0, 0.0)
+    assert s.radiograph == pytest.approx(1 / (1 + np.exp(-3.0)))
+    assert s.orientation_probability == pytest.approx(np.exp(5) / (np.exp(5) + 7))
+    # Anything less than a sure, near, upright hand goes to the 8-candidate consensus:
+    assert upright_hand_scores(gate, np.array([0.0, 0.0, 30.0, 0.0])) is None   # distance 225 > 100
+    gate.orientation_b = np.zeros(8)
+    assert upright_hand_scores(gate, np.zeros(4)) is None                      # upright 1/8
+    gate.orientation_b = np.array([5.0] + [0.0] * 7)
+    gate.radiograph_b = np.array(-0.5)                                         # hand 0.38: above the
+    assert upright_hand_scores(gate, np.zeros(4)) is None                      # threshold, below 0.5
+    consensus = gate_scores(gate, np.zeros((8, 4)))
+    assert consensus.radiograph == pytest.approx(1 / (1 + np.exp(0.5)))
 
 
 def test_gate_arithmetic_and_storage():

@@ -30,7 +30,7 @@ from boneage.data.negatives import (
 from boneage.errors import InputError
 from boneage.inference.interval import coverage, fit_conformal
 from boneage.inference.quality import (
-    _REMAIN, GENERATED, HAND, ORIENTATIONS, QualityGate, image_features, judge, orient,
+    _REMAIN, GENERATED, HAND, ORIENTATIONS, QualityGate, gate_scores, image_features, judge, orient,
     scores_from_candidates,
 )
 
@@ -197,7 +197,7 @@ def fit_gate(radiographs: np.ndarray, negatives: np.ndarray, calibration: np.nda
 
 def refused_share(gate: QualityGate, stack: np.ndarray) -> float:
     """Share of the images of an orientation stack (as given) that the gate refuses."""
-    return float(np.mean([judge(gate, scores_from_candidates(gate, row))[0] is not None
+    return float(np.mean([judge(gate, gate_scores(gate, row))[0] is not None
                           for row in candidates_of(stack, 0)]))
 
 
@@ -207,7 +207,7 @@ def measure_gate(gate: QualityGate, radiographs: np.ndarray, negatives_by_varian
     refused), and the share of negatives of each variant (or body part) that is refused."""
     per_class = {}
     for h in range(len(ORIENTATIONS)):
-        scores = [scores_from_candidates(gate, row) for row in candidates_of(radiographs, h)]
+        scores = [gate_scores(gate, row) for row in candidates_of(radiographs, h)]
         verdicts = [judge(gate, s)[0] is None for s in scores]
         right = [s.orientation == h for s in scores]
         per_class[h] = {"orientation_right": float(np.mean(right)),
