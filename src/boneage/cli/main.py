@@ -359,9 +359,8 @@ def cmd_compare(args) -> int:
     if args.bands:
         plot_errors_by_band(bands, args.bands)
     if args.json:
-        _print_json({"runs": [{k: v for k, v in r.items() if k not in ("val_predictions", "val_male")}
-                              for r in rows], "bands": bands} if bands else
-                    [{k: v for k, v in r.items() if k not in ("val_predictions", "val_male")} for r in rows])
+        runs = [{k: v for k, v in r.items() if k not in ("val_predictions", "val_male")} for r in rows]
+        _print_json({"runs": runs, "bands": bands} if bands else runs)
     else:
         print(runs_table(rows))
         if bands:

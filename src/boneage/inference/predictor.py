@@ -274,9 +274,16 @@ class Predictor:
                 out.append(self.model.pool(self.model.forward_features(x)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
-    def predict_views(self, image: np.ndarray, sex: Sex | str) -> np.ndarray:
-        """Bone age in months for each view (patch and/or flip) of a raw [0, 1] image."""
-        views = self.views(image)
+    def predict_views(self, image: np.ndarray, sex: Sex | str,
+                      preprocessed: np.ndarray | None = None) -> np.ndarray:
+        """Bone age in months for each view (patch and/or flip) of a raw [0, 1] image;
+        ``preprocessed``, its :meth:`preprocess` when already computed, is used instead of
+        preprocessing it again (unless the recipe adds copies of its own,
+        ``inference.preprocess_views``)."""
+        if preprocessed is None or self._pre_variants:
+            views = self.views(image)
+        else:
+            views = self.views_of_preprocessed(preprocessed)
         return self._run(views, np.full(len(views), Sex.parse(sex).flag, np.float32))
 
     def _settle_sex(self, sex) -> Sex:
@@ -307,11 +314,7 @@ class Predictor:
         the image's :meth:`preprocess` when already computed (by the quality gate), is used
         instead of preprocessing it again."""
         sex_n = self._settle_sex(sex)
-        image = self._check_array(image)
-        if preprocessed is None or self._pre_variants:
-            return self._result(self.predict_views(image, sex_n), sex_n)
-        views = self.views_of_preprocessed(preprocessed)
-        return self._result(self._run(views, np.full(len(views), sex_n.flag, np.float32)), sex_n)
+        return self._result(self.predict_views(self._check_array(image), sex_n, preprocessed), sex_n)
 
     def predict_batch(self, images, sexes) -> list[Prediction]:
         """Bone ages of several radiographs, their views batched together; each result equals

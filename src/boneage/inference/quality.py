@@ -317,12 +317,12 @@ def remaining(h: int, c: int) -> int:
 _REMAIN = np.array([[remaining(h, c) for c in range(8)] for h in range(8)])
 
 
-def candidate_features(predictor, image: np.ndarray, preprocessed: np.ndarray | None = None) -> np.ndarray:
+def candidate_features(predictor, image: np.ndarray) -> np.ndarray:
     """Features of the image under each of the 8 corrections, shape (8, D): row ``c`` is
     :func:`undo_orientation` of the *preprocessed* image. Turning after preprocessing, not
     before, preprocesses a full-resolution radiograph once instead of 8 times (most of the
     gate's cost); the gate is fitted the same way (:func:`~boneage.inference.calibrate.orientation_stack`)."""
-    pre = predictor.preprocess(np.asarray(image, np.float32)) if preprocessed is None else preprocessed
+    pre = predictor.preprocess(np.asarray(image, np.float32))
     return image_features(predictor, [undo_orientation(pre, c) for c in range(len(ORIENTATIONS))],
                           preprocessed=True)
 
