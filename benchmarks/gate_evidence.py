@@ -25,10 +25,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from boneage.inference.loader import load_predictor
 
 
 def _weights_equal(a: Path, b: Path) -> bool:
-    from boneage.inference.modelfile import read_weights
+    from boneage.inference.torch_model import read_weights
 
     wa, wb = read_weights(a), read_weights(b)
     return wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa)
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     from boneage.data.split import holdout_subset
     from boneage.evaluation.robustness import model_grid
     from boneage.inference import Predictor
-    from boneage.inference.calibrate import _prepare, candidates_of, orientation_stack
+    from boneage.evaluation.calibrate import _prepare, candidates_of, orientation_stack
     from boneage.inference.modelfile import load_model_extras
     from boneage.inference.quality import gate_scores, judge
     from boneage.io import read_image
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
         if not _weights_equal(other, args.model):
             print(f"{other}: its weights differ from {args.model}'s; measure it on its own", file=sys.stderr)
             return 2
-    predictor = Predictor.from_file(args.model)
+    predictor = load_predictor(args.model)
     gates = [(p.name, load_model_extras(p)[0]) for p in args.before + [args.model]]
     facts = predictor.info.get("quality_gate", {})
     d = args.data

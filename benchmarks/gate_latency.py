@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from boneage.inference.loader import load_predictor
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
     from boneage.inference import Predictor
     from boneage.io import read_image
 
-    predictors = [Predictor.from_file(m, threads=1) for m in args.models]
+    predictors = [load_predictor(m, threads=1) for m in args.models]
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[: args.n]
     images = [read_image(p).pixels for p in paths]
     gate_ms = [[] for _ in predictors]

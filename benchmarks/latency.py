@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from boneage.inference.loader import load_predictor
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -101,7 +102,7 @@ def agreement(model: str | None, onnx_path: str, data: Path, limit: int | None) 
     from boneage.data.split import holdout_subset
     from boneage.inference import Predictor
 
-    torch_p, onnx_p = Predictor.from_file(model), Predictor.from_file(onnx_path)
+    torch_p, onnx_p = load_predictor(model), load_predictor(onnx_path)
     samples = holdout_subset(load_samples(data, None, None, None), torch_p.recipe.data, torch_p.info)[:limit]
     cache = PreprocessedCache(samples, torch_p.recipe, progress=False)
     images, sexes = [cache.image(k) for k in range(len(samples))], [s.sex for s in samples]
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
     tmp = tempfile.TemporaryDirectory()
     onnx_path = args.onnx
     if onnx_path is None:
-        from boneage.inference.onnx_model import export_onnx
+        from boneage.inference.onnx_export import export_onnx
 
         onnx_path = str(export_onnx(model, Path(tmp.name) / "model.onnx"))
     results: dict = {"model": Path(model).name, "cpu_count": os.cpu_count()}

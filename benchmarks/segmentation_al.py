@@ -66,8 +66,8 @@ def real_data(root: Path, data: Path, masks: Path, side: int) -> Path:
 
 def test_dice(run, test_samples, test_masks):
     from boneage.io.image import read_image
-    from boneage.segmentation.networks import mask_from_probability, probability_maps
-    from boneage.segmentation.unet import dice_score
+    from boneage.models.segmenter import mask_from_probability, probability_maps
+    from boneage.models.unet import dice_score
 
     images = [read_image(s.path).pixels for s in test_samples]
     out = []

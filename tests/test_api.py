@@ -8,6 +8,7 @@ import pytest
 from boneage import api
 from boneage.errors import InputError
 from boneage.io import read_image, write_dicom
+from boneage.inference.loader import load_predictor
 
 
 def test_predict_accepts_paths_images_and_arrays_alike(tiny_model, synthetic_folder, tmp_path):
@@ -57,7 +58,7 @@ def test_the_gate_preprocesses_once_and_the_bone_age_is_the_predictors_own(synth
     from boneage.inference.predictor import default_model_path
     from boneage.inference.quality import orient
 
-    predictor = Predictor.from_file(default_model_path("onnx"))
+    predictor = load_predictor(default_model_path("onnx"))
     pixels = read_image(sorted((synthetic_folder / "images").glob("*.png"))[0]).pixels
     assessed, verdict, pre = predictor.screen_keeping_preprocessed(pixels, force=True)
     assert pre is not None and np.array_equal(pre, predictor.preprocess(pixels))

@@ -11,7 +11,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_loads_and_names_a_registered_model(path):
     from boneage.models import list_models
-    from boneage.segmentation.networks import SEGMENTERS
+    from boneage.models.segmenter import SEGMENTERS
 
     r = load_recipe(path)
     # a segmentation recipe names a segmentation network (they map images to masks, not months)

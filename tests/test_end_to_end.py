@@ -8,6 +8,7 @@ import pytest
 from boneage.cli.main import main
 from boneage.inference import Predictor, default_model_path, read_model_metadata
 from boneage.io import read_image, write_dicom
+from boneage.inference.loader import load_predictor
 
 
 def test_bundled_model_is_installed_and_self_describing():
@@ -36,7 +37,7 @@ def test_16bit_monochrome1_dicom_predicts_within_a_month_of_its_png(tmp_path, da
                       rescale_slope=1.0, rescale_intercept=0.0, sex="F")
     loaded = read_image(dcm)
     assert loaded.metadata.photometric == "MONOCHROME1" and loaded.metadata.bit_depth == 16
-    p = Predictor.from_file()
+    p = load_predictor()
     a = p.predict(pixels, "F").bone_age_months
     b = p.predict(loaded.pixels, loaded.metadata.sex).bone_age_months
     assert abs(a - b) < 1.0, (a, b)
@@ -50,7 +51,7 @@ def test_synthetic_16bit_dicom_matches_png_without_real_data(tmp_path):
     dcm = write_dicom(tmp_path / "s.dcm", pixels, photometric="MONOCHROME1", bits_stored=16,
                       rescale_slope=2.0, rescale_intercept=-1000.0)
     np.testing.assert_allclose(read_image(dcm).pixels, pixels, atol=1 / 255)
-    p = Predictor.from_file()
+    p = load_predictor()
     assert abs(p.predict(pixels, "M").bone_age_months
                - p.predict(read_image(dcm).pixels, "M").bone_age_months) < 1.0
 
@@ -67,7 +68,7 @@ def test_raw_radiographs_read_like_their_299px_copies(data_dir):
 
     if not (data_dir / "rsna-299px" / "labels.csv").is_file():
         pytest.skip(f"rsna-299px not found in {data_dir}")
-    pairs = paired_consistency(Predictor.from_file(), load_samples(data_dir / "rsna-raw13"),
+    pairs = paired_consistency(load_predictor(), load_samples(data_dir / "rsna-raw13"),
                                load_samples(data_dir / "rsna-299px"))
     assert pairs["n"] == 13
     assert pairs["mean_abs_difference"] <= 2.0, pairs
@@ -85,7 +86,7 @@ def test_nearest_and_area_shrinking_give_about_the_same_bone_age_without_real_da
     from boneage.data.synthetic import make_radiograph
     from boneage.transforms import functional as F
 
-    p = Predictor.from_file()
+    p = load_predictor()
     diffs = []
     for i, age in enumerate([40, 80, 120, 160, 200]):
         image = make_radiograph(age, "MF"[i % 2], size=(1000, 800), seed=i).image
@@ -102,7 +103,7 @@ def test_frames_do_not_move_the_raw_radiographs(data_dir):
     from boneage.data.labels import load_samples
     from boneage.evaluation.robustness import resolve_preparations, run_robustness
 
-    report = run_robustness(Predictor.from_file(), load_samples(data_dir / "rsna-raw13"),
+    report = run_robustness(load_predictor(), load_samples(data_dir / "rsna-raw13"),
                             resolve_preparations(["border_white", "border_black"]))
     shifts = {row["preparation"]: row["mean_shift"] for row in report["rows"]}
     assert abs(shifts["border_white"]) <= 3.0 and abs(shifts["border_black"]) <= 3.0, shifts
@@ -115,7 +116,7 @@ def test_a_white_frame_around_a_grey_film_keeps_its_bone_age_without_real_data()
     from boneage.data.synthetic import make_radiograph
     from boneage.transforms import functional as F
 
-    p = Predictor.from_file()
+    p = load_predictor()
     moved = []
     for i, age in enumerate([60, 120, 180]):
         image = make_radiograph(age, "MF"[i % 2], size=(600, 480), seed=i, nuisance=False).image

@@ -14,6 +14,8 @@ s with one-line messages.
 
 from __future__ import annotations
 
+import datetime
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -22,9 +24,13 @@ from typing import Sequence
 import numpy as np
 
 from boneage.clinical import clinical_reading, resolve_chronological_age
-from boneage.errors import InputError, SexUnknown
-from boneage.inference import Prediction, Predictor, default_model_path
+from boneage.errors import BoneAgeError, InputError, QualityRefusal, SexUnknown
+from boneage.inference import Prediction, Predictor, default_model_path, loader
+from boneage.inference.files import FileResult, check_sex_ids, image_id, prefetch_images, read_sex_csv
+from boneage.io import LoadedImage, read_image
+from boneage.reporting.report import HEATMAP_NOT_ASKED, BoneAgeReport, build_report, patient_fields
 from boneage.sex import Sex
+from boneage.visualize import HEATMAP_METHODS
 
 ImageLike = "str | os.PathLike | LoadedImage | np.ndarray"
 
@@ -39,14 +45,12 @@ def load_predictor(model: str | os.PathLike | Predictor | None = None, device: s
     """
     if isinstance(model, Predictor):
         return model
-    return Predictor.from_file(model, device=device, threads=threads)
+    return loader.load_predictor(model, device=device, threads=threads)
 
 
 def _read(image, sex, predictor: Predictor, name: str):
     """Pixels of any image-like input, its sex (the argument, else the file's tag) and the
     file's metadata (None for arrays)."""
-    from boneage.io import LoadedImage, read_image
-
     metadata = None
     if isinstance(image, (str, os.PathLike)):
         image = read_image(image)
@@ -138,35 +142,24 @@ def evaluate(data_dir=None, *, csv=None, images=None, model=None, holdout: bool 
     ``holdout`` keeps only the images the model held back in training (by their stored ids);
     ``out`` also writes ``predictions.csv``, ``summary.json`` and plots there.
     """
-    from boneage.data.datasets import PreprocessedCache
-    from boneage.data.labels import load_samples
-    from boneage.data.split import holdout_subset
-    from boneage.evaluation import metrics
-    from boneage.evaluation.report import write_prediction_report
-    from boneage.inference.batch import predict_cached
-
     if limit is not None and limit < 1:
         raise InputError(f"limit must be >= 1, got {limit}")
     # Batched evaluation runs the PyTorch network over cached views: the bundled model's own
     # file, not the ONNX export that single predictions use.
     predictor = load_predictor(default_model_path("torch") if model is None else model)
-    samples = load_samples(data_dir, csv, images, None if holdout else limit)
-    if holdout:
-        samples = holdout_subset(samples, predictor.recipe.data, predictor.info)[:limit]
-    missing = [s.id for s in samples if s.boneage is None]
-    if missing:
-        raise InputError(f"evaluation needs bone-age labels; {len(missing)} image(s) have none")
-    cache = PreprocessedCache(samples, predictor.recipe, progress=progress)
-    preds, per_view = predict_cached(predictor.model, predictor.recipe, cache, range(len(samples)),
-                                     predictor.device, progress=progress)
-    extra = {"model_name": predictor.recipe.name, "model_hash": predictor.info.get("model_sha256", "")[:16]}
-    if out is not None:
-        return write_prediction_report(out, samples, preds, spreads=[float(np.std(v)) for v in per_view],
-                                       extra=extra)
-    summary = metrics.summarize(preds, np.array([s.boneage for s in samples]),
-                                np.array([s.male for s in samples]))
-    summary.update(extra)
-    return summary
+    # boundary: PyTorch (batched evaluation); predicting, which the light install does, needs none.
+    from boneage.evaluation.labelled import evaluate_labelled
+
+    return evaluate_labelled(predictor, data_dir, csv=csv, images=images, holdout=holdout,
+                             limit=limit, out=out, progress=progress)
+
+
+def _gradcam():
+    """The heat-map module, :mod:`boneage.evaluation.gradcam`."""
+    # boundary: PyTorch, only when a heat map is asked for; predictions never need it.
+    from boneage.evaluation import gradcam
+
+    return gradcam
 
 
 def explain(image, sex=None, *, model=None, out=None, title: str | None = None, method: str = "gradcam"):
@@ -175,18 +168,17 @@ def explain(image, sex=None, *, model=None, out=None, title: str | None = None, 
     :func:`boneage.evaluation.gradcam.heatmap_to_original`); ``out`` (a .png) also writes
     the overlay. ``method``: ``"gradcam"`` or ``"cam"`` (exact class activation maps, see
     :func:`boneage.evaluation.gradcam.cam_decomposition`)."""
-    from boneage.evaluation.gradcam import METHODS, explain_image, overlay_heatmap
-
-    if method not in METHODS:
-        raise InputError(f"unknown heat-map method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in HEATMAP_METHODS:
+        raise InputError(f"unknown heat-map method {method!r}; choose one of {', '.join(HEATMAP_METHODS)}")
+    gradcam = _gradcam()
     predictor = load_predictor(model)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
     pixels, settled, _ = _read(image, sex, predictor, name)
-    prediction, heat, pre = explain_image(predictor, pixels, settled, method=method)
+    prediction, heat, pre = gradcam.explain_image(predictor, pixels, settled, method=method)
     if out is not None:
         label = f"{Path(name).name}: " if name != "<image>" else ""
         shown = "Grad-CAM" if method == "gradcam" else "CAM"
-        overlay_heatmap(pre, heat, Path(out), title=title or f"{label}bone age {prediction.bone_age_text()}, "
+        gradcam.overlay_heatmap(pre, heat, Path(out), title=title or f"{label}bone age {prediction.bone_age_text()}, "
                                                               f"sex {prediction.sex}; {shown}")
     return prediction, heat, pre
 
@@ -208,9 +200,6 @@ def predict_files(paths, sex=None, *, sex_from=None, model=None, force: bool = F
     Folders and glob patterns: expand them first with
     :func:`~boneage.inference.files.expand_inputs`.
     """
-    from boneage.errors import BoneAgeError, QualityRefusal
-    from boneage.inference.files import FileResult, check_sex_ids, image_id, prefetch_images, read_sex_csv
-
     paths = [os.fspath(p) for p in paths]
     given = Sex.parse_optional(sex)
     if sex_from is None:
@@ -256,3 +245,65 @@ def predict_files(paths, sex=None, *, sex_from=None, model=None, force: bool = F
                              sex_source=source)
 
     return run()
+
+
+def create_report(image, sex=None, *, model=None, birth_date=None, study_date=None,
+                  age_months=None, force: bool = False, name: str | None = None,
+                  source=None, report_date: datetime.datetime | None = None,
+                  heatmap: bool = False, patient_id: str | None = None,
+                  accession: str | None = None) -> BoneAgeReport:
+    """Read, screen, predict and explain one radiograph, and build its report.
+
+    Arguments as for :func:`predict` (``image``: a path or a
+    :class:`~boneage.io.LoadedImage`; ``name`` names it in messages and in the report;
+    ``source``: the file a LoadedImage was read from, whose DICOM header gives the patient's
+    name and accession number, which LoadedImage does not keep; ``patient_id`` and
+    ``accession`` put those on the report instead of the file's tags, e.g. for a PNG, which
+    has none). They go into the report only, never into a log or message.
+    ``heatmap``: add a Grad-CAM heat map, computed on the pixels the model assessed (after
+    any correction by the quality gate) and carried back to their full size and aspect ratio.
+    Off by default: it needs the PyTorch network (loaded only then), and on real radiographs
+    its hottest area may lie on background, which a reader could take for what the model
+    looked at.
+
+    Raises:
+        InputError: an unreadable image, bad dates or ages, unknown sex.
+        QualityRefusal: the quality gate refused the image (``force=True`` assesses it).
+    """
+    path = image if isinstance(image, (str, os.PathLike)) else source
+    label = str(name or path or "<image>")
+    loaded = read_image(image) if isinstance(image, (str, os.PathLike)) else image
+    if not isinstance(loaded, LoadedImage):
+        raise TypeError(f"image must be a path or a LoadedImage, got {type(image).__name__}")
+    predictor = load_predictor(model)
+    try:
+        prediction = predict(loaded, sex, model=predictor, birth_date=birth_date,
+                                 study_date=study_date, age_months=age_months, force=force)
+    except QualityRefusal as exc:  # name the file, not "<image>"
+        raise QualityRefusal(exc.reason, label) from None
+    except SexUnknown as exc:
+        raise SexUnknown(label if exc.path in (None, "<image>") else exc.path, exc.how) from None
+    except InputError as exc:
+        raise InputError(exc.problem, label if exc.path in (None, "<image>") else exc.path) from None
+    # The pixels the model assessed: the gate may have inverted or turned them, and the map
+    # must lie on what was assessed. It passed (or was forced) just above, so force=True here
+    # only repeats that decision without raising.
+    pixels, _ = predictor.screen(loaded.pixels, loaded.metadata, name=label, force=True)
+    missing = predictor.gradcam_unavailable if heatmap else HEATMAP_NOT_ASKED
+    heat, background = None, pixels
+    if missing is None:
+        _, heat, background = _gradcam().explain_image(predictor, pixels, prediction.sex)
+    if Sex.parse_optional(sex) is not None:
+        sex_source = "given"
+    elif loaded.metadata.sex is not None:
+        sex_source = "DICOM PatientSex"
+    else:
+        sex_source = "not used by this model"
+    logging.getLogger("boneage.reporting").debug("report built for %s: bone age %.1f months", label, prediction.bone_age_months)
+    patient = patient_fields(path, loaded.metadata)
+    given = {"patient_id": patient_id, "accession_number": accession}
+    patient.update({key: text for key, text in ((k, " ".join(str(v or "").split())) for k, v in given.items())
+                    if text})
+    return build_report(loaded, prediction, heat, pixels=background, sex_source=sex_source,
+                        name=Path(label).name, patient=patient, report_date=report_date,
+                        heatmap_missing=missing)

@@ -229,6 +229,8 @@ class Recipe(_Section):
         if None not in (self.channels, self.input_mean, self.input_std):
             # written out (as in an ONNX export): no model registry, which is PyTorch code
             return self.channels, self.input_mean, self.input_std
+        # boundary: the model registry is PyTorch code; a recipe whose spec is written out (an
+        # ONNX export's, the light install's) never reaches it.
         from boneage.models.registry import model_input_spec
 
         spec = model_input_spec(self.model.name, self.model.options)

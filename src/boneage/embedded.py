@@ -9,41 +9,29 @@ meets such a reference takes the network from here.
 
 from __future__ import annotations
 
-import hashlib
-from typing import Mapping
-
-import torch
+from typing import Any
 
 from boneage.errors import ConfigError
 
 PREFIX = "sha256:"
-_NETWORKS: dict[str, torch.nn.Module] = {}
-
-
-def tensors_hash(tensors: Mapping[str, torch.Tensor]) -> str:
-    """A content hash of named tensors (names, dtypes, shapes and bytes), as hex."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()
+_NETWORKS: dict[str, Any] = {}
 
 
 def is_reference(value: object) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
 
 
-def register(network: torch.nn.Module) -> str:
-    """Keep ``network`` in memory under the hash of its weights; returns ``"sha256:<hex>"``."""
-    ref = PREFIX + tensors_hash(network.state_dict())
+def register(network: Any, weights_hash: str) -> str:
+    """Keep ``network`` in memory under the hash of its weights (hex, computed by the
+    framework that holds them: :func:`boneage.inference.torch_model.tensors_hash`); returns
+    ``"sha256:<hex>"``. This module holds networks without importing their framework, so a
+    preprocessing step can meet a reference on the light path."""
+    ref = PREFIX + weights_hash
     _NETWORKS[ref] = network
     return ref
 
 
-def resolve(ref: str) -> torch.nn.Module:
+def resolve(ref: str) -> Any:
     """The network registered under ``ref``."""
     if ref not in _NETWORKS:
         raise ConfigError(f"the network {ref[:19]}... is embedded in a model file; load that model "

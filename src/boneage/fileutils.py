@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from contextlib import contextmanager
@@ -44,3 +45,12 @@ def read_safetensors_metadata(path: str | os.PathLike, what: str) -> dict[str, s
             return fh.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise InputError(f"not a safetensors {what} ({exc})", path) from None
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, as hex: the identity of a model file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

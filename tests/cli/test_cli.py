@@ -304,8 +304,8 @@ def test_every_decoder_failure_and_unusable_model_is_one_stderr_line(tmp_path, t
     """Checked at the file-descriptor level: native libraries write to fd 2 from C."""
     from boneage.cli.main import main
     from boneage.config import Recipe
-    from boneage.inference import save_model_file
-    from boneage.inference.modelfile import build_model
+    from boneage.inference.torch_model import save_model_file
+    from boneage.inference.torch_model import build_model
 
     untrained = Recipe.from_dict({"name": "u", "preprocess": [{"name": "resize", "size": 32}],
                                   "model": {"name": "small_cnn", "options": {"width": 4, "stages": 2}}})

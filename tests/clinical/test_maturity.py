@@ -49,7 +49,7 @@ def _prediction(months, sex="F"):
 
 
 def test_every_output_says_it_the_same_way(tmp_path):
-    from boneage.clinical.report import BoneAgeReport
+    from boneage.reporting.report import BoneAgeReport
 
     mature, child = _prediction(205.0), _prediction(120.0)
     statement = mature.maturity

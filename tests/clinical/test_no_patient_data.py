@@ -137,8 +137,9 @@ def test_no_patient_data_in_cli_output_or_logs(cli, files, logs, recwarn, tmp_pa
 
 def test_no_patient_data_in_api_errors_or_logs(files, logs, tmp_path):
     from boneage import api
-    from boneage.clinical.dicom_output import write_report_dicom
-    from boneage.clinical.report import create_report, write_report
+    from boneage.reporting.dicom import write_report_dicom
+    from boneage.api import create_report
+    from boneage.reporting.report import write_report
     from boneage.errors import BoneAgeError
 
     result = api.predict(files["hand"])

@@ -6,6 +6,7 @@ from boneage.config import Recipe
 from boneage.data import load_samples
 from boneage.data.datasets import ImageDataset, PatchDataset, PreprocessedCache
 from boneage.transforms import extract_patches
+from boneage.inference.torch_predictor import TorchPredictor
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_cached_evaluation_goes_through_the_predictor(cache):
     model = create_model("small_cnn", width=4, stages=2, in_chans=1).train()
     preds, per_view = predict_cached(model, r, cache, [0, 1, 2], batch_size=7)
     assert model.training  # mode restored
-    p = Predictor(model, r)
+    p = TorchPredictor(model, r)
     for k, pred, views in zip([0, 1, 2], preds, per_view):
         assert views.shape == (16,)
         one = p.per_view_preprocessed([cache.image(k)], [cache.samples[k].sex])[0]

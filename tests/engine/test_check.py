@@ -7,6 +7,7 @@ import pytest
 from boneage.config import load_recipe
 from boneage.engine.check import check_recipe
 from boneage.errors import ConfigError
+from boneage.inference.loader import load_predictor
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 # The 1024-px VGG-16 differs from the 512-px one only in size and costs ~20 s of CPU.
@@ -27,12 +28,12 @@ def unet_weights(tmp_path_factory):
     root = tmp_path_factory.mktemp("unetwd")
     train_hand_unet(n_images=8, size=64, epochs=1, out=root / "runs" / "hand_unet.safetensors")
     # and the (untrained) enhancement generator the gan-boneage-gan recipe names
-    from boneage.enhancement.networks import EnhancementGenerator, save_enhancer
+    from boneage.models.enhancer import EnhancementGenerator, save_enhancer
     save_enhancer(EnhancementGenerator(8, 3), root / "runs" / "gan" / "enhancer-rsna100" / "model.safetensors")
     # and the (untrained) hand segmenter the masked-input recipe names
     from boneage.config import Recipe
-    from boneage.inference.modelfile import save_model_file
-    from boneage.segmentation.fcdensenet import FCDenseNet
+    from boneage.inference.torch_model import save_model_file
+    from boneage.models.fcdensenet import FCDenseNet
     seg = Recipe.from_dict({"name": "seg", "task": "segmentation", "channels": 1, "input_mean": 0.0,
                             "input_std": 1.0, "model": {"name": "fc_densenet"}})
     save_model_file(root / "runs" / "segmentation" / "hand-segmenter" / "model.safetensors", FCDenseNet().eval(), seg)
@@ -119,5 +120,5 @@ def test_every_rsna100_recipe_trains_a_step_and_predicts(config, synthetic_folde
     if any(isinstance(s, dict) and s.get("name") == "gan_enhance" for s in recipe.preprocess):
         monkeypatch.chdir(unet_weights)  # the generator file the recipe names relative to runs/
     res = fit(recipe, tmp_path / "run", progress=False, log=lambda *_: None)
-    pred = Predictor.from_file(res.model_path).predict(np.random.default_rng(0).random((90, 80)).astype(np.float32), "F")
+    pred = load_predictor(res.model_path).predict(np.random.default_rng(0).random((90, 80)).astype(np.float32), "F")
     assert np.isfinite(pred.bone_age_months) and pred.model_name == recipe.name

@@ -12,6 +12,7 @@ from boneage.engine.precision import amp_dtype
 from boneage.engine.sampling import make_sampler
 from boneage.engine.trainer import make_loader, prepare, train_step
 from boneage.errors import ConfigError
+from boneage.inference.loader import load_predictor
 from synthetic_runs import synthetic_recipe
 
 QUIET = {"progress": False, "log": lambda *_: None}
@@ -100,8 +101,8 @@ def test_channels_last_trains_like_the_default_layout(learn_folder, tmp_path):
     assert nhwc.history[0]["train_loss"] == pytest.approx(plain.history[0]["train_loss"], rel=1e-4)
     assert nhwc.best_val_mae == pytest.approx(plain.best_val_mae, rel=1e-4)
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
-    a = Predictor.from_file(plain.model_path).predict(image, "F").bone_age_months
-    b = Predictor.from_file(nhwc.model_path).predict(image, "F").bone_age_months
+    a = load_predictor(plain.model_path).predict(image, "F").bone_age_months
+    b = load_predictor(nhwc.model_path).predict(image, "F").bone_age_months
     assert b == pytest.approx(a, abs=0.01)
 
 

@@ -11,6 +11,7 @@ from boneage.engine import fit
 from boneage.errors import ConfigError, InputError
 from boneage.inference import Predictor
 from boneage.io import read_image
+from boneage.inference.loader import load_predictor
 from synthetic_runs import synthetic_recipe
 
 
@@ -45,7 +46,7 @@ def test_run_writes_metrics_plots_and_a_standalone_model(trained, learn_folder):
     # the file alone reproduces the validation prediction of an image
     pred_rows = {r["id"]: r for r in csv.DictReader(open(out / "val_predictions.csv"))}
     some_id = sorted(pred_rows)[0]
-    p = Predictor.from_file(res.model_path)
+    p = load_predictor(res.model_path)
     got = p.predict(read_image(learn_folder / "images" / f"{some_id}.png").pixels,
                     "M" if pred_rows[some_id]["male"] == "True" else "F")
     assert got.bone_age_months == pytest.approx(float(pred_rows[some_id]["predicted"]), abs=0.02)
@@ -89,7 +90,7 @@ def test_patch_recipe_trains_a_few_steps(learn_folder, tmp_path):
     r.inference.aggregate = "median"
     res = fit(r, tmp_path / "p", progress=False, log=lambda *_: None)
     assert np.isfinite(res.best_val_mae)
-    p = Predictor.from_file(res.model_path)
+    p = load_predictor(res.model_path)
     pred = p.predict(np.random.default_rng(0).random((64, 64)).astype(np.float32), "F")
     assert pred.n_views == 4 and np.isfinite(pred.bone_age_months)
 

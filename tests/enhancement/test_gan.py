@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from boneage.config import Recipe
-from boneage.enhancement.networks import (EnhancementGenerator, PairDiscriminator, enhance,
+from boneage.models.enhancer import (EnhancementGenerator, PairDiscriminator, enhance,
                                           load_enhancer, save_enhancer)
 from boneage.enhancement.pairs import EnhancementPairs
 from boneage.errors import ConfigError, InputError
 from boneage.transforms import build_pipeline
+from boneage.inference.loader import load_predictor
+from boneage.inference.torch_predictor import TorchPredictor
 
 
 def _perturbed_generator(seed=0) -> EnhancementGenerator:
@@ -121,7 +123,7 @@ def test_gan_trains_through_the_loop_and_its_l1_to_the_target_falls(gan_run):
 
 def test_generator_step_in_a_recipe_round_trips_through_a_model_file(tmp_path, monkeypatch):
     from boneage import embedded
-    from boneage.inference.modelfile import build_model, load_model_file, save_model_file
+    from boneage.inference.torch_model import build_model, load_model_file, save_model_file
     from boneage.inference.predictor import Predictor
     import json
     from safetensors import safe_open
@@ -135,7 +137,7 @@ def test_generator_step_in_a_recipe_round_trips_through_a_model_file(tmp_path, m
     torch.manual_seed(0)
     model_path = save_model_file(tmp_path / "m.safetensors", build_model(recipe), recipe)
     image = np.random.default_rng(0).random((60, 50)).astype(np.float32)
-    before = Predictor(*load_model_file(model_path)[:2]).predict(image, "F").bone_age_months
+    before = TorchPredictor(*load_model_file(model_path)[:2]).predict(image, "F").bone_age_months
 
     gen_path.unlink()  # the model file alone must carry the generator
     embedded._NETWORKS.clear()
@@ -144,7 +146,7 @@ def test_generator_step_in_a_recipe_round_trips_through_a_model_file(tmp_path, m
     assert step["name"] == "gan_enhance" and step["weights"].startswith("sha256:")
     with safe_open(str(model_path), framework="pt") as fh:
         assert json.loads(fh.metadata()["subnetworks"])["preprocess.1"]["kind"] == "enhancer"
-    predictor = Predictor.from_file(model_path)
+    predictor = load_predictor(model_path)
     assert predictor.predict(image, "F").bone_age_months == pytest.approx(before, abs=1e-4)
     # the step really runs the embedded generator: its output, not the resized image
     from boneage.transforms.functional import resize
@@ -155,7 +157,7 @@ def test_generator_step_in_a_recipe_round_trips_through_a_model_file(tmp_path, m
 
 def test_gan_bad_input_is_one_line(tmp_path, pair_folder):
     from boneage.engine.check import check_recipe
-    from boneage.segmentation.unet import HandUNet, save_hand_unet
+    from boneage.models.unet import HandUNet, save_hand_unet
     from boneage.transforms import build_transform
 
     with pytest.raises(ConfigError, match="enhancement generator file not found: nowhere.safetensors"):

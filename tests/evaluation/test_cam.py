@@ -11,6 +11,7 @@ from boneage.config import Recipe
 from boneage.evaluation.gradcam import cam_decomposition, class_activation_map, explain_image
 from boneage.inference import Predictor
 from boneage.models.head import BoneAgeModel, SexFusionHead
+from boneage.inference.torch_predictor import TorchPredictor
 
 
 class MaskedBackbone(nn.Module):
@@ -94,7 +95,7 @@ def test_explain_draws_each_method_on_the_radiograph_at_its_aspect_ratio(method)
     mask[..., 24:] = 1.0
     recipe = Recipe.from_dict({"preprocess": [{"name": "resize", "size": 48, "mode": "pad"}],
                                "target": {"mean": 100.0, "std": 10.0}})
-    predictor = Predictor(toy_model(mask, down=4), recipe)
+    predictor = TorchPredictor(toy_model(mask, down=4), recipe)
     pred, heat, background = explain_image(predictor, image, "M", method=method)
     assert heat.shape == background.shape == image.shape and np.array_equal(background, image)
     assert heat[:, :65].max() < 0.1

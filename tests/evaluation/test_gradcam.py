@@ -10,6 +10,8 @@ from boneage.config import Recipe
 from boneage.evaluation.gradcam import explain_image, grad_cam, overlay_heatmap
 from boneage.inference import Predictor
 from boneage.models.head import BoneAgeModel, SexFusionHead
+from boneage.inference.loader import load_predictor
+from boneage.inference.torch_predictor import TorchPredictor
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -80,7 +82,7 @@ def toy_predictor(patches: dict | None, flip: bool = False) -> Predictor:
         "preprocess": [], "patches": patches, "inference": {"flip_tta": flip},
         "target": {"mean": 100.0, "std": 10.0},
     })
-    return Predictor(toy_model(torch.ones(1, 1, 1, 1)), recipe)
+    return TorchPredictor(toy_model(torch.ones(1, 1, 1, 1)), recipe)
 
 
 @pytest.mark.parametrize("patches,flip", [(None, False), ({"n": 9, "size": 24}, True)])
@@ -151,7 +153,7 @@ def test_explain_puts_rotated_test_time_views_back_in_place():
     image[8:18, 28:40] = 1.0
     recipe = Recipe.from_dict({"preprocess": [], "inference": {"tta_angles": [-10.0, 10.0], "flip_tta": True},
                                "target": {"mean": 100.0, "std": 10.0}})
-    predictor = Predictor(toy_model(torch.ones(1, 1, 1, 1)), recipe)
+    predictor = TorchPredictor(toy_model(torch.ones(1, 1, 1, 1)), recipe)
     pred, heat, _ = explain_image(predictor, image, "M")
     assert pred.n_views == 6
     # Identity backbone: each view's map is the view; mapped back, the bright block stays put.
@@ -211,7 +213,7 @@ def test_explain_image_lays_the_map_on_the_radiograph_at_its_own_aspect_ratio():
     image[20:35, 100:130] = 1.0
     recipe = Recipe.from_dict({"preprocess": [{"name": "resize", "size": 48, "mode": "pad"}],
                                "inference": {"flip_tta": True}, "target": {"mean": 100.0, "std": 10.0}})
-    predictor = Predictor(toy_model(torch.ones(1, 1, 1, 1)), recipe)
+    predictor = TorchPredictor(toy_model(torch.ones(1, 1, 1, 1)), recipe)
     pred, heat, background = explain_image(predictor, image, "M")
     assert heat.shape == background.shape == image.shape
     assert background is not None and np.array_equal(background, image)
@@ -224,7 +226,7 @@ def test_explain_image_lays_the_map_on_the_radiograph_at_its_own_aspect_ratio():
 
 
 def test_overlay_rgb_keeps_the_aspect_ratio_and_caps_the_size():
-    from boneage.evaluation.gradcam import overlay_rgb
+    from boneage.visualize import overlay_rgb
 
     rng = np.random.default_rng(5)
     small = overlay_rgb(rng.random((90, 60)), rng.random((10, 10)))
@@ -258,7 +260,7 @@ def test_bundled_models_peak_lies_on_the_hand(data_dir):
     from boneage.inference import Predictor
     from boneage.io import read_image
 
-    predictor = Predictor.from_file()
+    predictor = load_predictor()
     for path in sorted((data_dir / "rsna-fullres" / "images").glob("*.png"))[:3]:
         pixels = read_image(path).pixels                      # background removed: black
         _, heat, background = explain_image(predictor, pixels, "M")

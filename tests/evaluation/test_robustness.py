@@ -11,6 +11,7 @@ from boneage.evaluation.robustness import (
     PREPARATIONS, PrepContext, paired_consistency, resolve_preparations, run_robustness,
 )
 from boneage.inference import Predictor
+from boneage.inference.loader import load_predictor
 
 
 def ctx(tmp_path, grid=20):
@@ -73,7 +74,7 @@ def test_unknown_preparation_lists_the_valid_ones():
 
 
 def test_shifts_are_measured_against_the_stored_estimate(synthetic_folder, tiny_model):
-    predictor = Predictor.from_file(tiny_model)
+    predictor = load_predictor(tiny_model)
     samples = load_samples(synthetic_folder)[:6]
     result = run_robustness(predictor, samples, resolve_preparations(["hflip", "gamma_1.4"]))
     rows = {r["preparation"]: r for r in result["rows"]}
@@ -93,7 +94,7 @@ def test_shifts_are_measured_against_the_stored_estimate(synthetic_folder, tiny_
 
 
 def test_paired_consistency_matches_ids(synthetic_folder, tiny_model):
-    predictor = Predictor.from_file(tiny_model)
+    predictor = load_predictor(tiny_model)
     samples = load_samples(synthetic_folder)[:4]
     same = paired_consistency(predictor, samples, load_samples(synthetic_folder))
     assert same["n"] == 4 and same["mean_abs_difference"] < 1e-3

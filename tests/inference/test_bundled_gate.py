@@ -11,11 +11,12 @@ from boneage.data.negatives import TEST_VARIANTS, negative_image
 from boneage.errors import QualityRefusal
 from boneage.inference import Predictor
 from boneage.inference.quality import orient
+from boneage.inference.loader import load_predictor
 
 
 @pytest.fixture(scope="module")
 def bundled():
-    return Predictor.from_file()
+    return load_predictor()
 
 
 def test_bundled_model_carries_a_gate_and_a_calibrated_interval(bundled):
@@ -73,7 +74,7 @@ def test_an_upright_radiograph_costs_one_feature_pass_and_a_turned_one_eight(dat
     from boneage.inference.quality import score_pixels
     from boneage.io import read_image
 
-    predictor = Predictor.from_file(default_model_path("onnx"))
+    predictor = load_predictor(default_model_path("onnx"))
     passes = []
     features = predictor.features
     predictor.features = lambda views: passes.append(len(views)) or features(views)

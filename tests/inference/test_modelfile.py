@@ -9,8 +9,11 @@ import torch
 
 from boneage.config import Recipe
 from boneage.errors import InputError
-from boneage.inference import Predictor, read_model_metadata, save_model_file
-from boneage.inference.modelfile import build_model
+from boneage.inference import Predictor, read_model_metadata
+from boneage.inference.torch_model import save_model_file
+from boneage.inference.torch_model import build_model
+from boneage.inference.loader import load_predictor
+from boneage.inference.torch_predictor import TorchPredictor
 
 IMG = np.random.default_rng(0).random((48, 40)).astype(np.float32)
 
@@ -42,7 +45,7 @@ def test_embedded_unet_predicts_the_same_from_any_folder(unet_file, tmp_path, mo
                                  {"name": "resize", "size": 32}])
     torch.manual_seed(0)
     model = build_model(r)
-    before = Predictor(model, r).predict(IMG, "M").bone_age_months
+    before = TorchPredictor(model, r).predict(IMG, "M").bone_age_months
     path = save_model_file(tmp_path / "m.safetensors", model, r)
     local.unlink()  # the U-Net file is gone, and we are elsewhere
     elsewhere = tmp_path / "elsewhere"
@@ -50,7 +53,7 @@ def test_embedded_unet_predicts_the_same_from_any_folder(unet_file, tmp_path, mo
     monkeypatch.chdir(elsewhere)
     stored, _ = read_model_metadata(path)
     assert stored.preprocess[0]["weights"].startswith("sha256:")
-    after = Predictor.from_file(path).predict(IMG, "M").bone_age_months
+    after = load_predictor(path).predict(IMG, "M").bone_age_months
     assert after == pytest.approx(before, abs=1e-5)
 
 
@@ -69,7 +72,7 @@ def test_stored_recipe_holds_no_path_of_the_training_machine(tmp_path):
 def test_predictions_carry_the_model_identity(tmp_path):
     r = small_recipe()
     path = save_model_file(tmp_path / "m.safetensors", build_model(r), r)
-    out = Predictor.from_file(path).predict(IMG, "F")
+    out = load_predictor(path).predict(IMG, "F")
     import hashlib
     assert out.model_name == "mf" and out.model_hash == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -99,7 +102,7 @@ def test_damaged_model_files_are_one_line_errors(tmp_path, damage, message):
             tensors[key] = torch.zeros(3, 3, 3, 3)
         save_file(tensors, str(path), metadata=meta)
     with pytest.raises(InputError) as err:
-        Predictor.from_file(path)
+        load_predictor(path)
     assert message in str(err.value) and "\n" not in str(err.value) and "m.safetensors" in str(err.value)
 
 
@@ -140,7 +143,7 @@ def test_model_files_that_cannot_predict_are_one_line_errors(tmp_path):
     untrained.target.mean = untrained.target.std = None
     path = save_model_file(tmp_path / "untrained.safetensors", build_model(untrained), untrained)
     with pytest.raises(InputError) as err:
-        Predictor.from_file(path)
+        load_predictor(path)
     assert str(err.value).startswith(f"{path}: cannot predict: its recipe has no target scaling")
     assert "\n" not in str(err.value)
 
@@ -148,7 +151,8 @@ def test_model_files_that_cannot_predict_are_one_line_errors(tmp_path):
 def test_info_and_the_service_quote_the_recorded_validation_mae(tmp_path, cli):
     """One number: the held-back MAE measured with the file's inference as it is now, when
     the file records one, else training's best epoch."""
-    from boneage.inference.modelfile import add_to_model_file, describe_model_file, validation_record
+    from boneage.inference.torch_model import add_to_model_file
+    from boneage.inference.modelfile import describe_model_file, validation_record
     from boneage.service.app import describe_model
 
     r = small_recipe()
@@ -159,4 +163,4 @@ def test_info_and_the_service_quote_the_recorded_validation_mae(tmp_path, cli):
     measured = add_to_model_file(trained, tmp_path / "measured.safetensors", info_update={"validation": record})
     code, out, _ = cli("info", measured)
     assert code == 0 and "validation   MAE 4.32 months (12 held-back images of set, as it predicts now)" in out
-    assert describe_model(Predictor.from_file(measured))["validation_mae_months"] == 4.32
+    assert describe_model(load_predictor(measured))["validation_mae_months"] == 4.32

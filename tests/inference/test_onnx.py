@@ -19,9 +19,10 @@ pytest.importorskip("onnx")
 from boneage.config import Recipe  # noqa: E402
 from boneage.errors import InputError  # noqa: E402
 from boneage.inference import Predictor  # noqa: E402
-from boneage.inference.onnx_model import (  # noqa: E402
-    OnnxPredictor, compare_backends, export_onnx, gate_from_json, gate_to_json,
-)
+from boneage.inference.onnx_model import OnnxPredictor, gate_from_json, gate_to_json  # noqa: E402
+from boneage.inference.onnx_export import compare_backends, export_onnx
+from boneage.inference.loader import load_predictor
+from boneage.inference.torch_predictor import TorchPredictor
 
 #: Issue 13's agreement bound, in months of bone age.
 TOLERANCE_MONTHS = 0.05
@@ -51,7 +52,7 @@ def _model_file(tmp_path, name: str):
     come from a few synthetic inputs, so that activations (and bone ages) are not ~0."""
     import torch
 
-    from boneage.inference.modelfile import build_model, save_model_file
+    from boneage.inference.torch_model import build_model, save_model_file
 
     options, size = SMALL.get(name, ({}, 32))
     recipe = Recipe.from_dict({"name": f"tiny-{name}", "preprocess": [{"name": "resize", "size": size}],
@@ -64,7 +65,7 @@ def _model_file(tmp_path, name: str):
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = None  # a plain average over the passes below
             m.reset_running_stats()
-    predictor = Predictor(model, recipe)
+    predictor = TorchPredictor(model, recipe)
     views = np.stack([predictor.views(im)[0] for im in _images(4, 96)[0]])
     model.train()
     with torch.no_grad():
@@ -82,7 +83,7 @@ def _agree(model_path, onnx_path, n: int = 4, relative: bool = False) -> dict:
     it grows to a few 1e-4 (Inception-v4 with onnxruntime 1.32: 2.4e-4); an export mistake is
     off by far more. Trained models use the absolute bound."""
     images, sexes = _images(n)
-    torch_p, onnx_p = Predictor.from_file(model_path), Predictor.from_file(onnx_path)
+    torch_p, onnx_p = load_predictor(model_path), load_predictor(onnx_path)
     assert isinstance(onnx_p, OnnxPredictor)
     result = compare_backends(torch_p, onnx_p, images, sexes)
     bound = TOLERANCE_MONTHS
@@ -118,7 +119,7 @@ def test_tiny_model_agrees(tiny_model, tiny_onnx):
 
 def test_bundled_model_agrees_with_gate_and_interval(bundled_onnx):
     images, sexes = _images(3, 256)
-    torch_p, onnx_p = Predictor.from_file(None), Predictor.from_file(bundled_onnx)
+    torch_p, onnx_p = load_predictor(None), load_predictor(bundled_onnx)
     result = compare_backends(torch_p, onnx_p, images, sexes)
     assert result["max_abs_months"] < TOLERANCE_MONTHS, result
     # Single-image predict: same interval; the gate's scores from the ONNX features.
@@ -145,7 +146,7 @@ def test_metadata_round_trip(bundled_onnx):
 
     recipe, info = read_model_metadata(default_model_path("torch"))
     gate, calibration = load_model_extras(default_model_path("torch"))
-    p = Predictor.from_file(bundled_onnx)
+    p = load_predictor(bundled_onnx)
     # The export writes the input spec out (the light install has no model registry).
     resolved = dict(zip(("channels", "input_mean", "input_std"), recipe.input_spec()))
     assert p.recipe.to_dict() == {**recipe.to_dict(), **resolved}
@@ -167,11 +168,11 @@ def test_metadata_round_trip(bundled_onnx):
 
 
 def test_threads_option(tiny_onnx):
-    assert Predictor.from_file(tiny_onnx).info["threads"] == 1  # the documented default
-    two = Predictor.from_file(tiny_onnx, threads=2)
+    assert load_predictor(tiny_onnx).info["threads"] == 1  # the documented default
+    two = load_predictor(tiny_onnx, threads=2)
     assert two.session.get_session_options().intra_op_num_threads == 2
     with pytest.raises(InputError, match="threads must be >= 1, got 0"):
-        Predictor.from_file(tiny_onnx, threads=0)
+        load_predictor(tiny_onnx, threads=0)
 
 
 def test_api_load_predictor_and_predict(tiny_onnx, tiny_model):
@@ -222,7 +223,7 @@ def _plain_onnx(path, opset: int = 17, ir_version: int = 8):
 def test_onnx_without_boneage_metadata(tmp_path, cli):
     path = _plain_onnx(tmp_path / "plain.onnx")
     with pytest.raises(InputError, match="without boneage metadata") as err:
-        Predictor.from_file(path)
+        load_predictor(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     code, _, stderr = cli("predict", path, "--sex", "M", "--model", path)
     assert code == 2 and stderr.count("\n") == 1 and "plain.onnx" in stderr
@@ -231,7 +232,7 @@ def test_onnx_without_boneage_metadata(tmp_path, cli):
 def test_onnx_opset_too_new(tmp_path):
     path = _plain_onnx(tmp_path / "future.onnx", opset=99)
     with pytest.raises(InputError, match="opset 99 is newer than onnxruntime") as err:
-        Predictor.from_file(path)
+        load_predictor(path)
     assert "\n" not in str(err.value)
 
 
@@ -239,7 +240,7 @@ def test_onnx_ir_version_too_new(tmp_path):
     path = _plain_onnx(tmp_path / "future-ir.onnx", ir_version=99)
     with pytest.raises(InputError, match=r"ONNX IR version 99 is newer than onnxruntime [\d.]+ "
                                          r"reads \(up to \d+\); install a newer onnxruntime") as err:
-        Predictor.from_file(path)
+        load_predictor(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
@@ -247,14 +248,14 @@ def test_not_an_onnx_file(tmp_path):
     path = tmp_path / "junk.onnx"
     path.write_bytes(b"this is not protobuf at all" * 10)
     with pytest.raises(InputError, match="onnxruntime cannot load") as err:
-        Predictor.from_file(path)
+        load_predictor(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(InputError, match="no such model file"):
-        Predictor.from_file(tmp_path / "missing.onnx")
+        load_predictor(tmp_path / "missing.onnx")
 
 
 def test_onnx_predictor_has_no_torch_model(tiny_onnx):
-    p = Predictor.from_file(tiny_onnx)
+    p = load_predictor(tiny_onnx)
     with pytest.raises(InputError, match="ONNX model"):
         p.model  # noqa: B018 - Grad-CAM and batch evaluation need the PyTorch file
 
@@ -297,7 +298,7 @@ def test_architecture_dynamo_export(name, tmp_path):
 def test_model_without_sex_drops_the_input(tmp_path):
     import torch
 
-    from boneage.inference.modelfile import build_model, save_model_file
+    from boneage.inference.torch_model import build_model, save_model_file
 
     recipe = Recipe.from_dict({"name": "nosex", "preprocess": [{"name": "resize", "size": 32}],
                                "model": {"name": "small_cnn", "options": {"width": 4, "stages": 2, "sex_units": 0}},
@@ -305,9 +306,9 @@ def test_model_without_sex_drops_the_input(tmp_path):
     torch.manual_seed(1)
     path = save_model_file(tmp_path / "nosex.safetensors", build_model(recipe), recipe)
     onnx_path = export_onnx(path, tmp_path / "nosex.onnx", dynamo=False)
-    p = Predictor.from_file(onnx_path)
+    p = load_predictor(onnx_path)
     assert p.uses_sex is False
     assert json.loads(p.session.get_modelmeta().custom_metadata_map["uses_sex"]) is False
     image = _images(1)[0][0]
     assert abs(p.predict(image, None).bone_age_months
-               - Predictor.from_file(path).predict(image, None).bone_age_months) < TOLERANCE_MONTHS
+               - load_predictor(path).predict(image, None).bone_age_months) < TOLERANCE_MONTHS

@@ -4,9 +4,12 @@ import torch
 
 from boneage.config import PatchConfig, Recipe
 from boneage.errors import InputError
-from boneage.inference import Predictor, read_model_metadata, save_model_file
+from boneage.inference import Predictor, read_model_metadata
+from boneage.inference.torch_model import save_model_file
 from boneage.sex import Sex
 from boneage.models import create_model
+from boneage.inference.loader import load_predictor
+from boneage.inference.torch_predictor import TorchPredictor
 
 
 def make(flip=False, patches=None, aggregate="mean"):
@@ -30,7 +33,7 @@ IMG = np.random.default_rng(0).random((40, 40)).astype(np.float32)
 
 def test_flip_tta_averages_the_image_and_its_mirror():
     model, r = make(flip=True)
-    p = Predictor(model, r)
+    p = TorchPredictor(model, r)
     pre = p.preprocess(IMG)
     expected = (raw(model, pre) + raw(model, np.ascontiguousarray(pre[:, ::-1]))) / 2
     out = p.predict(IMG, "M")
@@ -39,7 +42,7 @@ def test_flip_tta_averages_the_image_and_its_mirror():
 
 def test_patch_median_over_grid():
     model, r = make(patches=PatchConfig(n=4, size=16), aggregate="median")
-    p = Predictor(model, r)
+    p = TorchPredictor(model, r)
     pre = p.preprocess(IMG)
     out = p.predict(IMG, "F")
     assert out.n_views == 4 and out.sex == "F"
@@ -51,8 +54,8 @@ def test_patch_median_over_grid():
 def test_model_file_alone_reproduces_predictions(tmp_path):
     model, r = make(flip=True)
     path = save_model_file(tmp_path / "m.safetensors", model, r, info={"val_mae": 1.5})
-    a = Predictor(model, r).predict(IMG, "M").bone_age_months
-    loaded = Predictor.from_file(path)
+    a = TorchPredictor(model, r).predict(IMG, "M").bone_age_months
+    loaded = load_predictor(path)
     assert loaded.predict(IMG, "M").bone_age_months == pytest.approx(a, abs=1e-5)
     recipe, info = read_model_metadata(path)
     assert recipe == r and info["val_mae"] == 1.5 and set(info) == {"val_mae", "date"}
@@ -64,10 +67,10 @@ def test_bad_model_files_and_sex(tmp_path):
     with pytest.raises(InputError, match="junk.safetensors: not a safetensors model file"):
         read_model_metadata(junk)
     with pytest.raises(InputError, match="model file not found"):
-        Predictor.from_file(tmp_path / "none.safetensors")
+        load_predictor(tmp_path / "none.safetensors")
     model, r = make()
     with pytest.raises(InputError, match="sex is unknown"):
-        Predictor(model, r).predict(IMG, None)
+        TorchPredictor(model, r).predict(IMG, None)
     with pytest.raises(InputError, match="sex must be M or F, got 'x'"):
         Sex.parse("x")
     assert Sex.parse("female") is Sex.FEMALE and Sex.parse(True) is Sex.MALE and Sex.parse("1") is Sex.MALE
@@ -79,7 +82,7 @@ def test_canonical_preparation_runs_on_every_view_before_the_network():
     r.inference.tta_angles = [-5.0, 5.0]
     r.preprocess = [{"name": "resize", "size": 30}]
     r.canonical = [{"name": "lowpass_resize", "size": 32, "sigma": 1.0}]
-    p = Predictor(model, r)
+    p = TorchPredictor(model, r)
     views = p.views(IMG)
     assert views.shape == (6, 32, 32)
     from boneage.transforms import functional as F
@@ -94,7 +97,7 @@ def test_canonical_preparation_runs_on_every_view_before_the_network():
 def test_predict_batch_equals_one_by_one_with_patches_flips_and_rotations():
     model, r = make(flip=True, patches=PatchConfig(n=4, size=16), aggregate="median")
     r.inference.tta_angles = [7.0]
-    p = Predictor(model, r, batch_size=5)
+    p = TorchPredictor(model, r, batch_size=5)
     rng = np.random.default_rng(4)
     images = [rng.random((40 + 3 * i, 36)).astype(np.float32) for i in range(3)]
     sexes = ["M", "F", "male"]

@@ -9,11 +9,15 @@ import torch
 from boneage.config import Recipe
 from boneage.data.labels import Sample
 from boneage.errors import ConfigError
-from boneage.inference import Predictor, save_model_file
-from boneage.inference.modelfile import add_to_model_file, read_model_metadata
+from boneage.inference import Predictor
+from boneage.inference.torch_model import save_model_file
+from boneage.inference.torch_model import add_to_model_file
+from boneage.inference.modelfile import read_model_metadata
 from boneage.models import create_model
 from boneage.sex import Sex
 from boneage.transforms import build_pipeline, preprocessed_copies
+from boneage.inference.loader import load_predictor
+from boneage.inference.torch_predictor import TorchPredictor
 
 NEAREST = [{"name": "resample", "size": 32, "method": "nearest"}]
 BIG = np.random.default_rng(0).random((96, 80)).astype(np.float32)
@@ -48,7 +52,7 @@ def test_copies_keep_the_recipes_own_first_and_drop_duplicates():
 
 def test_prediction_pools_the_views_of_both_preparations():
     model, r = make()
-    p = Predictor(model, r)
+    p = TorchPredictor(model, r)
     area, nearest = p.preprocess_all(BIG)
     expected = np.mean([months(model, a) for a in (area, area[:, ::-1], nearest, nearest[:, ::-1])])
     out = p.predict(BIG, "M")
@@ -76,7 +80,7 @@ def test_cached_evaluation_sees_the_same_copies_as_predict(tmp_path):
     preds, per_view = predict_cached(model, r, cache, [0])
     from boneage.io import read_image
 
-    direct = Predictor(model, r).predict(read_image(path).pixels, "M")
+    direct = TorchPredictor(model, r).predict(read_image(path).pixels, "M")
     assert len(per_view[0]) == 4
     assert preds[0] == pytest.approx(direct.bone_age_months, abs=0.05)  # float16 cache
 
@@ -95,14 +99,14 @@ def test_a_bad_view_preparation_fails_the_recipe_check_naming_it():
 def test_model_file_gains_view_preparations_with_its_weights_unchanged(tmp_path):
     model, r = make(views=())
     src = save_model_file(tmp_path / "m.safetensors", model, r)
-    assert Predictor.from_file(src).predict(BIG, "F").n_views == 2
+    assert load_predictor(src).predict(BIG, "F").n_views == 2
     dst = add_to_model_file(src, tmp_path / "v.safetensors", inference_update={"preprocess_views": [NEAREST]})
     recipe, _ = read_model_metadata(dst)
     assert recipe.inference.preprocess_views == [NEAREST] and recipe.inference.flip_tta
-    assert Predictor.from_file(dst).predict(BIG, "F").n_views == 4
+    assert load_predictor(dst).predict(BIG, "F").n_views == 4
     small = BIG[:32, :32].copy()
-    assert Predictor.from_file(dst).predict(small, "F").bone_age_months == pytest.approx(
-        Predictor.from_file(src).predict(small, "F").bone_age_months, abs=1e-6)
+    assert load_predictor(dst).predict(small, "F").bone_age_months == pytest.approx(
+        load_predictor(src).predict(small, "F").bone_age_months, abs=1e-6)
     with pytest.raises(ConfigError, match="preprocess_view"):
         add_to_model_file(src, tmp_path / "x.safetensors", inference_update={"preprocess_view": []})
 
@@ -117,7 +121,7 @@ def test_model_file_gains_preprocess_steps_with_its_weights_unchanged(tmp_path):
     assert recipe.preprocess[0] == unframe and recipe.inference.preprocess_views == [[unframe, *NEAREST]]
     framed = BIG.copy()
     framed[:, :8] = 1.0                                      # a white band the new step removes
-    before, after = Predictor.from_file(src), Predictor.from_file(dst)
+    before, after = load_predictor(src), load_predictor(dst)
     assert after.predict(BIG, "F").bone_age_months == pytest.approx(before.predict(BIG, "F").bone_age_months, abs=1e-6)
     assert after.predict(framed, "F").bone_age_months != pytest.approx(before.predict(framed, "F").bone_age_months, abs=1e-6)
     with pytest.raises(ConfigError, match="unframe max_fraction"):

@@ -10,7 +10,7 @@ from boneage.inference.quality import (
     ORIENTATIONS, PixelScores, QualityGate, describe_correction, gate_scores, header_refusal, judge,
     orient, screen, undo_orientation, upright_hand_scores,
 )
-from boneage.io.image import ImageMetadata
+from boneage.io.types import ImageMetadata
 
 
 @pytest.mark.parametrize("fields, expected", [

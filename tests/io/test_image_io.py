@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import boneage.io.image as image_module
+import boneage.io.types as types_module
 from boneage.errors import InputError
 from boneage.io import MAX_PIXELS, MIN_SIDE, read_image, read_image_bytes
 
@@ -219,7 +220,7 @@ def test_too_small_message_is_width_by_height(tmp_path):
 
 
 def test_too_large_image(tmp_path, monkeypatch):
-    monkeypatch.setattr(image_module, "MAX_PIXELS", 100)
+    monkeypatch.setattr(types_module, "MAX_PIXELS", 100)
     path = _write(tmp_path / "big.png", np.zeros((16, 17), np.uint8))
     expected = r"image size 17x16 \(272 pixels\) exceeds the maximum of 100 pixels"
     with pytest.raises(InputError, match=expected) as exc:
@@ -323,7 +324,7 @@ def test_pngs_the_check_passes_decode_to_the_same_pixels(capfd):
 
 
 def test_a_png_declaring_too_many_pixels_is_refused_before_inflating(monkeypatch):
-    monkeypatch.setattr(image_module, "MAX_PIXELS", 100)
+    monkeypatch.setattr(types_module, "MAX_PIXELS", 100)
     with pytest.raises(InputError, match="exceeds the maximum of 100 pixels"):
         image_module._checked_png(_png_with(b"", 50, 50), "bomb.png")
 

@@ -12,7 +12,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def params(recipe) -> int:
-    from boneage.inference.modelfile import build_model
+    from boneage.inference.torch_model import build_model
 
     with torch.device("meta"):
         return sum(p.numel() for p in build_model(recipe).parameters())

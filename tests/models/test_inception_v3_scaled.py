@@ -147,7 +147,7 @@ def test_the_l2_penalty_is_in_what_fit_minimises(synthetic_folder, tmp_path):
     # first step's training loss differs by exactly α Σ w² of the starting output weights.
     from boneage.config import Recipe
     from boneage.engine import fit
-    from boneage.inference.modelfile import build_model, save_model_file
+    from boneage.inference.torch_model import build_model, save_model_file
 
     def recipe(alpha):
         return Recipe.from_dict({

@@ -6,6 +6,8 @@ import torch
 
 from boneage.errors import ConfigError, InputError
 from boneage.models import create_model, model_input_spec
+from boneage.inference.loader import load_predictor
+from boneage.inference.torch_predictor import TorchPredictor
 
 SILENT = dict(progress=False, log=lambda *_: None)
 
@@ -71,12 +73,12 @@ def test_one_command_trains_one_file_that_predicts_by_sex(synthetic_folder, tmp_
     code, _, err = cli("train", _write_recipe(tmp_path, synthetic_folder), "--out", tmp_path / "run",
                        "--quiet")
     assert code == 0, err
-    predictor = Predictor.from_file(tmp_path / "run" / "model.safetensors")
+    predictor = load_predictor(tmp_path / "run" / "model.safetensors")
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     male, female = predictor.predict(image, "M"), predictor.predict(image, "F")
     assert male.bone_age_months != pytest.approx(female.bone_age_months, abs=1e-3)
     # Each estimate is its own network's, through the same Predictor path.
-    alone = Predictor(predictor.model.male, predictor.recipe)
+    alone = TorchPredictor(predictor.model.male, predictor.recipe)
     assert male.bone_age_months == pytest.approx(alone.predict(image, "M").bone_age_months, abs=1e-4)
     with pytest.raises(InputError, match="sex is unknown, and this model needs it"):
         predictor.predict(image, None)
@@ -86,7 +88,7 @@ def test_one_command_trains_one_file_that_predicts_by_sex(synthetic_folder, tmp_
     heats = {}
     for sex, net in (("M", predictor.model.male), ("F", predictor.model.female)):
         _, heats[sex], _ = explain_image(predictor, image, sex)
-        _, alone_heat, _ = explain_image(Predictor(net, predictor.recipe), image, sex)
+        _, alone_heat, _ = explain_image(TorchPredictor(net, predictor.recipe), image, sex)
         np.testing.assert_allclose(heats[sex], alone_heat, atol=1e-5)
     assert not np.allclose(heats["M"], heats["F"], atol=1e-3)  # so the routing is what was tested
     code, out, _ = cli("info", tmp_path / "run" / "model.safetensors")

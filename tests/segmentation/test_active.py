@@ -192,7 +192,7 @@ def test_background_masks_of_a_background_removed_film(tmp_path):
     image[2:4, 2:4] = 0.5              # a speck left by the background removal goes
     mask = mask_from_removed_background(image)
     assert mask[60:64, 60:64].all() and not mask[2:4, 2:4].any()
-    from boneage.segmentation.unet import dice_score
+    from boneage.models.unet import dice_score
     assert dice_score(mask, s.mask) > 0.97
 
 
@@ -213,9 +213,10 @@ def test_the_loop_stops_when_validation_dice_stops_improving(tmp_path, curve, pa
 def test_cli_figure_outlines_masks_and_reports_the_segmenters_dice(seg_data, tmp_path, cli):
     from boneage.engine import fit
     from boneage.io.image import read_image
-    from boneage.segmentation.networks import load_segmenter, segment
+    from boneage.inference.torch_model import load_segmenter
+    from boneage.models.segmenter import segment
     from boneage.segmentation.task import read_mask
-    from boneage.segmentation.unet import dice_score
+    from boneage.models.unet import dice_score
 
     root, samples = seg_data
     recipe = _recipe(epochs=1)

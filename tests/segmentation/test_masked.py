@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from boneage.errors import ConfigError
-from boneage.segmentation.networks import mask_crop
+from boneage.models.segmenter import mask_crop
+from boneage.inference.loader import load_predictor
 
 TINY = {"input_size": 32, "first_channels": 6, "growth": 4, "down_layers": [1, 1, 1], "bottleneck_layers": 4}
 
@@ -47,7 +48,7 @@ def test_crop_to_a_known_box_with_margin_and_zeroed_background():
 
 def test_crop_of_a_synthetic_radiograph_is_its_hand_box():
     from boneage.data.synthetic import make_radiograph
-    from boneage.segmentation.hull import mask_box
+    from boneage.transforms.hull import mask_box
 
     s = make_radiograph(90.0, "F", size=64, seed=4, nuisance=False)
     top, bottom, left, right = mask_box(s.mask, 0.0)
@@ -60,8 +61,8 @@ def test_crop_of_a_synthetic_radiograph_is_its_hand_box():
 @pytest.fixture(scope="module")
 def segmenter_file(tmp_path_factory):
     from boneage.config import Recipe
-    from boneage.inference.modelfile import save_model_file
-    from boneage.segmentation.fcdensenet import FCDenseNet
+    from boneage.inference.torch_model import save_model_file
+    from boneage.models.fcdensenet import FCDenseNet
 
     torch.manual_seed(0)
     recipe = Recipe.from_dict({"name": "seg", "task": "segmentation", "channels": 1, "input_mean": 0.0,
@@ -83,7 +84,7 @@ def test_bad_hand_mask_steps_are_one_line(tmp_path, segmenter_file):
 
 def _regression_file(tmp_path):
     from boneage.config import Recipe
-    from boneage.inference.modelfile import build_model, save_model_file
+    from boneage.inference.torch_model import build_model, save_model_file
 
     recipe = Recipe.from_dict({"name": "r", "model": {"name": "small_cnn", "options": {"width": 4, "stages": 2}},
                                "target": {"mean": 100.0, "std": 40.0}})
@@ -98,7 +99,8 @@ def test_model_file_embeds_the_segmenter_and_predicts_without_its_file(tmp_path,
     from boneage.data.synthetic import make_radiograph
     from boneage.engine.check import check_recipe
     from boneage.inference import Predictor
-    from boneage.inference.modelfile import build_model, read_model_metadata, save_model_file
+    from boneage.inference.torch_model import build_model, save_model_file
+    from boneage.inference.modelfile import read_model_metadata
 
     own = shutil.copy(segmenter_file, tmp_path / "seg.safetensors")
     recipe = Recipe.from_dict({
@@ -109,12 +111,12 @@ def test_model_file_embeds_the_segmenter_and_predicts_without_its_file(tmp_path,
     image = make_radiograph(120.0, "M", size=80, seed=2).image
     torch.manual_seed(0)
     path = save_model_file(tmp_path / "m.safetensors", build_model(recipe), recipe)
-    before = Predictor.from_file(path).predict(image, "M").bone_age_months
+    before = load_predictor(path).predict(image, "M").bone_age_months
     stored, _ = read_model_metadata(path)
     assert stored.preprocess[0]["weights"].startswith("sha256:")
     own.unlink()
     embedded._NETWORKS.clear()                      # as in a fresh process
-    assert Predictor.from_file(path).predict(image, "M").bone_age_months == pytest.approx(before, abs=1e-4)
+    assert load_predictor(path).predict(image, "M").bone_age_months == pytest.approx(before, abs=1e-4)
 
 
 def test_a_masked_model_file_can_start_another_training(tmp_path, segmenter_file):
@@ -123,7 +125,7 @@ def test_a_masked_model_file_can_start_another_training(tmp_path, segmenter_file
     # "unexpected preprocess.0.net..." keys).
     from boneage.config import Recipe
     from boneage.engine.trainer import _init_weights
-    from boneage.inference.modelfile import build_model, read_weights, save_model_file
+    from boneage.inference.torch_model import build_model, read_weights, save_model_file
 
     recipe = Recipe.from_dict({
         "name": "masked", "preprocess": [{"name": "hand_mask", "weights": str(segmenter_file)},

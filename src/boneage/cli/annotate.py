@@ -160,9 +160,10 @@ def cmd_figure(args) -> int:
     from boneage.errors import InputError
     from boneage.evaluation.plots import plot_mask_outlines
     from boneage.io.image import read_image
-    from boneage.segmentation.networks import load_segmenter, segment
+    from boneage.inference.torch_model import load_segmenter
+    from boneage.models.segmenter import segment
     from boneage.segmentation.task import read_mask
-    from boneage.segmentation.unet import dice_score
+    from boneage.models.unet import dice_score
 
     if not args.masks and not args.segmenter:
         raise InputError("give --masks, --segmenter or both: there is nothing to outline")

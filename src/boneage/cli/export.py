@@ -49,7 +49,7 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from boneage.cli.main import refuse_overwrite
-    from boneage.inference.onnx_model import export_onnx, synthetic_check
+    from boneage.inference.onnx_export import export_onnx, synthetic_check
 
     out = refuse_overwrite(args.out, args.force)
     if out.suffix.lower() != ".onnx":

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from boneage import __version__
 from boneage.errors import BoneAgeError, InputError, QualityRefusal, SexUnknown
+from boneage.inference.loader import load_predictor
 
 EXIT_USER_ERROR = 2
 #: How to give the sex on the command line: ``predict`` reads it per image from a CSV too.
@@ -175,7 +176,7 @@ def cmd_robustness(args) -> int:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
     preps = resolve_preparations(
         [n.strip() for n in args.preparations.split(",") if n.strip()] if args.preparations else None)
-    predictor = Predictor.from_file(args.model)
+    predictor = load_predictor(args.model)
     samples = load_samples(args.data_dir, args.csv, args.images, None if args.holdout else args.limit)
     if args.holdout:
         samples = _holdout(samples, predictor)[:args.limit]
@@ -194,7 +195,7 @@ def cmd_robustness(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from boneage.inference.calibrate import CalibrationSettings, calibrate_model_file
+    from boneage.evaluation.calibrate import CalibrationSettings, calibrate_model_file
 
     out = refuse_overwrite(args.out, args.force)
     if not 0.5 <= args.level < 1.0:
@@ -247,9 +248,9 @@ def cmd_example(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from boneage.enhancement.networks import ENHANCERS
+    from boneage.models.enhancer import ENHANCERS
     from boneage.models import list_models
-    from boneage.segmentation.networks import SEGMENTERS
+    from boneage.models.segmenter import SEGMENTERS
 
     kinds = (("regression", "bone age from a radiograph and sex: a recipe's model.name", list_models()),
              ("segmentation", "hand masks, task: segmentation: model.name", SEGMENTERS.names()),

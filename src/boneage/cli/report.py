@@ -61,8 +61,9 @@ def cmd_report(args) -> int:
     Every output path is checked before the model runs, so a bad suffix or an existing file
     costs nothing; user errors raise :class:`~boneage.errors.BoneAgeError` for ``main``.
     """
-    from boneage.clinical.dicom_output import check_dicom_out_path, write_report_dicom
-    from boneage.clinical.report import check_report_path, create_report, write_report
+    from boneage.reporting.dicom import check_dicom_out_path, write_report_dicom
+    from boneage.reporting.report import check_report_path, write_report
+    from boneage.api import create_report
     from boneage.io import read_image
     from boneage.sex import Sex
 

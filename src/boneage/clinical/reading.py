@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from boneage.clinical.reference import REFERENCE_NAME, OutsideReferenceRange, gp_standard_deviation
 from boneage.errors import InputError
-from boneage.units import DAYS_PER_MONTH, rounded
 from boneage.sex import Sex
+from boneage.units import DAYS_PER_MONTH, rounded
 
 #: Chronological ages outside 0..MAX_AGE_MONTHS (20 years) are refused: bone age is assessed
 #: in children, and a larger value is almost surely a typo or the wrong field.

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from boneage.config import Recipe
 from boneage.data.labels import Sample
+from boneage.io import read_image
 from boneage.transforms import (
     Transform, build_pipeline, canonical_pipeline, network_input, patch_grid, preprocessed_copies,
 )
@@ -39,8 +40,6 @@ class PreprocessedCache:
 
     def __init__(self, samples: Sequence[Sample], recipe: Recipe, progress: bool = False,
                  workers: int | None = None):
-        from boneage.io import read_image
-
         pipeline = build_pipeline(recipe.preprocess)
         variants = [build_pipeline(steps) for steps in recipe.inference.preprocess_views]
 

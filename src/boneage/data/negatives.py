@@ -25,7 +25,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from boneage.data.body_parts import BODY_PARTS
+from boneage.data.labels import index_images
 from boneage.errors import InputError
+from boneage.io.dicom import dataset_to_image
 from boneage.registry import Registry
 
 #: ``fn(rng, height, width) -> float32 (H, W) in [0, 1]``, by variant name ``kind/variant``.
@@ -225,7 +228,6 @@ def _other_modality_slices(variant: str) -> tuple[np.ndarray, ...]:
     try:
         from pydicom.data import get_testdata_file
 
-        from boneage.io.dicom import dataset_to_image
         import pydicom
     except ImportError:  # pragma: no cover - pydicom is a dependency
         return ()
@@ -294,12 +296,9 @@ def read_body_part_folder(folder) -> list[BodyPartImage]:
 
     Raises:
         InputError: no folder or no ``labels.csv``, a missing column, an empty id, a body
-            part outside :data:`~boneage.inference.quality.BODY_PARTS` (``hand`` included:
+            part outside :data:`~boneage.data.body_parts.BODY_PARTS` (``hand`` included:
             hands are what the gate accepts), or ids without an image; one line naming the file.
     """
-    from boneage.data.labels import index_images
-    from boneage.inference.quality import BODY_PARTS
-
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError("negatives folder not found", folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from boneage.errors import InputError
 
 
 def train_val_split(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -29,8 +30,6 @@ def holdout_subset(samples: list, data_config, info: dict) -> list:
     split (``data_config``: the recipe's ``data``; ``n_train`` + ``n_val`` must equal
     ``len(samples)``, i.e. the same labelled folder).
     """
-    from boneage.errors import InputError
-
     if info.get("val_ids"):
         by_id = {s.id: s for s in samples}
         missing = [i for i in info["val_ids"] if i not in by_id]

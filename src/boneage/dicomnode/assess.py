@@ -23,13 +23,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
 
 from boneage import api
-from boneage.clinical.dicom_output import secondary_capture
-from boneage.clinical.report import build_report, patient_fields, render_page
 from boneage.dicomnode.settings import NodeSettings
 from boneage.dicomnode.sr import structured_report
 from boneage.errors import InputError, QualityRefusal
 from boneage.inference.quality import header_refusal
 from boneage.io.dicom import dataset_to_image, read_metadata
+from boneage.reporting.dicom import secondary_capture
+from boneage.reporting.report import build_report, patient_fields, render_page
 
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_IMAGE_STORAGE_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"

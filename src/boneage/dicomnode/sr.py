@@ -47,9 +47,9 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 from pydicom.valuerep import DSfloat
 
 from boneage import __version__
-from boneage.clinical.dicom_output import PATIENT_STUDY_TAGS
 from boneage.clinical.reference import REFERENCE_NAME
-from boneage.clinical.report import INTENDED_USE
+from boneage.reporting.dicom import PATIENT_STUDY_TAGS
+from boneage.reporting.report import INTENDED_USE
 
 COMPREHENSIVE_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
 SERIES_DESCRIPTION = "boneage structured report"

@@ -42,7 +42,8 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     from boneage.engine.tasks import TASKS
     from boneage.models.registry import MODELS
     from boneage.inference.aggregate import AGGREGATES
-    from boneage.inference.modelfile import build_model, read_model_metadata
+    from boneage.inference.torch_model import build_model
+    from boneage.inference.modelfile import read_model_metadata
     from boneage.losses import create_loss
     from boneage.transforms import build_pipeline, make_views, patch_grid
 

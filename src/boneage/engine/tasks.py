@@ -225,7 +225,7 @@ class RegressionTask(Task):
         return self.ages[ds.item_images()] if hasattr(ds, "item_images") else None
 
     def build_networks(self):
-        from boneage.inference.modelfile import build_model
+        from boneage.inference.torch_model import build_model
 
         return {"model": build_model(self.recipe)}
 
@@ -270,7 +270,7 @@ class RegressionTask(Task):
         self._train_ds.set_epoch(epoch)
 
     def save_model(self, path, networks, info):
-        from boneage.inference.modelfile import save_model_file
+        from boneage.inference.torch_model import save_model_file
 
         # The held-back images by id: evaluate --holdout finds exactly them again.
         info = {**info, "val_ids": [self.samples[i].id for i in self.val_idx]}
@@ -287,7 +287,7 @@ def _write_validation_report(model_path, cache, val_idx, samples, ages, device, 
     from boneage.evaluation.report import write_prediction_report
     from boneage.inference.aggregate import aggregate, tune_percentile
     from boneage.inference.batch import predict_cached
-    from boneage.inference.modelfile import load_model_file, save_model_file
+    from boneage.inference.torch_model import load_model_file, save_model_file
 
     if not model_path.exists():
         raise InputError("no model file was written", model_path)

@@ -116,7 +116,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 def _init_weights(model: torch.nn.Module, path: str) -> None:
     """Start from the weights of another model file of the same architecture (its embedded
     preprocessing networks stay out: the recipe's own preprocess steps bring theirs)."""
-    from boneage.inference.modelfile import read_weights
+    from boneage.inference.torch_model import read_weights
 
     missing, unexpected = model.load_state_dict(read_weights(path, embedded=False), strict=False)
     if missing or unexpected:

@@ -1,6 +1,6 @@
 """Radiograph enhancement by a pix2pix GAN (issue 12; paper sections 2.3 and 3.3).
 
-- :mod:`~boneage.enhancement.networks`: the U-Net generator, the pair discriminator and the
+- :mod:`~boneage.models.enhancer`: the U-Net generator, the pair discriminator and the
   generator file format;
 - :mod:`~boneage.enhancement.pairs`: (degraded, original) training pairs;
 - :mod:`~boneage.enhancement.task`: ``task: gan`` for the one training loop.

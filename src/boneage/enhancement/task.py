@@ -6,7 +6,7 @@ distance to the target (pix2pix; paper section 2.3, equations 8-10, in the non-s
 form that GANs are trained with in practice). The monitored metric is the validation L1
 between G(degraded input) and the target, beside ``val_l1_input``, the L1 of the degraded
 input itself: what "no enhancement" scores on the same pairs. The model file is the
-generator alone (:func:`boneage.enhancement.networks.save_enhancer`), which a bone-age
+generator alone (:func:`boneage.models.enhancer.save_enhancer`), which a bone-age
 recipe names as a ``gan_enhance`` preprocessing step.
 """
 
@@ -23,7 +23,7 @@ from torch.nn import functional as TF
 from boneage.config import GanConfig, Recipe
 from boneage.engine.tasks import TASKS, Task
 from boneage.errors import ConfigError
-from boneage.enhancement.networks import EnhancementGenerator, PairDiscriminator, save_enhancer
+from boneage.models.enhancer import EnhancementGenerator, PairDiscriminator, save_enhancer
 from boneage.enhancement.pairs import EnhancementPairs, check_same_size, synthetic_targets
 
 __all__ = ["GanTask", "build_generator", "build_discriminator"]
@@ -185,7 +185,7 @@ class GanTask(Task):
         """Validation examples (degraded input | generated | target) and the L1 curve."""
         import cv2
 
-        from boneage.enhancement.networks import enhancer_info, enhance, load_enhancer
+        from boneage.models.enhancer import enhancer_info, enhance, load_enhancer
         from boneage.evaluation.plots import plot_training_curves
         from boneage.fileutils import atomic_path
 

@@ -26,7 +26,7 @@ def model_complexity(name: str, *, in_chans: int = 1, patch_size: int = 224, n_p
     leaving the file size and time None.
     """
     from boneage.config import Recipe
-    from boneage.inference.modelfile import save_model_file
+    from boneage.inference.torch_model import save_model_file
     from boneage.models import create_model
 
     if repeats < 1:

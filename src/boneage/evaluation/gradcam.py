@@ -54,39 +54,37 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from boneage.evaluation.plots import _new_figure, _save, display_size
-
-if TYPE_CHECKING:
-    import torch
-
-# PyTorch is imported by the functions that compute maps: the overlays, which the report and
-# the service draw (also without a map, in the light install), need none.
+from boneage.errors import InputError
+from boneage.evaluation.plots import _new_figure, _save
+from boneage.inference.predictor import Predictor
+from boneage.inference.torch_predictor import TorchPredictor
+from boneage.models.unet import unet_crop_box
+from boneage.sex import Sex
+from boneage.transforms import Compose, build_pipeline, classes as TC, functional as TF_, view_layout
+from boneage.transforms.hull import convex_hull_box
+from boneage.visualize import HEATMAP_METHODS, MAX_ALPHA, OVERLAY_MAX_SIDE, fit_for_display, overlay_rgb
 
 __all__ = ["grad_cam", "class_activation_map", "cam_decomposition", "CamDecomposition",
            "explain_image", "preprocess_geometry", "heatmap_to_original", "overlay_rgb",
            "overlay_heatmap", "PreprocessGeometry", "METHODS"]
 
 #: Heat-map methods of :func:`explain_image` (and ``boneage explain --method``).
-METHODS = ("gradcam", "cam")
+METHODS = HEATMAP_METHODS
 
-_MAX_ALPHA = 0.6  # opacity of the heat map where the influence is highest
-#: Longest side, in pixels, at which overlays are drawn: full-resolution radiographs (2-3k px)
-#: add nothing visible at report size and cost hundreds of MB as float RGBA.
-OVERLAY_MAX_SIDE = 1024
 
 
 def _sex_tensor(sex, n: int, device) -> torch.Tensor | None:
     """A (n,) float tensor of 1 (male) / 0 (female) from a tensor, bool, number or 'M'/'F'."""
-    import torch
 
     if sex is None:
         return None
@@ -94,8 +92,6 @@ def _sex_tensor(sex, n: int, device) -> torch.Tensor | None:
         t = sex.to(device=device, dtype=torch.float32).reshape(-1)
         return t.expand(n) if t.numel() == 1 else t
     if isinstance(sex, str):
-        from boneage.sex import Sex
-
         sex = Sex.parse(sex).flag
     return torch.full((n,), float(sex), device=device)
 
@@ -137,8 +133,6 @@ def _raw_cams(model: torch.nn.Module, x: torch.Tensor, sex) -> torch.Tensor:
     Kept unnormalised so that maps of several patches of one image stay on a common scale
     and can be averaged before the single final normalisation.
     """
-    import torch
-    import torch.nn.functional as F
 
     if x.ndim != 4:
         raise ValueError(f"x must be a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
@@ -218,7 +212,6 @@ def cam_decomposition(model: torch.nn.Module, x: torch.Tensor, sex=None) -> CamD
     ``pool`` a global average) for a batch ``x`` (B, C, H, W); see the module docstring for
     how the sex branch and hidden layers are handled. Eval mode, restored afterwards; no
     gradients are left on the model."""
-    import torch
 
     if x.ndim != 4:
         raise ValueError(f"x must be a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
@@ -246,7 +239,6 @@ def cam_decomposition(model: torch.nn.Module, x: torch.Tensor, sex=None) -> CamD
 
 def _raw_class_maps(model: torch.nn.Module, x: torch.Tensor, sex) -> torch.Tensor:
     """Unnormalised CAMs (B, H, W) at the input's resolution (see :func:`_raw_cams`)."""
-    import torch.nn.functional as F
 
     maps = cam_decomposition(model, x, sex).maps[:, None]
     return F.interpolate(maps, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
@@ -270,6 +262,22 @@ def class_activation_map(model: torch.nn.Module, x: torch.Tensor, sex=None) -> n
         raise ValueError(f"class_activation_map explains one image: x must be (1, C, H, W) or (C, H, W), "
                          f"got {tuple(x.shape)}")
     return _normalise(_raw_class_maps(model, x, sex)[0].cpu().numpy())
+
+
+def gradcam_predictor(predictor: Predictor) -> TorchPredictor:
+    """The PyTorch predictor whose network Grad-CAM differentiates: ``predictor`` itself, or
+    for an ONNX one (onnxruntime gives no gradients) the model file it was exported from,
+    loaded on first use and kept on it (``predictor.gradcam_predictor``), so predictions stay
+    in onnxruntime and PyTorch loads only when a heat map is asked for."""
+    if isinstance(predictor, TorchPredictor):
+        return predictor
+    if predictor.gradcam_predictor is None:
+        missing = predictor.gradcam_unavailable
+        if missing is not None:
+            raise InputError(missing, getattr(predictor, "path", None))
+        predictor.gradcam_predictor = TorchPredictor.from_file(predictor.source_model_file(),
+                                                               device=predictor.device)
+    return predictor.gradcam_predictor
 
 
 def explain_image(predictor, image: np.ndarray, sex, *, on: str = "original", method: str = "gradcam"):
@@ -300,11 +308,7 @@ def explain_image(predictor, image: np.ndarray, sex, *, on: str = "original", me
         raise ValueError(f"on must be 'original' or 'preprocessed', got {on!r}")
     if method not in METHODS:
         raise ValueError(f"heat-map method must be one of {', '.join(METHODS)}, got {method!r}")
-    # An ONNX predictor hands over the PyTorch model it was exported from: Grad-CAM needs
-    # the network's gradients, which onnxruntime does not give.
-    predictor = predictor.for_gradcam()
-    from boneage.transforms import functional as TF_
-    from boneage.transforms import view_layout
+    predictor = gradcam_predictor(predictor)
 
     prediction = predictor.predict(image, sex)  # also validates sex and image shape
     recipe = predictor.recipe
@@ -391,8 +395,6 @@ def _resize_step(shape_in, shape_out) -> tuple[float, float, float, float]:
 def _step_geometry(step, image: np.ndarray, out: np.ndarray):
     """``(scale_y, offset_y, scale_x, offset_x, approximated name or None)`` of one step that
     turned ``image`` into ``out``."""
-    from boneage.transforms import classes as TC
-
     h, w = image.shape
     box = None
     if isinstance(step, TC.Resize) and step.mode == "pad":
@@ -407,12 +409,8 @@ def _step_geometry(step, image: np.ndarray, out: np.ndarray):
     if isinstance(step, TC.CropFractions):
         box = (int(round(h * step.top)), None, int(round(w * step.left)), None)
     elif isinstance(step, TC.ConvexHullCrop):
-        from boneage.segmentation.hull import convex_hull_box
-
         box = convex_hull_box(image, threshold=step.threshold, margin=step.margin)
     elif isinstance(step, TC.UNetCrop):
-        from boneage.segmentation.unet import unet_crop_box
-
         box = unet_crop_box(step.network(), image, margin=step.margin)
     elif out.shape == image.shape:
         # Intensity steps (CLAHE, stretch, normalise, ...) leave every pixel where it was.
@@ -435,8 +433,6 @@ def preprocess_geometry(steps, image: np.ndarray) -> PreprocessGeometry:
     steps that keep the shape are taken as not moving pixels; any other step that changes the
     shape is approximated as a resize of its whole input and named in ``approximated``.
     """
-    from boneage.transforms import Compose, build_pipeline
-
     pipeline = steps if callable(steps) else build_pipeline(list(steps))
     transforms = pipeline.transforms if isinstance(pipeline, Compose) else [pipeline]
     current = np.asarray(image, dtype=np.float32)
@@ -490,36 +486,6 @@ def heatmap_to_original(heatmap: np.ndarray, image: np.ndarray, steps) -> np.nda
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def _fit_for_display(image: np.ndarray, heatmap: np.ndarray, max_side: int):
-    """The image and the map at one size, no side over ``max_side``, aspect ratio kept."""
-    if heatmap.shape != image.shape:
-        heatmap = cv2.resize(heatmap, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
-    size = display_size(image.shape, max_side)
-    if size != (image.shape[1], image.shape[0]):
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        heatmap = cv2.resize(heatmap, size, interpolation=cv2.INTER_AREA)
-    return image, heatmap
-
-
-def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, *, max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
-    """The radiograph in gray with the heat map blended over it, as an (H, W, 3) uint8 array.
-
-    The result has the image's aspect ratio (shrunk so that no side exceeds ``max_side``);
-    the map is resized to the image first if their shapes differ. Same colours and opacity
-    as :func:`overlay_heatmap`.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    heatmap = np.asarray(heatmap, dtype=np.float32)
-    if image.ndim != 2 or heatmap.ndim != 2:
-        raise ValueError(f"image and heatmap must be 2-D, got shapes {image.shape} and {heatmap.shape}")
-    image, heatmap = _fit_for_display(image, heatmap, max_side)
-    gray = np.clip(image, 0.0, 1.0)[..., None]
-    heat = np.clip(heatmap, 0.0, 1.0)
-    colour = colormaps["turbo"](heat)[..., :3].astype(np.float32)
-    alpha = (_MAX_ALPHA * np.sqrt(heat))[..., None]
-    return np.round(255.0 * ((1.0 - alpha) * gray + alpha * colour)).astype(np.uint8)
-
-
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, path: str | os.PathLike, *,
                     title: str | None = None) -> Path:
     """Write the radiograph in gray with the heat map over it as a PNG (atomically).
@@ -539,7 +505,7 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, path: str | os.PathL
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if image.ndim != 2 or heatmap.ndim != 2:
         raise ValueError(f"image and heatmap must be 2-D, got shapes {image.shape} and {heatmap.shape}")
-    image, heatmap = _fit_for_display(image, heatmap, OVERLAY_MAX_SIDE)
+    image, heatmap = fit_for_display(image, heatmap, OVERLAY_MAX_SIDE)
     h, w = image.shape
     # Size the figure to the image's aspect ratio so the radiograph is not letterboxed into
     # a tiny area; the extra width leaves room for the colour bar.
@@ -552,7 +518,7 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, path: str | os.PathL
     rgba = cmap(heat)
     # Opacity grows with the heat: a constant alpha would tint the whole radiograph with the
     # colour map's low end and hide exactly the anatomy the reader wants to compare against.
-    rgba[..., 3] = _MAX_ALPHA * np.sqrt(heat)
+    rgba[..., 3] = MAX_ALPHA * np.sqrt(heat)
     ax.imshow(rgba, interpolation="bilinear")
     ax.set_axis_off()
     if title:

@@ -25,6 +25,11 @@ import cv2
 import numpy as np
 
 from boneage.errors import InputError
+from boneage.evaluation.plots import plot_robustness
+from boneage.fileutils import atomic_path
+from boneage.io import read_image
+from boneage.io.dicom import write_dicom
+from boneage.io.image import read_image_bytes
 from boneage.registry import Registry
 from boneage.transforms import functional as F
 
@@ -129,8 +134,6 @@ for _name, _description, _fn in _FIXED:
 
 @_register("png_16bit", "written as a 16-bit PNG and read back")
 def _png16(image, ctx):
-    from boneage.io.image import read_image_bytes
-
     ok, buf = cv2.imencode(".png", np.round(np.clip(image, 0, 1) * 65535).astype(np.uint16))
     if not ok:  # pragma: no cover
         raise RuntimeError("PNG encoding failed")
@@ -138,9 +141,6 @@ def _png16(image, ctx):
 
 
 def _dicom_roundtrip(image, ctx, **kwargs):
-    from boneage.io import read_image
-    from boneage.io.dicom import write_dicom
-
     path = ctx.workdir / "roundtrip.dcm"
     write_dicom(path, np.clip(image, 0.0, 1.0), overwrite=True, **kwargs)
     return read_image(path).pixels
@@ -218,8 +218,6 @@ def run_robustness(predictor, samples, preparations: Sequence[Preparation] | Non
     ``mean_abs_shift``, ``max_abs_shift``, ``flagged`` when ``|mean_shift|`` exceeds
     :data:`SHIFT_LIMIT`) and ``predictions`` (id → {preparation: months}).
     """
-    from boneage.io import read_image
-
     samples = list(samples)
     if not samples:
         raise InputError("no labelled images to assess")
@@ -276,8 +274,6 @@ def paired_consistency(predictor, samples, paired_samples) -> dict:
     ``difference = estimate(samples) - estimate(paired_samples)`` per id; returns ``n``,
     ``mean_difference`` (with its 95 % interval ``difference_ci95``), ``mean_abs_difference``, ``max_abs_difference`` and ``rows``.
     """
-    from boneage.io import read_image
-
     other = {s.id: s for s in paired_samples}
     both = [s for s in samples if s.id in other]
     if not both:
@@ -321,9 +317,6 @@ def write_robustness_report(result: dict, out_dir: str | Path, pairs: dict | Non
                             title: str = "") -> Path:
     """Write ``robustness.md``, ``robustness.csv``, ``robustness.json``,
     ``robustness_predictions.csv`` (and ``paired.csv``) and the plot ``robustness.png``."""
-    from boneage.evaluation.plots import plot_robustness
-    from boneage.fileutils import atomic_path
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "robustness.md") as tmp:

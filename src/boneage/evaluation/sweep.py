@@ -306,7 +306,7 @@ def plan_sweep(sweep: Sweep, *, check: bool = True) -> list[SweepRun]:
 def _parameters(recipe) -> int:
     import torch
 
-    from boneage.inference.modelfile import build_model
+    from boneage.inference.torch_model import build_model
 
     with torch.device("meta"):  # counted without allocating the weights
         model = build_model(recipe, **({"pretrained": None} if "pretrained" in recipe.model.options else {}))
@@ -320,7 +320,7 @@ def train_mae(model_path: Path, samples, n_images: int, device: str = "cpu") -> 
     from boneage.data.datasets import PreprocessedCache
     from boneage.data.split import train_val_split
     from boneage.inference.batch import predict_cached
-    from boneage.inference.modelfile import load_model_file
+    from boneage.inference.torch_model import load_model_file
 
     if n_images <= 0:
         return None, 0

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from boneage.config import Recipe
+from boneage.inference.torch_predictor import TorchPredictor
 
 #: Images per forward batch group (their views are batched together).
 IMAGES_PER_CHUNK = 64
@@ -25,11 +26,9 @@ def predict_cached(model: torch.nn.Module, recipe: Recipe, cache, indices: Seque
     ``cache`` is a :class:`boneage.data.datasets.PreprocessedCache`. The model's train/eval
     mode is restored afterwards.
     """
-    from boneage.inference.predictor import Predictor
-
     indices = [int(i) for i in indices]
     was_training = model.training
-    predictor = Predictor(model, recipe, device=str(device), batch_size=batch_size)
+    predictor = TorchPredictor(model, recipe, device=str(device), batch_size=batch_size)
     starts = range(0, len(indices), IMAGES_PER_CHUNK)
     if progress:
         from tqdm import tqdm

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from boneage.errors import BoneAgeError, InputError, QualityRefusal
 from boneage.fileutils import atomic_path
+from boneage.io import read_image
 from boneage.sex import Sex
 
 if TYPE_CHECKING:
@@ -238,8 +239,6 @@ def check_sex_ids(sexes: Mapping[str, object], paths: Iterable, source: str | os
 # --- decoding ahead ------------------------------------------------------------------------
 
 def _decode(path: str) -> LoadedImage | BoneAgeError:
-    from boneage.io import read_image
-
     try:
         return read_image(path)
     except BoneAgeError as exc:

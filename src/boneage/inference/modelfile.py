@@ -12,86 +12,27 @@ from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
 import json
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from safetensors import safe_open
 
 from boneage.config import Recipe
-from boneage.errors import BoneAgeError, InputError
-from boneage.fileutils import atomic_path, read_safetensors_metadata
-from boneage.registry import Registry
+from boneage.errors import InputError
+from boneage.fileutils import file_hash, read_safetensors_metadata
+from boneage.inference.interval import ConformalCalibration
+from boneage.inference.onnx_model import read_onnx_model_metadata
+from boneage.inference.quality import TENSOR_PREFIX, QualityGate
 
-if TYPE_CHECKING:
-    import torch
-
-# PyTorch is imported where weights are built or read, not here: reading a model file's
-# recipe and info (``boneage info``, the service's model page, an ONNX export's metadata) works
-# in the light install, which has no PyTorch.
+# This module reads a model file's recipe, info, interval and gate without PyTorch (``boneage
+# info``, the service's model page, the light install); building, loading and writing the
+# network is :mod:`boneage.inference.torch_model`'s.
 
 FORMAT_VERSION = "1"
 #: Recipe sections whose steps may carry a network of their own.
 _STEP_SECTIONS = ("preprocess", "canonical")
-
-#: Builders of the networks a preprocessing step may need, by the step class's ``subnetwork``.
-SUBNETWORKS: Registry = Registry("sub-network")
-
-
-@SUBNETWORKS.register("hand_unet")
-def _hand_unet(**options) -> torch.nn.Module:
-    from boneage.segmentation.unet import HandUNet
-
-    return HandUNet(**options)
-
-
-@SUBNETWORKS.register("segmenter")
-def _segmenter(model: str, options: dict) -> torch.nn.Module:
-    from boneage.segmentation.networks import Segmenter
-
-    return Segmenter(model, options)
-
-
-@SUBNETWORKS.register("enhancer")
-def _enhancer(**options) -> torch.nn.Module:
-    from boneage.enhancement.networks import EnhancementGenerator
-
-    return EnhancementGenerator(**options)
-
-
-def file_hash(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, as hex: the identity of a model file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _embed_subnetworks(recipe: Recipe) -> tuple[Recipe, dict[str, torch.Tensor], dict[str, dict]]:
-    """A copy of ``recipe`` whose network-backed steps name embedded networks, their tensors
-    (keys ``<section>.<index>.<name>``) and what rebuilds them."""
-    from boneage.transforms import TRANSFORMS, build_transform
-
-    from boneage import embedded
-
-    stored = copy.deepcopy(recipe)
-    tensors: dict[str, torch.Tensor] = {}
-    subnets: dict[str, dict] = {}
-    for section in _STEP_SECTIONS:
-        for i, step in enumerate(getattr(stored, section)):
-            if not isinstance(step, dict) or step.get("name") not in TRANSFORMS:
-                continue
-            kind = getattr(TRANSFORMS.get(step["name"]), "subnetwork", None)
-            if kind is None:
-                continue
-            net = build_transform(step).network()
-            key = f"{section}.{i}"
-            tensors.update({f"{key}.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
-            ref = embedded.register(net)
-            subnets[key] = {"kind": kind, "options": net.options(), "ref": ref}
-            step["weights"] = ref
-    return stored, tensors, subnets
-
 
 def _portable(recipe: Recipe, info: dict[str, Any]) -> tuple[Recipe, dict[str, Any]]:
     """Move the training machine's paths out of the recipe into names (and hashes) in info."""
@@ -109,31 +50,6 @@ def _portable(recipe: Recipe, info: dict[str, Any]) -> tuple[Recipe, dict[str, A
     return recipe, info
 
 
-def save_model_file(path: str | Path, model: torch.nn.Module, recipe: Recipe,
-                    info: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s weights, ``recipe`` and free-form ``info`` to one file, embedding
-    the networks the recipe's steps need and leaving no path of this machine in it."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stored, extra, subnets = _embed_subnetworks(recipe)
-    stored, info = _portable(stored, info or {})
-    info.setdefault("date", datetime.date.today().isoformat())
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    clash = sorted(set(tensors) & set(extra))
-    if clash:  # pragma: no cover - model keys never start with a recipe section name
-        raise RuntimeError(f"model tensors clash with embedded networks: {clash[:3]}")
-    tensors.update(extra)
-    meta = {"boneage_format": FORMAT_VERSION,
-            "recipe": json.dumps(stored.to_dict()),
-            "info": json.dumps(info),
-            "subnetworks": json.dumps(subnets)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return path
-
-
 def _metadata(path: str | Path) -> dict[str, str]:
     meta = read_safetensors_metadata(path, "model file")
     if meta.get("boneage_format") != FORMAT_VERSION or "recipe" not in meta:
@@ -145,8 +61,6 @@ def read_model_metadata(path: str | Path) -> tuple[Recipe, dict[str, Any]]:
     """The recipe and info stored in a model file (or an ONNX export of one, whose info also
     names its ``source_model``), without loading the weights."""
     if Path(path).suffix.lower() == ".onnx":
-        from boneage.inference.onnx_model import read_onnx_model_metadata
-
         return read_onnx_model_metadata(path)
     meta = _metadata(path)
     try:
@@ -157,89 +71,10 @@ def read_model_metadata(path: str | Path) -> tuple[Recipe, dict[str, Any]]:
     return recipe, info
 
 
-def build_model(recipe: Recipe, **extra) -> torch.nn.Module:
-    """The recipe's model, freshly initialised."""
-    from boneage.models import create_model
-
-    options = dict(recipe.model.options)
-    options.update(extra)
-    options.setdefault("in_chans", recipe.input_spec()[0])
-    return create_model(recipe.model.name, **options)
-
-
-def _load_subnetworks(path: Path, state: dict[str, torch.Tensor], subnets: dict[str, dict]) -> None:
-    from boneage import embedded
-
-    for key, spec in subnets.items():
-        prefix = key + "."
-        own = {k[len(prefix):]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
-        try:
-            net = SUBNETWORKS.create(spec["kind"], where=f"embedded network {key}", **spec["options"])
-            net.load_state_dict(own)
-        except (RuntimeError, KeyError, TypeError, BoneAgeError) as exc:
-            raise InputError(f"embedded network {key} does not fit its description "
-                             f"({str(exc).splitlines()[0]})", path) from None
-        ref = embedded.register(net.eval())
-        if ref != spec["ref"]:
-            raise InputError(f"embedded network {key} is damaged (its weights do not match their hash)", path)
-
-
-#: Tensors of a model file that are not the network's weights (the quality gate's, read by
-#: :func:`load_model_extras`).
-_EXTRA_PREFIXES = ("quality.",)
-
-
-def read_weights(path: str | Path, *, embedded: bool = True) -> dict:
-    """The network's tensors in a model file, without the quality gate's (so a calibrated
-    file can initialise training as well as an uncalibrated one).
-
-    ``embedded=False`` also leaves out the networks embedded for preprocessing (a hand
-    segmenter, an enhancer): a recipe that starts from this file builds its own from its
-    preprocess steps, so only the model's own weights can initialise it.
-    """
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise InputError(f"cannot read the weights: {str(exc).splitlines()[0]}", path) from None
-    skip = _EXTRA_PREFIXES
-    if not embedded:
-        skip += tuple(key + "." for key in json.loads(_metadata(path).get("subnetworks", "{}")))
-    return {k: v for k, v in state.items() if not k.startswith(skip)}
-
-
-def load_model_file(path: str | Path, device: str | torch.device = "cpu"
-                    ) -> tuple[torch.nn.Module, Recipe, dict[str, Any]]:
-    """Rebuild the model from a file: ``(model in eval mode, recipe, info)``.
-
-    ``info`` gains ``model_sha256``, the hash of the file's bytes (the model's identity).
-    """
-    path = Path(path)
-    recipe, info = read_model_metadata(path)
-    subnets = json.loads(_metadata(path).get("subnetworks", "{}"))
-    # Pretrained initialisation is pointless (and may need a file) when weights follow.
-    model = build_model(recipe, **({"pretrained": None} if "pretrained" in recipe.model.options else {}))
-    state = read_weights(path)
-    _load_subnetworks(path, state, subnets)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise InputError(f"weights do not fit the recipe's model ({str(exc).splitlines()[1:2] or exc})", path) from None
-    if missing or unexpected:
-        raise InputError(f"weights do not match the recipe's model (missing {missing[:3]}, unexpected {unexpected[:3]})", path)
-    info = {**info, "model_sha256": file_hash(path)}
-    return model.to(device).eval(), recipe, info
-
 
 def load_model_extras(path: str | Path):
     """``(QualityGate or None, ConformalCalibration or None)`` stored in a model file by
     :func:`add_to_model_file` (files written before them carry neither)."""
-    from safetensors import safe_open
-
-    from boneage.inference.interval import ConformalCalibration
-    from boneage.inference.quality import TENSOR_PREFIX, QualityGate
-
     meta = _metadata(path)
     gate = calibration = None
     try:
@@ -252,45 +87,6 @@ def load_model_extras(path: str | Path):
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"broken calibration or quality gate in the model file ({str(exc).splitlines()[0]})", path) from None
     return gate, calibration
-
-
-def add_to_model_file(src: str | Path, dst: str | Path, *, gate=None, calibration=None,
-                      info_update: dict | None = None, inference_update: dict | None = None,
-                      preprocess: list | None = None) -> Path:
-    """Copy a model file, adding (or replacing) its quality gate, interval calibration and
-    info entries; the weights are unchanged. ``inference_update`` replaces keys of the
-    recipe's ``inference`` section (how predictions are made from the same weights, e.g.
-    ``preprocess_views``) and ``preprocess`` the recipe's deterministic preprocessing steps;
-    without either the bone ages are unchanged too."""
-    from safetensors.torch import load_file, save_file
-
-    from boneage.inference.quality import TENSOR_PREFIX
-    from boneage.transforms import build_pipeline
-
-    meta = dict(_metadata(src))
-    tensors = load_file(str(src), device="cpu")
-    if gate is not None:
-        tensors = {k: v for k, v in tensors.items() if not k.startswith(TENSOR_PREFIX)}
-        tensors.update(gate.to_tensors())
-        meta["quality"] = gate.to_metadata()
-    if calibration is not None:
-        meta["interval"] = json.dumps(calibration.to_dict())
-    if info_update:
-        meta["info"] = json.dumps({**json.loads(meta.get("info", "{}")), **info_update})
-    if inference_update or preprocess is not None:
-        data = json.loads(meta["recipe"])
-        data["inference"] = {**data.get("inference", {}), **(inference_update or {})}
-        if preprocess is not None:
-            data["preprocess"] = list(preprocess)
-        recipe = Recipe.from_dict(data)  # validated as any recipe, its steps built once
-        for steps in (recipe.preprocess, *recipe.inference.preprocess_views):
-            build_pipeline(steps)
-        meta["recipe"] = json.dumps(recipe.to_dict())
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dst) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return dst
 
 
 def validation_mae(info: dict[str, Any]) -> tuple[float, str] | None:
@@ -323,8 +119,6 @@ def validation_record(summary: dict[str, Any], data: str) -> dict[str, Any]:
 
 def describe_model_file(path: str | Path, recipe: Recipe, info: dict[str, Any]) -> str:
     """A few readable lines about a model file (``boneage info``)."""
-    import os
-
     path = Path(path)
     mtime = datetime.datetime.fromtimestamp(os.path.getmtime(path)).strftime("%Y-%m-%d")
     lines = [f"model        {recipe.name} ({recipe.model.name}, {recipe.task})",

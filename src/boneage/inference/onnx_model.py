@@ -1,7 +1,7 @@
-"""Model files as ONNX: export a boneage model file, and predict with onnxruntime.
+"""Model files as ONNX, predicted with onnxruntime (the light install's runtime).
 
-:func:`export_onnx` writes one ``.onnx`` file that carries everything the
-:class:`~boneage.inference.Predictor` needs besides the network, in the ONNX model's
+An ONNX file written by :func:`boneage.inference.onnx_export.export_onnx` carries everything the
+:class:`~boneage.inference.predictor.Predictor` needs besides the network, in the ONNX model's
 ``metadata_props``: the recipe (preprocessing, views, aggregation, target scaling), the info,
 the interval calibration, the quality gate (its arrays as base64 float32, exactly the values
 of the source file) and the source model file's SHA-256. The graph takes ``x`` (N, C, H, W)
@@ -12,8 +12,8 @@ dynamic batch axis, and gives two outputs: ``age`` (N,), the scaled bone age, an
 
 :class:`OnnxPredictor` runs such a file with onnxruntime through the same preprocessing,
 views, aggregation, interval and gate code as the PyTorch path (it is a
-:class:`~boneage.inference.Predictor` with another network runner), so the two give the same
-bone ages to float rounding. Loading needs only onnxruntime; exporting needs PyTorch and onnx.
+:class:`~boneage.inference.predictor.Predictor` with another network runner), so the two give
+the same bone ages to float rounding. This module imports no PyTorch (import-linter checks it).
 
 Threads: an :class:`OnnxPredictor` uses one intra-op thread unless told otherwise (``threads``):
 a service answering several requests at once runs one prediction per request, and more
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,11 @@ import numpy as np
 
 from boneage.config import Recipe
 from boneage.errors import InputError
-from boneage.fileutils import atomic_path
-from boneage.inference.modelfile import file_hash
+from boneage.fileutils import file_hash
+from boneage.inference.interval import ConformalCalibration
 from boneage.inference.predictor import Predictor, check_can_predict, torch_available
+from boneage.inference.quality import _ARRAYS, QualityGate
 from boneage.transforms import network_input
-
 #: ``boneage_format`` of an exported ONNX file (the safetensors files say "1").
 ONNX_FORMAT = "onnx-1"
 #: Network inputs and outputs of an exported graph.
@@ -58,8 +59,6 @@ def _decode_array(d: dict) -> np.ndarray:
 def gate_to_json(gate) -> str:
     """A :class:`~boneage.inference.quality.QualityGate` as one JSON string: its thresholds
     and facts as in a model file, its arrays as float32 (as a model file stores them)."""
-    from boneage.inference.quality import _ARRAYS
-
     return json.dumps({"thresholds": json.loads(gate.to_metadata()),
                        "arrays": {k: _encode_array(getattr(gate, k)) for k in _ARRAYS}})
 
@@ -67,152 +66,8 @@ def gate_to_json(gate) -> str:
 def gate_from_json(text: str):
     """The :class:`~boneage.inference.quality.QualityGate` written by :func:`gate_to_json`;
     the same float64 arrays as :meth:`QualityGate.from_stored` gives for the source file."""
-    from boneage.inference.quality import _ARRAYS, QualityGate
-
     d = json.loads(text)
     return QualityGate.from_arrays({k: _decode_array(d["arrays"][k]) for k in _ARRAYS}, d["thresholds"])
-
-
-def _view_shape(model, recipe: Recipe) -> tuple[int, int]:
-    """(h, w) of the views the network sees, from running the recipe on a made-up image."""
-    rng = np.random.default_rng(0)
-    predictor = Predictor(model, recipe)
-    views = predictor.views(rng.random((256, 256), dtype=np.float32))
-    return int(views.shape[-2]), int(views.shape[-1])
-
-
-def _resolved_recipe(recipe: Recipe, stored: str) -> dict:
-    """The stored recipe with its input spec (channels, mean, std) written out: the runner
-    then needs no model registry, which is PyTorch code, to know what the graph is fed."""
-    d = json.loads(stored)
-    d["channels"], d["input_mean"], d["input_std"] = recipe.input_spec()
-    return d
-
-
-def _network_steps(recipe: Recipe) -> list[str]:
-    """Names of the recipe's steps that run a network of their own (not in the ONNX graph)."""
-    from boneage.transforms import TRANSFORMS
-
-    sections = [("preprocess", recipe.preprocess), ("canonical", recipe.canonical)]
-    sections += [("inference.preprocess_views", steps) for steps in recipe.inference.preprocess_views]
-    out = []
-    for section, steps in sections:
-        for step in steps:
-            name = step.get("name") if isinstance(step, dict) else None
-            if name in TRANSFORMS and getattr(TRANSFORMS.get(name), "subnetwork", None) is not None:
-                out.append(f"{section}: {name}")
-    return out
-
-
-def export_onnx(model_path: str | Path | None, out: str | Path, *, opset: int | None = None,
-                dynamo: bool = True) -> Path:
-    """Write the model file ``model_path`` (the bundled model for None) as ONNX to ``out``.
-
-    ``opset``: the ONNX opset (default: the exporter's own, which onnxruntime runs).
-    ``dynamo``: PyTorch's torch.export-based exporter (the default since PyTorch 2.9); False
-    uses the older TorchScript exporter, deprecated but several times faster to export.
-    Returns ``out``. Recipes with a network inside their preprocessing (``unet_crop``) are
-    refused: that network would not be in the graph.
-    """
-    import torch
-
-    import onnx
-
-    from boneage.inference.modelfile import _metadata, file_hash, load_model_extras, load_model_file
-    from boneage.inference.predictor import default_model_path
-
-    model_path = default_model_path("torch") if model_path is None else Path(model_path)
-    out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise InputError(f"the ONNX file's name must end in .onnx, got {out.name!r}", out)
-    model, recipe, info = load_model_file(model_path)
-    inside = _network_steps(recipe)
-    if inside:
-        raise InputError(f"cannot export: the recipe's preprocessing runs a network of its own "
-                         f"({', '.join(inside)}), which the ONNX graph would not carry", model_path)
-    if not hasattr(model, "head"):  # e.g. per_sex: two networks chosen by sex, not one graph
-        raise InputError(f"cannot export: the model ({recipe.model.name}) is not one network with "
-                         "one head, which the ONNX graph and its quality-gate features need", model_path)
-    gate, calibration = load_model_extras(model_path)
-    meta_src = _metadata(model_path)
-    uses_sex = bool(getattr(model.head, "uses_sex", True))
-
-    class _AgeAndFeatures(torch.nn.Module):
-        # One graph, two outputs: the age and the pooled features the gate reads, so the
-        # ONNX file alone serves both (and the features are not computed twice per view).
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x, sex):
-            features = self.net.pool(self.net.forward_features(x))
-            return self.net.head(features, sex), features
-
-    wrapper = _AgeAndFeatures(model).eval()
-    h, w = _view_shape(model, recipe)
-    channels = recipe.input_spec()[0]
-    # A batch of 2 at export: a batch of 1 may let the exporter treat the axis as constant.
-    args = (torch.zeros(2, channels, h, w), torch.tensor([1.0, 0.0]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = {"input_names": list(INPUT_NAMES), "output_names": list(OUTPUT_NAMES)}
-    if opset is not None:
-        kwargs["opset_version"] = int(opset)
-    import warnings
-
-    with atomic_path(out) as tmp, warnings.catch_warnings():
-        # The exporters warn about their own internals (deprecations, dynamic-shape renames)
-        # on every export; nothing a user of this command can act on.
-        warnings.simplefilter("ignore")
-        if dynamo:
-            batch = torch.export.Dim("batch", min=1)
-            torch.onnx.export(wrapper, args, str(tmp), dynamo=True, external_data=False,
-                              dynamic_shapes={"x": {0: batch}, "sex": {0: batch}}, verbose=False,
-                              **kwargs)
-        else:
-            torch.onnx.export(wrapper, args, str(tmp), dynamo=False,
-                              dynamic_axes={n: {0: "batch"} for n in INPUT_NAMES + OUTPUT_NAMES},
-                              **kwargs)
-        proto = onnx.load(str(tmp))
-        props = {"boneage_format": ONNX_FORMAT,
-                 "recipe": json.dumps(_resolved_recipe(recipe, meta_src["recipe"])),
-                 "info": meta_src.get("info", "{}"),
-                 "source_model": json.dumps({"file": model_path.name, "sha256": file_hash(model_path)}),
-                 "uses_sex": json.dumps(uses_sex)}
-        if calibration is not None:
-            props["interval"] = json.dumps(calibration.to_dict())
-        if gate is not None:
-            props["quality"] = gate_to_json(gate)
-        del proto.metadata_props[:]
-        for key, value in props.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        proto.producer_name = "boneage"
-        onnx.save(proto, str(tmp))
-    return out
-
-
-def add_to_onnx_file(src: str | Path, dst: str | Path, *, info_update: dict | None = None,
-                     source_model: str | Path | None = None) -> Path:
-    """Copy an exported ONNX file, adding (or replacing) entries of its info and, given the
-    model file it now stands for (e.g. after :func:`~boneage.inference.modelfile.add_to_model_file`
-    changed that file's info), its ``source_model`` name and hash; the graph is unchanged."""
-    import onnx
-
-    proto = onnx.load(str(src))
-    props = {entry.key: entry.value for entry in proto.metadata_props}
-    if props.get("boneage_format") != ONNX_FORMAT:
-        raise InputError("an ONNX model without boneage metadata; write one with `boneage export`", src)
-    if info_update:
-        props["info"] = json.dumps({**json.loads(props.get("info", "{}")), **info_update})
-    if source_model is not None:
-        props["source_model"] = json.dumps({"file": Path(source_model).name, "sha256": file_hash(source_model)})
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    with atomic_path(dst) as tmp:
-        onnx.save(proto, str(tmp))
-    return Path(dst)
 
 
 def _session(path: Path, threads: int, device: str):
@@ -249,8 +104,6 @@ def _session(path: Path, threads: int, device: str):
 def _load_failure(message: str, version: str) -> str:
     """One line for an onnxruntime load failure: the opset when that is the problem, else the
     message without its C++ source location."""
-    import re
-
     opset = re.search(r"Opset (\d+) is under development", message)
     if opset:
         till = re.search(r"is till opset (\d+)", message)
@@ -279,8 +132,6 @@ def read_onnx_metadata(session, path: str | Path) -> dict[str, str]:
 def _parse_metadata(meta: dict[str, str], path) -> dict[str, Any]:
     """The boneage metadata of an ONNX file as objects (recipe, info, interval, gate,
     source, uses_sex); one-line InputError when broken."""
-    from boneage.inference.interval import ConformalCalibration
-
     try:
         return {"recipe": Recipe.from_dict(json.loads(meta["recipe"])),
                 "info": json.loads(meta.get("info", "{}")),
@@ -319,7 +170,6 @@ class OnnxPredictor(Predictor):
         self.device = "cpu"
         self.path = None if path is None else Path(path)
         self._uses_sex = uses_sex
-        self._gradcam: Predictor | None = None
         self._inputs = {i.name for i in session.get_inputs()}
         missing = sorted({"x"} - self._inputs | set(OUTPUT_NAMES) - {o.name for o in session.get_outputs()})
         if missing:
@@ -379,17 +229,6 @@ class OnnxPredictor(Predictor):
             return "Grad-CAM needs the PyTorch model file this ONNX model was exported from, beside it"
         return None
 
-    def for_gradcam(self) -> Predictor:
-        """The PyTorch predictor of the model file this ONNX file was exported from, loaded
-        on first use only: predictions stay in onnxruntime, and PyTorch is imported only when
-        a heat map is asked for."""
-        if self._gradcam is None:
-            missing = self.gradcam_unavailable
-            if missing is not None:
-                raise InputError(missing, self.path)
-            self._gradcam = Predictor.from_file(self.source_model_file(), device=self.device)
-        return self._gradcam
-
     def to_input(self, views: np.ndarray) -> np.ndarray:
         """Network input (N, C, h, w) float32 from views in [0, 1] (no PyTorch needed)."""
         return network_input(views, self.recipe)
@@ -416,29 +255,3 @@ class OnnxPredictor(Predictor):
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
-def compare_backends(torch_predictor: Predictor, onnx_predictor: Predictor, images, sexes) -> dict:
-    """How far the ONNX predictor's bone ages (months) and gate features lie from the PyTorch
-    predictor's on the same images: ``{"n", "max_abs_months", "mean_abs_months",
-    "max_abs_feature"}``. Both go through ``predict_batch`` (views, TTA, aggregation)."""
-    from boneage.inference.quality import image_features
-
-    images = list(images)
-    a = np.array([p.bone_age_months for p in torch_predictor.predict_batch(images, sexes)])
-    b = np.array([p.bone_age_months for p in onnx_predictor.predict_batch(images, sexes)])
-    fa, fb = image_features(torch_predictor, images), image_features(onnx_predictor, images)
-    diff = np.abs(a - b)
-    return {"n": len(images), "max_abs_months": float(diff.max()) if len(diff) else 0.0,
-            "mean_abs_months": float(diff.mean()) if len(diff) else 0.0,
-            "max_abs_feature": float(np.abs(fa - fb).max()) if fa.size else 0.0}
-
-
-def synthetic_check(model_path: str | Path | None, onnx_path: str | Path, n: int = 4) -> dict:
-    """:func:`compare_backends` of a model file and its ONNX export on ``n`` synthetic
-    radiographs (both sexes, ages across the range): the check ``boneage export`` runs."""
-    from boneage.data.synthetic import make_radiograph
-
-    images = [make_radiograph(24.0 + 150.0 * i / max(n - 1, 1), "MF"[i % 2], size=256, seed=i).image
-              for i in range(n)]
-    sexes = ["MF"[i % 2] for i in range(n)]
-    return compare_backends(Predictor.from_file(model_path), OnnxPredictor.from_file(onnx_path),
-                            images, sexes)

@@ -1,8 +1,9 @@
 """Predict bone age from an image array or file with a trained model.
 
-This module imports no PyTorch: a :class:`Predictor` built on a PyTorch model imports it when
-it runs, and the light install (no PyTorch) predicts through its subclass
-:class:`~boneage.inference.onnx_model.OnnxPredictor` with the bundled ONNX model.
+This module imports no PyTorch (import-linter checks it): :class:`Predictor` is everything but
+the network, which its subclasses run: :class:`~boneage.inference.torch_predictor.TorchPredictor`
+in PyTorch, :class:`~boneage.inference.onnx_model.OnnxPredictor` in onnxruntime (the light
+install's, with the bundled ONNX model).
 """
 
 from __future__ import annotations
@@ -14,18 +15,16 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from boneage.clinical.reference import maturity_statement
 from boneage.config import Recipe
 from boneage.errors import InputError
-from boneage.sex import Sex
-from boneage.units import rounded
 from boneage.inference.aggregate import aggregate
-from boneage.transforms import (
-    build_pipeline, canonical_pipeline, make_views, network_input, preprocessed_copies,
-)
+from boneage.inference.quality import screen, screen_keeping_preprocessed
+from boneage.sex import Sex
+from boneage.transforms import build_pipeline, canonical_pipeline, make_views, preprocessed_copies
+from boneage.units import rounded
 
 if TYPE_CHECKING:
-    import torch
-
     from boneage.clinical import ClinicalReading
     from boneage.inference.interval import PredictionInterval
     from boneage.inference.quality import QualityVerdict
@@ -52,7 +51,7 @@ def default_model_path(kind: str = "auto") -> Path:
     PyTorch import and runs several times faster on a CPU, and both give the same bone ages
     to 0.001 months (their hashes differ). What needs the network itself (Grad-CAM, training,
     calibration, export) asks for ``"torch"``, or reaches it through
-    :meth:`Predictor.for_gradcam`."""
+    :func:`boneage.evaluation.gradcam.gradcam_predictor`."""
     if kind not in ("auto", "torch", "onnx"):
         raise ValueError(f"kind must be 'auto', 'torch' or 'onnx', got {kind!r}")
     if kind == "auto":
@@ -105,8 +104,6 @@ class Prediction:
         """At the top of the Greulich–Pyle range, what to say instead of the precise bone age
         (``"at or near skeletal maturity: at least 15.3 years ..."``), else None; see
         :func:`boneage.clinical.reference.maturity_statement`."""
-        from boneage.clinical.reference import maturity_statement
-
         return maturity_statement(self.bone_age_months, self.sex, self.interval)
 
     def bone_age_text(self) -> str:
@@ -130,17 +127,21 @@ class Prediction:
 
 
 class Predictor:
-    """Runs a model on images exactly as its recipe says (preprocess, views, aggregate)."""
+    """Runs a model on images exactly as its recipe says (preprocess, views, aggregate).
 
-    def __init__(self, model: torch.nn.Module, recipe: Recipe, device: str = "cpu",
-                 batch_size: int = 64, info: dict | None = None, quality_gate=None,
-                 calibration=None):
-        self.model = model.to(device).eval()
-        self.device = device
+    This class holds everything but the network and imports no PyTorch; its subclasses run
+    the network: :class:`~boneage.inference.torch_predictor.TorchPredictor` (a PyTorch model
+    file or module) and :class:`~boneage.inference.onnx_model.OnnxPredictor` (an ONNX
+    export, the light install's). :func:`boneage.inference.loader.load_predictor` picks one
+    for a file.
+    """
+
+    def __init__(self, recipe: Recipe, batch_size: int = 64, info: dict | None = None,
+                 quality_gate=None, calibration=None):
         self._setup(recipe, batch_size, info, quality_gate, calibration)
 
     def _setup(self, recipe: Recipe, batch_size: int, info: dict | None, quality_gate, calibration) -> None:
-        """Everything but the network (shared with the ONNX runner, which has no torch model)."""
+        """Everything but the network, shared by the subclasses."""
         self.recipe = recipe
         self.batch_size = batch_size
         self.info = info or {}
@@ -148,74 +149,37 @@ class Predictor:
         """:class:`~boneage.inference.quality.QualityGate` of the model file, or None."""
         self.calibration = calibration
         """:class:`~boneage.inference.interval.ConformalCalibration` of the model file, or None."""
+        self.gradcam_predictor = None
+        """The PyTorch predictor Grad-CAM differentiates for this one, once loaded
+        (:func:`boneage.evaluation.gradcam.gradcam_predictor`); None until then."""
         self._pre = build_pipeline(recipe.preprocess)
         self._pre_variants = [build_pipeline(steps) for steps in recipe.inference.preprocess_views]
         self._canonical = canonical_pipeline(recipe)
         if recipe.target.mean is None or recipe.target.std is None:
             raise ValueError("recipe has no target scaling; was the model trained?")
 
-    @classmethod
-    def from_file(cls, path: str | Path | None = None, device: str = "cpu",
-                  threads: int | None = None) -> "Predictor":
-        """Load a model file (the bundled default when ``path`` is None).
-
-        A ``.onnx`` file (written by ``boneage export``) gives an
-        :class:`~boneage.inference.onnx_model.OnnxPredictor` running in onnxruntime with
-        ``threads`` intra-op threads (default 1: one per concurrent request). For a PyTorch
-        model file, ``threads`` calls ``torch.set_num_threads`` (process-wide); None leaves
-        PyTorch's own default (one per core).
-        """
-        path = default_model_path() if path is None else Path(path)
-        if not path.exists() and path.parent == default_model_path().parent:
-            raise InputError("the bundled default model is missing from this installation", path)
-        if path.suffix.lower() == ".onnx":
-            from boneage.inference.onnx_model import OnnxPredictor
-
-            return OnnxPredictor.from_file(path, device=device, threads=threads)
-        require_torch("a PyTorch model file (.safetensors)", path)
-        import torch
-
-        if threads is not None:
-            if int(threads) < 1:
-                raise InputError(f"threads must be >= 1, got {threads}")
-            torch.set_num_threads(int(threads))
-        from boneage.inference.modelfile import load_model_extras, load_model_file, read_model_metadata
-
-        check_can_predict(read_model_metadata(path)[0], path)
-        model, recipe, info = load_model_file(path, device)
-        gate, calibration = load_model_extras(path)
-        return cls(model, recipe, device=device, info=info, quality_gate=gate, calibration=calibration)
-
     @property
     def uses_sex(self) -> bool:
-        # A per-sex model (boneage.models.per_sex) says so itself: it has no one head to ask.
-        routed = getattr(self.model, "uses_sex", None)
-        return bool(routed) if routed is not None else bool(getattr(self.model.head, "uses_sex", True))
+        """Whether the network reads the sex (a model without a sex branch predicts the same
+        for both)."""
+        raise NotImplementedError
 
     @property
     def gradcam_unavailable(self) -> str | None:
         """Why Grad-CAM cannot explain this predictor's estimates, or None when it can."""
         return None
 
-    def for_gradcam(self) -> "Predictor":
-        """The predictor whose PyTorch network Grad-CAM differentiates: this one."""
-        return self
-
     def screen(self, image: np.ndarray, metadata=None, *, name: str | None = None,
                force: bool = False) -> tuple[np.ndarray, QualityVerdict]:
         """The quality gate (see :mod:`boneage.inference.quality`): ``(pixels to assess,
         verdict)``, the pixels corrected when the gate turned or inverted them. Raises
         :class:`~boneage.errors.QualityRefusal` unless ``force``."""
-        from boneage.inference.quality import screen
-
         return screen(self, np.asarray(image, dtype=np.float32), metadata, name=name, force=force)
 
     def screen_keeping_preprocessed(self, image: np.ndarray, metadata=None, *, name: str | None = None,
                                     force: bool = False) -> tuple[np.ndarray, QualityVerdict, np.ndarray | None]:
         """:meth:`screen`, and the preprocessed pixels when the gate computed them (else None),
         for :meth:`predict`'s ``preprocessed``."""
-        from boneage.inference.quality import screen_keeping_preprocessed
-
         return screen_keeping_preprocessed(self, np.asarray(image, dtype=np.float32), metadata,
                                            name=name, force=force)
 
@@ -227,12 +191,6 @@ class Predictor:
         """:meth:`preprocess` and the copies of ``inference.preprocess_views``: every
         distinct preprocessed copy the model sees, the recipe's own first."""
         return preprocessed_copies(image, self._pre, self._pre_variants)
-
-    def to_input(self, views: np.ndarray) -> torch.Tensor:
-        """Network input tensor (N, C, h, w) from views in [0, 1], on the predictor's device."""
-        import torch
-
-        return torch.from_numpy(network_input(views, self.recipe)).to(self.device)
 
     def views_of_preprocessed(self, preprocessed: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Every view the model sees of an already preprocessed image (patches, TTA
@@ -251,28 +209,12 @@ class Predictor:
 
     def _run(self, views: np.ndarray, male: np.ndarray) -> np.ndarray:
         """Bone age in months for a stack of views with one sex flag (1 = male) per view."""
-        import torch
-
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(views), self.batch_size):
-                x = self.to_input(views[i:i + self.batch_size])
-                s = torch.as_tensor(male[i:i + self.batch_size], dtype=torch.float32, device=self.device)
-                out.append(self.model(x, s).float().cpu().numpy())
-        t = self.recipe.target
-        return np.concatenate(out) * t.std + t.mean
+        raise NotImplementedError
 
     def features(self, views: np.ndarray) -> np.ndarray:
         """Pooled backbone features of views (V, h, w) in [0, 1], shape (V, D) (what the
         quality gate reads), in batches of ``batch_size``."""
-        import torch
-
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(views), self.batch_size):
-                x = self.to_input(views[i:i + self.batch_size])
-                out.append(self.model.pool(self.model.forward_features(x)).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        raise NotImplementedError
 
     def predict_views(self, image: np.ndarray, sex: Sex | str,
                       preprocessed: np.ndarray | None = None) -> np.ndarray:

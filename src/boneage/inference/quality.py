@@ -31,6 +31,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from boneage.data.body_parts import BODY_PARTS, HAND
+from boneage.errors import QualityRefusal
+from boneage.transforms import make_views
+
 
 @dataclass(frozen=True)
 class QualityVerdict:
@@ -130,23 +134,6 @@ def describe_correction(cls: int) -> tuple[str, ...]:
 
 
 # --- what a refused image looks like ------------------------------------------------------
-#: Body parts a folder of real non-hand radiographs may name (``labels.csv``: ``id,body_part``),
-#: and how a refusal describes an image the gate takes for one ("looks like a hip or pelvis
-#: radiograph, not a hand"). The description says what that class's radiographs show: the
-#: FracAtlas ``leg`` images are feet, ankles, knees and long bones; its ``shoulder`` images
-#: show the chest wall beside the joint.
-BODY_PARTS = {
-    "leg": "leg, knee, ankle or foot", "foot": "foot or ankle", "ankle": "foot or ankle",
-    "knee": "knee", "hip": "hip or pelvis", "pelvis": "hip or pelvis",
-    "shoulder": "shoulder or chest", "chest": "chest", "elbow": "elbow", "forearm": "forearm",
-    "spine": "spine", "skull": "skull", "dental": "dental panoramic",
-}
-#: The class of generated non-radiographs in a gate's classifier (:mod:`boneage.data.negatives`).
-GENERATED = "generated"
-#: The class of hand radiographs: always class 0 of a gate's classifier.
-HAND = "hand"
-
-
 # --- the gate ------------------------------------------------------------------------------
 _ARRAYS = ("feature_mean", "feature_scale", "radiograph_w", "radiograph_b", "orientation_w",
            "orientation_b", "pca_components", "precision", "residual_scale")
@@ -237,11 +224,10 @@ class QualityGate:
                 + off * (residual ** 2).sum(1) / float(np.asarray(self.residual_scale).reshape(-1)[0]))
 
     # storage in a model file: tensors under "quality." and thresholds in the metadata
-    def to_tensors(self) -> dict:
-        import torch
-
-        return {TENSOR_PREFIX + k: torch.from_numpy(np.ascontiguousarray(getattr(self, k), np.float32)).contiguous()
-                for k in _ARRAYS}
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        """The gate's arrays under their tensor names, float32 (the model file's writer turns
+        them into tensors)."""
+        return {TENSOR_PREFIX + k: np.ascontiguousarray(getattr(self, k), np.float32) for k in _ARRAYS}
 
     def to_metadata(self) -> str:
         meta = {"radiograph_min": self.radiograph_min, "distance_max": self.distance_max,
@@ -284,8 +270,6 @@ def image_features(predictor, images, preprocessed: bool = False) -> np.ndarray:
     """Pooled backbone features of one un-augmented view per image (after the recipe's
     preprocessing, unless ``preprocessed``, and its canonical stage), shape (N, D), from the
     predictor's ``features`` (PyTorch or onnxruntime alike)."""
-    from boneage.transforms import make_views
-
     out = []
     batch = []
 
@@ -321,7 +305,7 @@ def candidate_features(predictor, image: np.ndarray) -> np.ndarray:
     """Features of the image under each of the 8 corrections, shape (8, D): row ``c`` is
     :func:`undo_orientation` of the *preprocessed* image. Turning after preprocessing, not
     before, preprocesses a full-resolution radiograph once instead of 8 times (most of the
-    gate's cost); the gate is fitted the same way (:func:`~boneage.inference.calibrate.orientation_stack`)."""
+    gate's cost); the gate is fitted the same way (:func:`~boneage.evaluation.calibrate.orientation_stack`)."""
     pre = predictor.preprocess(np.asarray(image, np.float32))
     return image_features(predictor, [undo_orientation(pre, c) for c in range(len(ORIENTATIONS))],
                           preprocessed=True)
@@ -436,8 +420,6 @@ def screen_keeping_preprocessed(predictor, pixels, metadata=None, *, name: str |
     """:func:`screen`, and the recipe's preprocessing of the pixels to assess when the gate
     computed it (else None): ``(pixels, verdict, preprocessed)``. A prediction that follows
     reuses it instead of preprocessing a full-resolution radiograph a second time."""
-    from boneage.errors import QualityRefusal
-
     reason = header_refusal(metadata)
     if reason is None and metadata is not None and metadata.colourfulness > MAX_COLOURFULNESS:
         reason = (f"a colour image (colour channels differ by {metadata.colourfulness:.0%} on "

@@ -8,14 +8,8 @@ Public API::
     ImageMetadata, LoadedImage, MAX_PIXELS, MIN_SIDE
 """
 
-from boneage.io.image import (
-    MAX_PIXELS,
-    MIN_SIDE,
-    ImageMetadata,
-    LoadedImage,
-    read_image,
-    read_image_bytes,
-)
+from boneage.io.image import read_image, read_image_bytes
+from boneage.io.types import MAX_PIXELS, MIN_SIDE, ImageMetadata, LoadedImage
 
 #: Names served by :mod:`boneage.io.dicom`, imported on first use: pydicom takes most of a
 #: second to import, which a PNG prediction (and the light install's start-up) need not pay.
@@ -24,6 +18,7 @@ _FROM_DICOM = ("parse_age_months", "write_dicom")
 
 def __getattr__(name: str):
     if name in _FROM_DICOM:
+        # boundary: pydicom's import cost, paid only by what reads or writes DICOM.
         from boneage.io import dicom
 
         return getattr(dicom, name)

@@ -28,9 +28,9 @@ from pydicom.uid import (
 from pydicom.valuerep import DA, DSfloat
 
 from boneage.errors import InputError
-from boneage.units import DAYS_PER_MONTH
-from boneage.io.image import ImageMetadata, LoadedImage, check_size
+from boneage.io.types import ImageMetadata, LoadedImage, check_size
 from boneage.sex import Sex
+from boneage.units import DAYS_PER_MONTH
 
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _AGE_RE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)

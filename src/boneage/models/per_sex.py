@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from boneage.errors import ConfigError
-from boneage.models.registry import InputSpec, MODELS, model_input_spec, register_model
+from boneage.models.head import training_penalty
+from boneage.models.registry import MODELS, InputSpec, model_input_spec, register_model
 
 #: Sub-network names, in the order of their flag (``Sex.flag``: 1 male, 0 female).
 SEXES = ("male", "female")
@@ -67,8 +68,6 @@ class PerSexModel(nn.Module):
 
     def penalty(self) -> torch.Tensor | float:
         """Both networks' own training-loss terms (see ``models.head.training_penalty``)."""
-        from boneage.models.head import training_penalty
-
         return training_penalty(self.male) + training_penalty(self.female)
 
 

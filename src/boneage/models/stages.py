@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 from torch import nn
 
 from boneage.errors import ConfigError
+from boneage.models.registry import MODELS
 
 #: The group of every parameter outside the named stages (the newly initialised layers).
 HEAD = "head"
@@ -25,8 +26,6 @@ def named_stages(model: nn.Module) -> dict[str, tuple[str, ...]]:
     model = getattr(model, "module", model)
     stages = getattr(model, "stage_prefixes", None)
     if not stages:
-        from boneage.models.registry import MODELS
-
         staged = [n for n in MODELS.names() if n in STAGED_MODELS]
         raise ConfigError(f"phases: the model ({type(model).__name__}) names no stages to unfreeze; "
                           f"models that do: {', '.join(staged)}")

@@ -295,7 +295,7 @@ class ActiveLearning:
 
     def committee(self, log=None, round: int | None = None) -> list:
         """The members of ``round`` (default: the current one, training those not yet trained)."""
-        from boneage.segmentation.networks import load_segmenter
+        from boneage.inference.torch_model import load_segmenter
 
         log = log or (lambda *_: None)
         return [load_segmenter(self._train_member(m, log, round))[0] for m in range(self.state["committee"])]
@@ -314,8 +314,8 @@ class ActiveLearning:
     def validation_dice(self, members: list) -> tuple[list[float], float]:
         """Each member's mean Dice on the validation set and the committee's (its mean
         probability map, thresholded by Otsu), at the images' own resolution."""
-        from boneage.segmentation.networks import mask_from_probability, probability_maps
-        from boneage.segmentation.unet import dice_score
+        from boneage.models.segmenter import mask_from_probability, probability_maps
+        from boneage.models.unet import dice_score
 
         images, masks = self._val_arrays()
         probs = [probability_maps(m, images) for m in members]
@@ -330,8 +330,8 @@ class ActiveLearning:
         """Masks to show the annotator for ``ids``: the committee's (mean probability, Otsu,
         largest component), or before any training a threshold + largest component of the image."""
         from boneage.io.image import read_image
-        from boneage.segmentation.hull import _foreground, largest_component
-        from boneage.segmentation.networks import mask_from_probability, probability_maps
+        from boneage.transforms.hull import _foreground, largest_component
+        from boneage.models.segmenter import mask_from_probability, probability_maps
 
         samples = self.samples(ids)
         images = [read_image(s.path).pixels for s in samples]
@@ -360,7 +360,7 @@ class ActiveLearning:
         """Train the committee on the labelled images, record the validation Dice, and (unless
         the run stops) select the next images to annotate."""
         from boneage.io.image import read_image
-        from boneage.segmentation.networks import probability_maps
+        from boneage.models.segmenter import probability_maps
 
         if self.phase != "train":
             raise InputError(f"the run is in phase {self.phase!r}: "

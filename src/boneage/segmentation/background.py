@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from boneage.segmentation.hull import largest_component
+from boneage.transforms.hull import largest_component
 from boneage.transforms.functional import _check_image
 
 __all__ = ["mask_from_removed_background", "fill_holes", "film_background"]

@@ -3,7 +3,7 @@
 The paper's Dice term is computed on the Otsu-thresholded output, which has no gradient; the
 training loss uses the soft Dice of the probability map instead (the usual differentiable
 surrogate), and the hard Dice after Otsu is what validation reports
-(:func:`boneage.segmentation.networks.otsu_mask`, :func:`boneage.segmentation.unet.dice_score`).
+(:func:`boneage.models.segmenter.otsu_mask`, :func:`boneage.models.unet.dice_score`).
 The cross entropy is averaged over pixels rather than summed, so its weight against the Dice
 term does not depend on the image size.
 """

@@ -1,6 +1,6 @@
 """``task: segmentation``: hand masks trained by the one loop (:func:`boneage.engine.fit`).
 
-The recipe names a network of :data:`~boneage.segmentation.networks.SEGMENTERS` in
+The recipe names a network of :data:`~boneage.models.segmenter.SEGMENTERS` in
 ``model.name`` (its side in ``model.options.input_size``) and a loss of
 :data:`~boneage.segmentation.losses.SEGMENTATION_LOSSES` in ``loss.name``. Images are the
 data folder's, masks ``<id>.png`` in ``data.mask_dir`` (default ``<root>/masks``; any non-zero
@@ -8,7 +8,7 @@ pixel is hand). Both are squashed to the network's side once, when training star
 augmentation is ``hflip`` (image and mask mirror together). Validation reports the paper's
 Dice, after Otsu's threshold on the probability map, as ``val_dice`` (monitored, higher is
 better), and ``val_loss``. The model file is an ordinary one whose recipe says
-``task: segmentation`` (:func:`~boneage.segmentation.networks.load_segmenter`).
+``task: segmentation`` (:func:`~boneage.models.segmenter.load_segmenter`).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _film_background_options(options: dict) -> dict:
 
 
 def _network_side(recipe: Recipe) -> int:
-    from boneage.segmentation.networks import SEGMENTERS
+    from boneage.models.segmenter import SEGMENTERS
 
     size = recipe.model.options.get("input_size")
     if size is None:
@@ -152,7 +152,7 @@ class SegmentationTask(Task):
         from boneage.engine.check import _built, _run, run_training_step
         from boneage.engine.optim import make_optimizer, make_scheduler
         from boneage.segmentation.losses import SEGMENTATION_LOSSES
-        from boneage.segmentation.networks import create_segmenter, probability_maps
+        from boneage.models.segmenter import create_segmenter, probability_maps
 
         tc = recipe.train
         for key, value in (("train.epochs", tc.epochs), ("train.batch_size", tc.batch_size)):
@@ -227,7 +227,7 @@ class SegmentationTask(Task):
         return self._train_ds
 
     def build_networks(self):
-        from boneage.segmentation.networks import create_segmenter
+        from boneage.models.segmenter import create_segmenter
 
         return {"model": create_segmenter(self.recipe.model.name, **self.recipe.model.options)}
 
@@ -245,14 +245,14 @@ class SegmentationTask(Task):
         self._train_ds.set_epoch(epoch)
 
     def save_model(self, path, networks, info):
-        from boneage.inference.modelfile import save_model_file
+        from boneage.inference.torch_model import save_model_file
 
         info = {**info, "val_ids": [self.samples[i].id for i in self.val_idx]}
         save_model_file(path, networks["model"], self.recipe, info=info)
 
     def finish(self, model_path, out):
         if len(self.val_idx) and model_path.exists():
-            from boneage.segmentation.networks import load_segmenter
+            from boneage.inference.torch_model import load_segmenter
 
             net, _ = load_segmenter(model_path, self.device)
             metrics = validation_metrics(net, self.val_x, self.val_y, self.loss_fn, self.device, per_image=True)
@@ -265,8 +265,8 @@ class SegmentationTask(Task):
 def validation_metrics(net, images: np.ndarray, masks: np.ndarray, loss_fn, device, per_image: bool = False,
                        batch_size: int = 32) -> dict:
     """Mean Dice after Otsu (the paper's eq. 2) and mean loss of ``net`` on (N, S, S) arrays."""
-    from boneage.segmentation.networks import otsu_mask
-    from boneage.segmentation.unet import dice_score
+    from boneage.models.segmenter import otsu_mask
+    from boneage.models.unet import dice_score
 
     was_training = net.training
     net.eval()

@@ -36,16 +36,25 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from boneage import __version__, api
+from boneage.clinical import parse_date
 from boneage.errors import BoneAgeError, InputError, QualityRefusal, SexUnknown
+from boneage.inference import Predictor
 from boneage.inference.modelfile import validation_mae
+from boneage.io.image import read_image_bytes
+from boneage.io.types import check_size
+from boneage.reporting.report import overlay_png, write_pdf
 from boneage.service.upload import ServiceError, read_form
+from boneage.sex import Sex
 from boneage.units import rounded
+from boneage.visualize import OVERLAY_MAX_SIDE, fit_for_display, overlay_rgb
 
 logger = logging.getLogger("boneage.service")
 access_logger = logging.getLogger("boneage.service.access")
@@ -79,8 +88,6 @@ class ModelHolder:
 
     def load(self) -> None:
         """Load the model (the bundled one for None); a failure is kept as a message."""
-        from boneage import api
-
         start = time.perf_counter()
         try:
             # threads: onnxruntime's per session, or torch.set_num_threads for a PyTorch file
@@ -137,9 +144,6 @@ def _bool_field(fields: dict, name: str) -> bool:
 def parse_fields(fields: dict) -> dict:
     """The form fields as arguments of :func:`boneage.api.predict`, checked before any image
     work: 422 naming the field for an unknown field, a bad sex, date, age or flag."""
-    from boneage.clinical import parse_date
-    from boneage.sex import Sex
-
     unknown = sorted(set(fields) - set(FORM_FIELDS))
     if unknown:
         raise ServiceError(422, f"unknown form field {unknown[0]!r}; the fields are file, {', '.join(FORM_FIELDS)}")
@@ -170,8 +174,6 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def _check_declared_size(data: bytes) -> None:
     """Refuse a PNG whose header declares an image over the pixel limit before decoding it:
     a tiny file can declare 100000 x 100000 pixels (a decompression bomb)."""
-    from boneage.io.image import check_size
-
     if data.startswith(_PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
         width, height = struct.unpack(">II", data[16:24])
         check_size(height, width, "upload")
@@ -183,8 +185,6 @@ def decode_upload(data: bytes):
     Raises ServiceError: 415 for data that is no image format we read, 422 for an image we
     recognise but cannot use (empty, truncated, no pixels, a volume, too small or large).
     """
-    from boneage.io.image import read_image_bytes
-
     try:
         _check_declared_size(data)
         return read_image_bytes(data, name="upload")
@@ -203,9 +203,6 @@ def _sex_source(given, loaded) -> str:
 
 
 def _png_base64(rgb_or_gray) -> str:
-    from boneage.clinical.report import overlay_png
-    import numpy as np
-
     arr = np.asarray(rgb_or_gray)
     if arr.ndim == 2:
         arr = np.repeat(np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
@@ -214,9 +211,6 @@ def _png_base64(rgb_or_gray) -> str:
 
 def run_prediction(predictor, data: bytes, args: dict) -> dict:
     """Decode, screen, predict and (when asked) explain one upload; the JSON response."""
-    from boneage import api
-    from boneage.evaluation.gradcam import OVERLAY_MAX_SIDE, _fit_for_display
-
     loaded = decode_upload(data)
     try:
         prediction = api.predict(loaded, args["sex"], model=predictor, birth_date=args["birth_date"],
@@ -238,15 +232,13 @@ def run_prediction(predictor, data: bytes, args: dict) -> dict:
         # The pixels as assessed (the gate may have turned or inverted them), at display size:
         # the page shows the heat map only when asked, and a browser cannot show a DICOM.
         pixels, _ = predictor.screen(loaded.pixels, loaded.metadata, name="upload", force=True)
-        out["radiograph_png_base64"] = _png_base64(_fit_for_display(pixels, pixels, OVERLAY_MAX_SIDE)[0])
+        out["radiograph_png_base64"] = _png_base64(fit_for_display(pixels, pixels, OVERLAY_MAX_SIDE)[0])
     if args["heatmap"] and predictor.gradcam_unavailable is None:
-        from boneage.evaluation.gradcam import explain_image, overlay_rgb
-
         # The map lies on the pixels the model assessed (the gate may have turned or inverted
         # them); the gate passed or was forced above, so force=True only repeats that.
         pixels, _ = predictor.screen(loaded.pixels, loaded.metadata, name="upload", force=True)
-        _, heat, background = explain_image(predictor, pixels, prediction.sex)
-        shown, _ = _fit_for_display(background, heat, OVERLAY_MAX_SIDE)
+        _, heat, background = api.explain(pixels, prediction.sex, model=predictor)
+        shown, _ = fit_for_display(background, heat, OVERLAY_MAX_SIDE)
         out["heatmap_png_base64"] = _png_base64(overlay_rgb(background, heat))
         out["radiograph_png_base64"] = _png_base64(shown)
     return out
@@ -254,13 +246,11 @@ def run_prediction(predictor, data: bytes, args: dict) -> dict:
 
 def run_report(predictor, data: bytes, args: dict, filename: str | None) -> bytes:
     """The PDF report of one upload, rendered in memory."""
-    from boneage.clinical.report import _write_pdf, create_report
-
     loaded = decode_upload(data)
     # Name the image by its uploaded base name only (no client paths) inside the report.
     name = Path((filename or "upload").replace("\\", "/")).name or "upload"
     try:
-        report = create_report(loaded, args["sex"], model=predictor, birth_date=args["birth_date"],
+        report = api.create_report(loaded, args["sex"], model=predictor, birth_date=args["birth_date"],
                                study_date=args["study_date"], age_months=args["age_months"],
                                force=args["force"], name=name, heatmap=args["heatmap"])
     except QualityRefusal as exc:
@@ -270,7 +260,7 @@ def run_report(predictor, data: bytes, args: dict, filename: str | None) -> byte
     except InputError as exc:
         raise ServiceError(422, exc.problem) from None
     buf = io.BytesIO()
-    _write_pdf(report, buf)  # PdfPages writes to a file object as well as to a path
+    write_pdf(report, buf)  # PdfPages writes to a file object as well as to a path
     return buf.getvalue()
 
 
@@ -380,9 +370,6 @@ def create_app(model=None, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, 
         threads: torch CPU threads per prediction.
         body_timeout: seconds without body data before a request is cut off (408).
     """
-    from boneage import __version__
-    from boneage.inference import Predictor
-
     if max_upload_bytes < 1:
         raise ValueError(f"max_upload_bytes must be >= 1, got {max_upload_bytes}")
     workers = default_workers() if workers is None else workers

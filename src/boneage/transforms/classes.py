@@ -8,13 +8,17 @@ augmentation exactly; deterministic transforms ignore ``rng``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from boneage.errors import ConfigError
+from boneage import embedded
+from boneage.errors import BoneAgeError, ConfigError
 from boneage.registry import Registry
 from boneage.transforms import functional as F
+from boneage.transforms.hull import convex_hull_crop
 
 #: Recipe names of transforms; a recipe step is ``{"name": <key>, **params}``.
 TRANSFORMS: Registry = Registry("transform")
@@ -616,10 +620,22 @@ class ConvexHullCrop(Transform):
         self.threshold, self.margin = threshold, margin
 
     def __call__(self, image, rng=None):
-        # Imported here: boneage.segmentation imports boneage.transforms, so a module-level
-        # import would be circular.
-        from boneage.segmentation.hull import convex_hull_crop
         return convex_hull_crop(image, threshold=self.threshold, margin=self.margin)
+
+
+@dataclass(frozen=True)
+class NetworkRunner:
+    """How one kind of network-backed step gets its network and runs it: ``load(path)`` reads
+    the network's file, ``run(network, image, **options)`` gives the transformed image."""
+
+    load: Callable[[str], Any]
+    run: Callable[..., np.ndarray]
+
+
+#: Runners of the network-backed steps, by the step class's ``subnetwork`` kind. The layer
+#: that owns the networks, PyTorch's (:mod:`boneage.inference.torch_model`), registers them:
+#: this package never imports a network, so preprocessing stays on the light path.
+NETWORK_RUNNERS: Registry = Registry("network-backed step")
 
 
 class _NetworkStep(Transform):
@@ -629,19 +645,14 @@ class _NetworkStep(Transform):
     naming a missing file fails before any training starts), or the ``"sha256:..."``
     reference of one embedded in a loaded model file. A file is loaded on first use, once, so
     building a pipeline stays cheap and worker processes each load their own copy.
-    Subclasses name the ``subnetwork`` kind model files embed
-    (:data:`boneage.inference.modelfile.SUBNETWORKS`), what the file is (``file_kind``, for
-    messages) and how to load it (:meth:`_load`).
+    Subclasses name the ``subnetwork`` kind (its :data:`NETWORK_RUNNERS` entry, and what model
+    files embed) and what the file is (``file_kind``, for messages).
     """
 
     subnetwork: str
     file_kind: str
 
     def __init__(self, weights: str):
-        from pathlib import Path
-
-        from boneage import embedded
-
         self.weights = str(weights)
         self._model = None
         if embedded.is_reference(weights):
@@ -649,19 +660,24 @@ class _NetworkStep(Transform):
         elif not Path(weights).is_file():
             raise ConfigError(f"{self.file_kind} not found: {weights}")
 
-    def _load(self, path: str):
-        raise NotImplementedError
+    @property
+    def runner(self) -> NetworkRunner:
+        if self.subnetwork not in NETWORK_RUNNERS:
+            raise ConfigError(f"the {self.file_kind} needs PyTorch to run: import "
+                              f"boneage.inference.torch_model (the 'train' extra) before using it")
+        return NETWORK_RUNNERS.get(self.subnetwork)
 
     def network(self):
         """The network itself (loaded from its file on first use)."""
-        from boneage.errors import BoneAgeError
-
         if self._model is None:
             try:
-                self._model = self._load(self.weights)
+                self._model = self.runner.load(self.weights)
             except BoneAgeError as exc:
                 raise ConfigError(f"cannot load the {self.file_kind} {self.weights}: {exc}") from exc
         return self._model
+
+    def _run(self, image, **options):
+        return self.runner.run(self.network(), image, **options)
 
 
 @TRANSFORMS.register("unet_crop")
@@ -677,15 +693,8 @@ class UNetCrop(_NetworkStep):
         self.margin = margin
         super().__init__(weights)
 
-    def _load(self, path):
-        from boneage.segmentation.unet import load_hand_unet
-
-        return load_hand_unet(path)
-
     def __call__(self, image, rng=None):
-        from boneage.segmentation.unet import unet_crop
-
-        return unet_crop(self.network(), image, margin=self.margin)
+        return self._run(image, margin=self.margin)
 
 
 @TRANSFORMS.register("hand_mask")
@@ -709,16 +718,8 @@ class HandMask(_NetworkStep):
         self.margin, self.zero_background = float(margin), zero_background
         super().__init__(weights)
 
-    def _load(self, path):
-        from boneage.segmentation.networks import Segmenter, load_segmenter
-
-        net, info = load_segmenter(path)
-        return Segmenter.wrap(info["model_name"], net)
-
     def __call__(self, image, rng=None):
-        from boneage.segmentation.networks import mask_crop
-
-        return mask_crop(self.network(), image, margin=self.margin, zero_background=self.zero_background)
+        return self._run(image, margin=self.margin, zero_background=self.zero_background)
 
 
 @TRANSFORMS.register("gan_enhance")
@@ -729,12 +730,5 @@ class GanEnhance(_NetworkStep):
 
     subnetwork, file_kind = "enhancer", "enhancement generator file"
 
-    def _load(self, path):
-        from boneage.enhancement.networks import load_enhancer
-
-        return load_enhancer(path)
-
     def __call__(self, image, rng=None):
-        from boneage.enhancement.networks import enhance
-
-        return enhance(self.network(), image)
+        return self._run(image)

@@ -15,20 +15,14 @@ import cv2
 import numpy as np
 import pytest
 
-from boneage.clinical.report import (
-    INTENDED_USE,
-    NO_INTERVAL,
-    build_report,
-    create_report,
-    render_html,
-    render_page,
-    write_report,
-)
+from boneage.reporting.report import INTENDED_USE, NO_INTERVAL, build_report, render_html, render_page, write_report
+from boneage.api import create_report
 from boneage.data.synthetic import write_example_radiograph
 from boneage.errors import InputError
 from boneage.inference import Predictor
 from boneage.inference.interval import PredictionInterval
 from boneage.io import write_dicom
+from boneage.inference.loader import load_predictor
 from pdf_text import pdf_text
 from rounding import unrounded
 
@@ -37,7 +31,7 @@ WHEN = datetime.datetime(2026, 11, 25, 9, 30)
 
 @pytest.fixture(scope="module")
 def predictor():
-    return Predictor.from_file()  # the bundled model, on CPU
+    return load_predictor()  # the bundled model, on CPU
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +204,7 @@ def test_build_report_maps_a_given_heat_map_onto_the_radiograph(tall_png, report
 
 
 def test_a_flat_heat_map_is_said_to_be_flat(tall_png, report):
-    from boneage.clinical.report import FLAT_HEATMAP_CAPTION
+    from boneage.reporting.report import FLAT_HEATMAP_CAPTION
 
     flat = build_report(tall_png, report.prediction, np.zeros((10, 10), np.float32), report_date=WHEN)
     assert flat.heatmap_peak is None

@@ -3,8 +3,8 @@
 ``SEGMENTERS`` holds the networks a ``task: segmentation`` recipe names in ``model.name``
 (FC-DenseNet, the U-Net). They are kept apart from the bone-age ``MODELS`` because they map an
 image to a mask, not an image and a sex to months. A trained segmenter is an ordinary model
-file (weights + recipe, :func:`boneage.inference.modelfile.save_model_file`) whose recipe says
-``task: segmentation``; :func:`load_segmenter` rebuilds it. :func:`segment` is the one path
+file (weights + recipe, :func:`boneage.inference.torch_model.save_model_file`) whose recipe says
+``task: segmentation``; :func:`boneage.inference.torch_model.load_segmenter` rebuilds it. :func:`segment` is the one path
 from an image to a hand mask: resize to the network's side, probability map, Otsu's threshold
 (the paper's post-processing), back to the image's size, largest connected component.
 """
@@ -12,21 +12,20 @@ from an image to a hand mask: resize to the network's side, probability map, Ots
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
-from boneage.errors import InputError
+from boneage.models.fcdensenet import FCDenseNet
+from boneage.models.unet import HandUNet
 from boneage.registry import Registry
-from boneage.segmentation.fcdensenet import FCDenseNet
-from boneage.segmentation.hull import _foreground, largest_component
-from boneage.segmentation.unet import HandUNet
 from boneage.transforms.functional import _check_image, resize
+from boneage.transforms.hull import _foreground, crop_to_box, largest_component, mask_box
 
 __all__ = ["SEGMENTERS", "create_segmenter", "otsu_mask", "probability_maps", "segment",
-           "load_segmenter", "Segmenter", "bottleneck_features"]
+           "Segmenter", "bottleneck_features"]
 
 SEGMENTERS: Registry = Registry("segmentation model")
 SEGMENTERS.add("fc_densenet", FCDenseNet)
@@ -103,27 +102,6 @@ def segment(net: nn.Module, image: np.ndarray, size: int | None = None,
     return mask_from_probability(probability_maps(net, [image], size)[0], image.shape, keep_largest)
 
 
-def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """The network of a segmentation model file, in eval mode, and the file's info.
-
-    Raises:
-        InputError: the file is missing, not a model file, not a segmentation model, or its
-            weights do not fit its recipe.
-    """
-    from boneage.inference.modelfile import file_hash, read_model_metadata, read_weights
-
-    recipe, info = read_model_metadata(path)
-    if recipe.task != "segmentation":
-        raise InputError(f"not a segmentation model (its recipe's task is {recipe.task!r})", path)
-    net = create_segmenter(recipe.model.name, **recipe.model.options)
-    try:
-        net.load_state_dict(read_weights(path))
-    except RuntimeError as exc:
-        raise InputError(f"weights do not fit the recipe's segmentation network ({str(exc).splitlines()[0]})",
-                         path) from None
-    return net.to(device).eval(), {**info, "model_sha256": file_hash(path), "model_name": recipe.model.name}
-
-
 class Segmenter(nn.Module):
     """A named segmentation network as one module, so a model file can embed any registered
     segmenter (``boneage.inference.modelfile.SUBNETWORKS['segmenter']``) and rebuild it from
@@ -164,10 +142,6 @@ def mask_crop(net: nn.Module, image: np.ndarray, margin: float = 0.05, zero_back
     box's height and width per side; with ``zero_background`` every pixel outside the mask is
     set to 0 first, so markers, rulers and labels beside the hand cannot reach the bone-age
     network. An image where no hand is found passes whole (with a warning). float32 copy."""
-    import warnings
-
-    from boneage.segmentation.hull import crop_to_box, mask_box
-
     image = _check_image(image)
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin}")

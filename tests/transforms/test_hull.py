@@ -7,7 +7,7 @@ import pytest
 
 from boneage.data.synthetic import make_radiograph
 from boneage.errors import ConfigError
-from boneage.segmentation import convex_hull_box, convex_hull_crop, largest_component
+from boneage.transforms.hull import convex_hull_box, convex_hull_crop, largest_component
 from boneage.transforms import build_transform
 
 

@@ -5,7 +5,7 @@ the chronological age and where it came from, the bone age with its calibrated i
 difference, z-score and impression, the Grad-CAM heat map on the radiograph at its own aspect
 ratio, the model's name and hash, the date of the report, and the statement of intended use.
 
->>> report = create_report("hand.dcm")                       # sex and ages from the tags
+>>> report = boneage.api.create_report("hand.dcm")           # sex and ages from the tags
 >>> write_report(report, "hand-report.pdf")                  # or .html / .json
 
 Patient identifiers appear in the report itself and nowhere else: they are never logged, and
@@ -23,12 +23,17 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from matplotlib.text import Text
 
-from boneage.errors import InputError, QualityRefusal, SexUnknown
+from boneage import __version__
+from boneage.clinical.reference import REFERENCE_NAME
+from boneage.errors import InputError
 from boneage.fileutils import atomic_path
+from boneage.io import LoadedImage, read_image
 from boneage.units import rounded
+from boneage.visualize import overlay_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +147,6 @@ class BoneAgeReport:
                         ("Difference, z-score", "not available without the chronological age"),
                         ("Impression", "none without the chronological age")]
         else:
-            from boneage.clinical.reference import REFERENCE_NAME
-
             age, d = c.chronological_age_months, c.difference_months
             z = ("none: " + str(c.no_z_score_reason) if c.z_score is None else
                  f"{c.z_score:+.2f} (SD {c.reference_sd_months:.2f} months, {REFERENCE_NAME})")
@@ -295,9 +298,6 @@ def build_report(image, prediction, heatmap: np.ndarray | None, *, pixels: np.nd
         patient: the patient fields to show (default: :func:`patient_fields` of the file).
         report_date: default now (local time).
     """
-    from boneage.evaluation.gradcam import overlay_rgb
-    from boneage.io import LoadedImage, read_image
-
     path = None
     if isinstance(image, (str, os.PathLike)):
         path = image
@@ -310,8 +310,6 @@ def build_report(image, prediction, heatmap: np.ndarray | None, *, pixels: np.nd
         heatmap_missing = heatmap_missing or "none was computed"
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if heatmap.shape != pixels.shape:
-        import cv2
-
         heatmap = cv2.resize(heatmap, (pixels.shape[1], pixels.shape[0]), interpolation=cv2.INTER_LINEAR)
     peak = None
     if heatmap.size and float(heatmap.max()) > 0:
@@ -324,74 +322,6 @@ def build_report(image, prediction, heatmap: np.ndarray | None, *, pixels: np.nd
         prediction=prediction, sex_source=sex_source,
         overlay=overlay_rgb(pixels, heatmap), heatmap_peak=peak,
         report_date=report_date or datetime.datetime.now().astimezone(), heatmap_missing=heatmap_missing)
-
-
-def create_report(image, sex=None, *, model=None, birth_date=None, study_date=None,
-                  age_months=None, force: bool = False, name: str | None = None,
-                  source=None, report_date: datetime.datetime | None = None,
-                  heatmap: bool = False, patient_id: str | None = None,
-                  accession: str | None = None) -> BoneAgeReport:
-    """Read, screen, predict and explain one radiograph, and build its report.
-
-    Arguments as for :func:`boneage.api.predict` (``image``: a path or a
-    :class:`~boneage.io.LoadedImage`; ``name`` names it in messages and in the report;
-    ``source``: the file a LoadedImage was read from, whose DICOM header gives the patient's
-    name and accession number, which LoadedImage does not keep; ``patient_id`` and
-    ``accession`` put those on the report instead of the file's tags, e.g. for a PNG, which
-    has none). They go into the report only, never into a log or message.
-    ``heatmap``: add a Grad-CAM heat map, computed on the pixels the model assessed (after
-    any correction by the quality gate) and carried back to their full size and aspect ratio.
-    Off by default: it needs the PyTorch network (loaded only then), and on real radiographs
-    its hottest area may lie on background, which a reader could take for what the model
-    looked at.
-
-    Raises:
-        InputError: an unreadable image, bad dates or ages, unknown sex.
-        QualityRefusal: the quality gate refused the image (``force=True`` assesses it).
-    """
-    from boneage import api
-    from boneage.io import LoadedImage, read_image
-    from boneage.sex import Sex
-
-    path = image if isinstance(image, (str, os.PathLike)) else source
-    label = str(name or path or "<image>")
-    loaded = read_image(image) if isinstance(image, (str, os.PathLike)) else image
-    if not isinstance(loaded, LoadedImage):
-        raise TypeError(f"image must be a path or a LoadedImage, got {type(image).__name__}")
-    predictor = api.load_predictor(model)
-    try:
-        prediction = api.predict(loaded, sex, model=predictor, birth_date=birth_date,
-                                 study_date=study_date, age_months=age_months, force=force)
-    except QualityRefusal as exc:  # name the file, not "<image>"
-        raise QualityRefusal(exc.reason, label) from None
-    except SexUnknown as exc:
-        raise SexUnknown(label if exc.path in (None, "<image>") else exc.path, exc.how) from None
-    except InputError as exc:
-        raise InputError(exc.problem, label if exc.path in (None, "<image>") else exc.path) from None
-    # The pixels the model assessed: the gate may have inverted or turned them, and the map
-    # must lie on what was assessed. It passed (or was forced) just above, so force=True here
-    # only repeats that decision without raising.
-    pixels, _ = predictor.screen(loaded.pixels, loaded.metadata, name=label, force=True)
-    missing = predictor.gradcam_unavailable if heatmap else HEATMAP_NOT_ASKED
-    heat, background = None, pixels
-    if missing is None:
-        from boneage.evaluation.gradcam import explain_image
-
-        _, heat, background = explain_image(predictor, pixels, prediction.sex)
-    if Sex.parse_optional(sex) is not None:
-        sex_source = "given"
-    elif loaded.metadata.sex is not None:
-        sex_source = "DICOM PatientSex"
-    else:
-        sex_source = "not used by this model"
-    logger.debug("report built for %s: bone age %.1f months", label, prediction.bone_age_months)
-    patient = patient_fields(path, loaded.metadata)
-    given = {"patient_id": patient_id, "accession_number": accession}
-    patient.update({key: text for key, text in ((k, " ".join(str(v or "").split())) for k, v in given.items())
-                    if text})
-    return build_report(loaded, prediction, heat, pixels=background, sex_source=sex_source,
-                        name=Path(label).name, patient=patient, report_date=report_date,
-                        heatmap_missing=missing)
 
 
 # -- writers -------------------------------------------------------------------------------
@@ -425,7 +355,7 @@ def write_report(report: BoneAgeReport, path: str | os.PathLike, *, overwrite: b
         elif suffix == ".html":
             tmp.write_text(render_html(report), encoding="utf-8")
         else:
-            _write_pdf(report, tmp)
+            write_pdf(report, tmp)
     logger.debug("report written to %s", out)
     return out
 
@@ -553,10 +483,9 @@ def _page_figure(report: BoneAgeReport):
     return fig
 
 
-def _write_pdf(report: BoneAgeReport, path: Path) -> None:
+def write_pdf(report: BoneAgeReport, path) -> None:
+    """The report as a one-page PDF, to a path or a binary file object."""
     from matplotlib.backends.backend_pdf import PdfPages
-
-    from boneage import __version__
 
     fig = _page_figure(report)
     # No patient data in the PDF's document information: file browsers and indexers show it.

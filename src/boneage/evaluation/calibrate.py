@@ -24,15 +24,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from boneage.data.datasets import PreprocessedCache
+from boneage.data.labels import load_samples
 from boneage.data.negatives import (
     FIT_VARIANTS, TEST_VARIANTS, negative_set, read_body_part_folder, split_body_parts,
 )
+from boneage.data.split import holdout_subset
 from boneage.errors import InputError
+from boneage.evaluation.robustness import PREPARATIONS, PrepContext, model_grid
+from boneage.inference.batch import predict_cached
 from boneage.inference.interval import coverage, fit_conformal
+from boneage.inference.loader import load_predictor
+from boneage.inference.predictor import default_model_path
+from boneage.data.body_parts import GENERATED, HAND
 from boneage.inference.quality import (
-    _REMAIN, GENERATED, HAND, ORIENTATIONS, QualityGate, gate_scores, image_features, judge, orient,
-    scores_from_candidates,
+    ORIENTATIONS, _REMAIN, QualityGate, gate_scores, image_features, judge, orient, scores_from_candidates,
 )
+from boneage.inference.torch_model import add_to_model_file
+from boneage.io import read_image
+from boneage.transforms import functional as F
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +75,6 @@ class CalibrationSettings:
 
 
 def _prepare(images, rng, workdir, grid: int):
-    from boneage.evaluation.robustness import PREPARATIONS, PrepContext
-
     out = []
     for image in images:
         name = GATE_PREPARATIONS[int(rng.integers(len(GATE_PREPARATIONS)))]
@@ -82,9 +90,6 @@ def augment_negative(image: np.ndarray, rng: np.random.Generator, workdir, grid:
     neighbour or area averaging (the hands of a 100-px set are nearest-neighbour copies, those
     of a full-resolution file area-shrunk: neither may tell hands from the rest), then one of
     the preparations the gate's hands get (:data:`GATE_PREPARATIONS`)."""
-    from boneage.evaluation.robustness import PREPARATIONS, PrepContext
-    from boneage.transforms import functional as F
-
     h, w = image.shape
     ch, cw = max(16, int(h * rng.uniform(0.5, 1.0))), max(16, int(w * rng.uniform(0.5, 1.0)))
     y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
@@ -98,8 +103,6 @@ def augment_negative(image: np.ndarray, rng: np.random.Generator, workdir, grid:
 
 
 def _read_all(samples, progress: bool, what: str):
-    from boneage.io import read_image
-
     it = samples
     if progress:
         from tqdm import tqdm
@@ -277,14 +280,6 @@ def calibrate_model_file(data_dir, model=None, out=None, *, settings: Calibratio
     ``out`` with both (weights unchanged). Returns the measured facts."""
     from pathlib import Path
 
-    from boneage.data.datasets import PreprocessedCache
-    from boneage.data.labels import load_samples
-    from boneage.data.split import holdout_subset
-    from boneage.evaluation.robustness import model_grid
-    from boneage.inference.batch import predict_cached
-    from boneage.inference.modelfile import add_to_model_file
-    from boneage.inference.predictor import Predictor, default_model_path
-
     settings = settings or CalibrationSettings()
     real_fit, real_test = [], []
     if settings.negatives is not None:  # a bad folder or split stops here, before any work
@@ -292,7 +287,7 @@ def calibrate_model_file(data_dir, model=None, out=None, *, settings: Calibratio
                                                settings.negatives_test_fraction, settings.seed,
                                                where=Path(settings.negatives) / "labels.csv")
     model_path = Path(model) if model else default_model_path("torch")
-    predictor = Predictor.from_file(model_path)
+    predictor = load_predictor(model_path)
     samples = load_samples(data_dir, csv, images, None)
     held = holdout_subset(samples, predictor.recipe.data, predictor.info)
     if len(held) < 60:

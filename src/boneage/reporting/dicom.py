@@ -6,7 +6,7 @@ appears beside the radiograph it reads, as a separate "boneage report" series. T
 PDF's page rendered to RGB pixels (Secondary Capture Image Storage, Modality OT, ImageType
 DERIVED\\SECONDARY, ConversionType WSD: a workstation-made image).
 
->>> report = create_report("hand.dcm")
+>>> report = boneage.api.create_report("hand.dcm")
 >>> write_report_dicom(report, "hand.dcm", "hand-report.dcm")
 
 Error messages name tags and files, never tag values (the patient's name, ID and dates).
@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from boneage import __version__
 from boneage.errors import InputError
 from boneage.fileutils import atomic_path
+from boneage.reporting.report import render_page
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def secondary_capture(rgb: np.ndarray, source, *, series_description: str = SERI
     """A Secondary Capture dataset of the RGB image ``rgb`` in the study of ``source``.
 
     Args:
-        rgb: (H, W, 3) uint8 pixels (e.g. :func:`boneage.clinical.report.render_page`).
+        rgb: (H, W, 3) uint8 pixels (e.g. :func:`boneage.reporting.report.render_page`).
         source: the source radiograph's path or pydicom Dataset.
         series_description: SeriesDescription of the new series.
         when: content date and time (default now).
@@ -100,8 +102,6 @@ def secondary_capture(rgb: np.ndarray, source, *, series_description: str = SERI
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
-
-    from boneage import __version__
 
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -173,7 +173,5 @@ def write_report_dicom(report, source, path: str | os.PathLike, *, overwrite: bo
                        dpi: int = 120) -> Path:
     """Render ``report``'s page (A4 at ``dpi``) and write it as a Secondary Capture in the
     study of the DICOM ``source``."""
-    from boneage.clinical.report import render_page
-
     read_source_header(source)  # a non-DICOM source fails before the page is rendered
     return write_secondary_capture(render_page(report, dpi=dpi), source, path, overwrite=overwrite)

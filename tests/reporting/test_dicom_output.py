@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from boneage.clinical.dicom_output import SC_IMAGE_STORAGE, secondary_capture, write_secondary_capture
+from boneage.reporting.dicom import SC_IMAGE_STORAGE, secondary_capture, write_secondary_capture
 from boneage.data.synthetic import write_example_radiograph
 from boneage.errors import InputError
 from boneage.io import write_dicom

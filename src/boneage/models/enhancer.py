@@ -4,7 +4,7 @@ The generator maps a (segmented) hand radiograph x in [0, 1] to an enhanced one 
 discriminator D(x, y) tells a target pair from a generated one (paper section 2.3: a U-Net
 generator; three convolutions and one fully connected layer for D).
 
-The generator is the project's U-Net (:class:`boneage.segmentation.unet.HandUNet`) used as a
+The generator is the project's U-Net (:class:`boneage.models.unet.HandUNet`) used as a
 correction in logit space, G(x) = sigmoid(logit(x) + U(x)), with the U-Net's last layer
 starting at zero: an untrained generator is the identity, so a short training run can only
 move it away from "leave the image alone" as far as the loss rewards, and its output stays
@@ -24,8 +24,9 @@ from torch.nn import functional as TF
 
 from boneage.errors import InputError
 from boneage.fileutils import atomic_path, read_safetensors_metadata
+from boneage.models.unet import HandUNet
 from boneage.registry import Registry
-from boneage.segmentation.unet import HandUNet
+from boneage.transforms.functional import _check_image
 
 __all__ = ["EnhancementGenerator", "PairDiscriminator", "enhance", "save_enhancer", "load_enhancer"]
 
@@ -109,8 +110,6 @@ class PairDiscriminator(nn.Module):
 
 def enhance(generator: EnhancementGenerator, image: np.ndarray) -> np.ndarray:
     """A 2-D [0, 1] image through the generator (eval mode, no gradients), float32, same shape."""
-    from boneage.transforms.functional import _check_image
-
     image = _check_image(image)
     param = next(generator.parameters())
     x = torch.from_numpy(np.clip(image, 0.0, 1.0).astype(np.float32))[None, None].to(param.device)

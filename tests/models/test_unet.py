@@ -8,10 +8,10 @@ import torch
 
 from boneage.data.synthetic import sample_radiographs
 from boneage.errors import ConfigError, InputError
-from boneage.segmentation import (
-    HandUNet, dice_score, load_hand_unet, predict_hand_mask, save_hand_unet, train_hand_unet,
-    unet_crop, unet_crop_box,
+from boneage.models.unet import (
+    HandUNet, dice_score, load_hand_unet, predict_hand_mask, save_hand_unet, unet_crop, unet_crop_box,
 )
+from boneage.segmentation.unet import train_hand_unet
 from boneage.transforms import build_transform
 from boneage.transforms.classes import UNetCrop
 

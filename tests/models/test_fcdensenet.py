@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from boneage.errors import ConfigError
-from boneage.segmentation.fcdensenet import PAPER_OPTIONS, FCDenseNet
+from boneage.models.fcdensenet import PAPER_OPTIONS, FCDenseNet
 from boneage.segmentation.losses import CEDiceLoss, DiceLoss, soft_dice
-from boneage.segmentation.networks import otsu_mask
-from boneage.segmentation.unet import dice_score
+from boneage.models.segmenter import otsu_mask
+from boneage.models.unet import dice_score
 
 TINY = {"input_size": 32, "first_channels": 6, "growth": 4, "down_layers": [1, 1, 1], "bottleneck_layers": 4}
 
@@ -101,7 +101,8 @@ def test_segmentation_task_trains_in_the_one_loop_and_writes_a_model_file(tmp_pa
     from boneage.data.synthetic import make_radiograph
     from boneage.engine import fit
     from boneage.inference.modelfile import read_model_metadata
-    from boneage.segmentation.networks import load_segmenter, segment
+    from boneage.inference.torch_model import load_segmenter
+    from boneage.models.segmenter import segment
 
     root = _synthetic_seg_folder(tmp_path / "data", 24)
     recipe = Recipe.from_dict({**SEG_RECIPE, "data": {"root": str(root), "val_fraction": 0.25}})

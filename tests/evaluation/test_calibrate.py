@@ -10,6 +10,7 @@ from boneage import api
 from boneage.data.negatives import negative_image
 from boneage.errors import QualityRefusal
 from boneage.inference import Predictor
+from boneage.inference.loader import load_predictor
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_calibrate_writes_interval_and_gate_without_changing_the_bone_age(cli, h
     assert {i[:3] for i in gate["negatives_test_ids"]} == {"leg", "hip"}
     assert set(gate["rejected_real_per_part"]) == {"hip", "leg"} and gate["classes"] == ["hand", "generated", "hip", "leg"]
 
-    before, after = Predictor.from_file(model), Predictor.from_file(out)
+    before, after = load_predictor(model), load_predictor(out)
     assert before.quality_gate is None and before.calibration is None
     assert after.quality_gate is not None and after.calibration is not None
     assert after.quality_gate.class_names == ("hand", "generated", "hip", "leg")
