@@ -104,7 +104,7 @@ def segment(net: nn.Module, image: np.ndarray, size: int | None = None,
 
 class Segmenter(nn.Module):
     """A named segmentation network as one module, so a model file can embed any registered
-    segmenter (``boneage.inference.modelfile.SUBNETWORKS['segmenter']``) and rebuild it from
+    segmenter (``boneage.inference.torch_model.SUBNETWORKS['segmenter']``) and rebuild it from
     ``options()``: ``{"model": name, "options": {...}}``."""
 
     def __init__(self, model: str, options: dict | None = None):
