@@ -48,7 +48,7 @@ def cmd_export(args) -> int:
     (through :class:`~boneage.errors.InputError`) when they do not."""
     from pathlib import Path
 
-    from boneage.cli.main import refuse_overwrite
+    from boneage.cli.common import refuse_overwrite
     from boneage.inference.onnx_model import export_onnx, synthetic_check
 
     out = refuse_overwrite(args.out, args.force)

@@ -7,7 +7,6 @@ exit with status 2, without a traceback; bugs still show their traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -16,26 +15,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from boneage import __version__
-from boneage.errors import BoneAgeError, InputError, QualityRefusal, SexUnknown
-
-EXIT_USER_ERROR = 2
-#: How to give the sex on the command line: ``predict`` reads it per image from a CSV too.
-SEX_HINT = "give --sex M|F"
-SEX_HINT_PREDICT = "give --sex M|F, or --sex-from CSV (columns id,sex) for per-image sexes"
-#: The image was read but the quality gate refused to assess it (``--force`` overrides).
-EXIT_REFUSED = 3
-
-
-def refuse_overwrite(path: str | os.PathLike, force: bool = False) -> Path:
-    """``path`` as a Path, or an error if it exists and ``--force`` was not given."""
-    out = Path(path)
-    if out.exists() and not force:
-        raise InputError("file exists; pass --force to overwrite it", out)
-    return out
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, sort_keys=False), flush=True)
+from boneage.cli.age_arguments import age_months, calendar_date
+from boneage.cli.common import (
+    EXIT_REFUSED, EXIT_USER_ERROR, add_labelled_folder, cli_wording, positive_int, print_json,
+    refuse_overwrite, require_labelled_folder,
+)
+from boneage.errors import BoneAgeError, InputError, QualityRefusal
 
 
 def _result_text(result) -> str:
@@ -54,13 +39,6 @@ def _is_terminal(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stream
         return False
-
-
-def _cli_wording(error, command: str):
-    """``error`` as the command line says it: a missing sex names the options that give it."""
-    if isinstance(error, SexUnknown):
-        return error.telling(SEX_HINT_PREDICT if command == "predict" else SEX_HINT)
-    return error
 
 
 def cmd_predict(args) -> int:
@@ -109,7 +87,7 @@ def cmd_predict(args) -> int:
         with table, tqdm(total=len(paths), unit="image", file=sys.stderr, dynamic_ncols=True,
                          disable=args.quiet or not _is_terminal(sys.stderr)) as bar:
             for record in records:
-                record.error = _cli_wording(record.error, args.command)
+                record.error = cli_wording(record.error, args.command)
                 table.write(record.row())
                 failures += record.failed
                 refusals += record.refused
@@ -123,7 +101,7 @@ def cmd_predict(args) -> int:
         return EXIT_USER_ERROR if failures else EXIT_REFUSED if refusals else 0
     for record in records:
         if record.error is not None:
-            record.error = _cli_wording(record.error, args.command)
+            record.error = cli_wording(record.error, args.command)
             refusals += record.refused
             failures += record.failed
             print(f"boneage: {'refused' if record.refused else 'error'}: {record.error}", file=sys.stderr)
@@ -131,7 +109,7 @@ def cmd_predict(args) -> int:
         path, result = record.path, record.prediction
         row = {"image": str(path), **result.to_dict()}
         if args.json:
-            _print_json(row)
+            print_json(row)
         else:
             print(f"{path}: {_result_text(result)}")
             if result.quality is not None and result.quality.corrections:
@@ -151,7 +129,7 @@ def cmd_evaluate(args) -> int:
     summary = api.evaluate(args.data_dir, csv=args.csv, images=args.images, model=args.model,
                            holdout=args.holdout, limit=args.limit, out=args.out, progress=not args.quiet)
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         print(metrics.format_summary(summary))
     return 0
@@ -185,7 +163,7 @@ def cmd_robustness(args) -> int:
     if args.out:
         write_robustness_report(result, args.out, pairs, title=args.title or "")
     if args.json:
-        _print_json({"grid": result["grid"], "rows": result["rows"], "pairs": pairs})
+        print_json({"grid": result["grid"], "rows": result["rows"], "pairs": pairs})
     else:
         print(format_robustness(result, pairs))
         if args.out:
@@ -206,7 +184,7 @@ def cmd_calibrate(args) -> int:
                                  images=args.images, progress=not args.quiet)
     cal, gate = facts["calibration"], facts["quality_gate"]
     if args.json:
-        _print_json({k: v for k, v in facts.items() if k != "calibration_ids"})
+        print_json({k: v for k, v in facts.items() if k != "calibration_ids"})
         return 0
     print(f"interval   {cal['level']:.0%}: ± {', '.join(f'{h:.1f}' for h in cal['half_widths'])} months "
           f"(predicted-age bands split at {', '.join(f'{e:.0f}' for e in cal['edges'])} months); "
@@ -270,7 +248,7 @@ def cmd_info(args) -> int:
     path = Path(args.model) if args.model else default_model_path()
     recipe, info = read_model_metadata(path)
     if args.json:
-        _print_json({"recipe": recipe.to_dict(), "info": info})
+        print_json({"recipe": recipe.to_dict(), "info": info})
     else:
         print(describe_model_file(path, recipe, info))
         print("(boneage info --json prints the full recipe)")
@@ -291,7 +269,7 @@ def cmd_complexity(args) -> int:
         rows = complexity_table(_complexity_models(args), patch_size=args.patch_size,
                                 n_patches=args.patches, repeats=args.repeats)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
     else:
         print(format_complexity(rows))
     return 0
@@ -332,7 +310,7 @@ def cmd_baseline(args) -> int:
 
     summary = run_baseline(args.kind, args.train, args.eval, size=args.size, limit=args.limit)
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         print(f"{args.kind} baseline on {args.size}x{args.size} image features, "
               f"trained on {summary['n_train']} images")
@@ -360,7 +338,7 @@ def cmd_compare(args) -> int:
         plot_errors_by_band(bands, args.bands)
     if args.json:
         runs = [{k: v for k, v in r.items() if k not in ("val_predictions", "val_male")} for r in rows]
-        _print_json({"runs": runs, "bands": bands} if bands else runs)
+        print_json({"runs": runs, "bands": bands} if bands else runs)
     else:
         print(runs_table(rows))
         if bands:
@@ -375,41 +353,6 @@ class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(EXIT_USER_ERROR, f"boneage: error: {message} (boneage {self.prog.split(' ', 1)[-1]} --help shows the options)\n"
                   if " " in self.prog else f"boneage: error: {message} (boneage --help shows the commands)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _date(text: str):
-    from boneage.clinical import parse_date
-
-    try:
-        return parse_date(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _age_months(text: str) -> float:
-    from boneage.clinical import check_age_months
-
-    try:
-        return check_age_months(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _add_labelled_folder(s: argparse.ArgumentParser) -> None:
-    """DATA_DIR, --csv and --images: a labelled folder or the challenge's CSV layouts."""
-    s.add_argument("data_dir", metavar="DATA_DIR", nargs="?")
-    s.add_argument("--csv", help="label CSV in any RSNA layout (default DATA_DIR/labels.csv)")
-    s.add_argument("--images", help="image folder (default DATA_DIR/images)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -430,17 +373,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shard", metavar="K/N",
                    help="assess only the K-th of N equal shares of the sorted inputs "
                         "(e.g. a Slurm array: $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT)")
-    s.add_argument("--workers", type=_positive_int, default=2,
+    s.add_argument("--workers", type=positive_int, default=2,
                    help="threads decoding the next images while the model runs (default 2)")
     s.add_argument("--quiet", action="store_true", help="no progress bar (with --out on a terminal)")
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--json", action="store_true", help="one JSON object per image per line")
-    s.add_argument("--birth-date", type=_date, metavar="DATE",
+    s.add_argument("--birth-date", type=calendar_date, metavar="DATE",
                    help="child's birth date, YYYY-MM-DD or YYYYMMDD (with --study-date: the "
                         "chronological age for the clinical reading; default: the DICOM tags)")
-    s.add_argument("--study-date", type=_date, metavar="DATE",
+    s.add_argument("--study-date", type=calendar_date, metavar="DATE",
                    help="date the radiograph was taken, YYYY-MM-DD or YYYYMMDD")
-    s.add_argument("--age-months", type=_age_months, metavar="MONTHS",
+    s.add_argument("--age-months", type=age_months, metavar="MONTHS",
                    help="chronological age in months, 0-240 (used when the dates are not given)")
     s.add_argument("--force", action="store_true",
                    help="assess images the quality gate refuses (not a hand radiograph, unsure "
@@ -448,9 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("evaluate", help="MAE of a model on a labelled folder (labels.csv + images/)")
-    _add_labelled_folder(s)
+    add_labelled_folder(s)
     s.add_argument("--model", help="model file (default: the bundled model)")
-    s.add_argument("--limit", type=_positive_int, help="evaluate only the first N labelled images")
+    s.add_argument("--limit", type=positive_int, help="evaluate only the first N labelled images")
     s.add_argument("--holdout", action="store_true",
                    help="evaluate only the images the model held back for validation when it was "
                         "trained on this folder (its split is stored in the model file)")
@@ -461,11 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("robustness", help="how far the bone age moves when the same radiographs are "
                        "prepared differently (resampling, blur, JPEG, bit depth, DICOM, markers, ...)")
-    _add_labelled_folder(s)
+    add_labelled_folder(s)
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--holdout", action="store_true",
                    help="only the images the model held back when it was trained on this folder")
-    s.add_argument("--limit", type=_positive_int, help="assess only the first N labelled images")
+    s.add_argument("--limit", type=positive_int, help="assess only the first N labelled images")
     s.add_argument("--preparations", metavar="NAMES",
                    help="comma-separated preparations (default: all; see docs/robustness.md)")
     s.add_argument("--pair-with", metavar="DIR",
@@ -479,12 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("calibrate", help="fit a model file's prediction interval and quality gate "
                        "on the labelled folder it was trained on (its held-back images)")
-    _add_labelled_folder(s)
+    add_labelled_folder(s)
     s.add_argument("--model", help="model file to calibrate (default: the bundled model)")
     s.add_argument("--out", required=True, metavar="FILE.safetensors", help="the calibrated model file to write")
     s.add_argument("--level", type=float, default=0.9, help="interval coverage to aim for (default 0.9)")
-    s.add_argument("--bands", type=_positive_int, default=3, help="bands of predicted age, each with its own width")
-    s.add_argument("--fit-images", type=_positive_int, default=1200,
+    s.add_argument("--bands", type=positive_int, default=3, help="bands of predicted age, each with its own width")
+    s.add_argument("--fit-images", type=positive_int, default=1200,
                    help="training radiographs the gate's classifiers are fitted on (default 1200)")
     s.add_argument("--negatives", metavar="DIR",
                    help="real radiographs that are not hands (labels.csv id,body_part + images/, e.g. "
@@ -512,20 +455,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("output", metavar="OUT.png")
     s.add_argument("--age", type=float, default=120.0, help="bone age to draw, months (default 120)")
     s.add_argument("--sex", default="M")
-    s.add_argument("--size", type=_positive_int, default=512)
+    s.add_argument("--size", type=positive_int, default=512)
     s.add_argument("--force", action="store_true", help="overwrite OUT.png if it exists")
     s.set_defaults(func=cmd_example)
 
     s = sub.add_parser("complexity", help="parameters, memory, file size and CPU time per image of models")
     s.add_argument("--models", default="resnet18,resnet18_cbam,resnet18_channel_attention,inception_v4",
                    help="comma-separated registry names (default: the patch paper's four)")
-    s.add_argument("--patch-size", type=_positive_int, default=224)
-    s.add_argument("--patches", type=_positive_int, default=25, help="patches per image (default 25)")
-    s.add_argument("--repeats", type=_positive_int, default=3)
+    s.add_argument("--patch-size", type=positive_int, default=224)
+    s.add_argument("--patches", type=positive_int, default=25, help="patches per image (default 25)")
+    s.add_argument("--repeats", type=positive_int, default=3)
     s.add_argument("--boneagenet", action="store_true",
                    help="the BoneAgeNet variants of the paper's table 1 (inception_v3_scaled) with the "
                         "paper's parameter counts, instead of --models")
-    s.add_argument("--size", type=_positive_int, default=300, help="with --boneagenet: input side (default 300)")
+    s.add_argument("--size", type=positive_int, default=300, help="with --boneagenet: input side (default 300)")
     s.add_argument("--time", action="store_true",
                    help="with --boneagenet: also write each model file and time it on the CPU (slow)")
     s.add_argument("--json", action="store_true")
@@ -546,16 +489,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("kind", choices=["knn", "svm"])
     s.add_argument("--train", required=True, metavar="DIR", help="labelled folder to fit on (labels.csv + images/)")
     s.add_argument("--eval", required=True, metavar="DIR", help="labelled folder to evaluate on")
-    s.add_argument("--size", type=_positive_int, default=32, help="images are resized to SIZE x SIZE (default 32)")
-    s.add_argument("--limit", type=_positive_int, help="use only the first N labelled images of each folder")
+    s.add_argument("--size", type=positive_int, default=32, help="images are resized to SIZE x SIZE (default 32)")
+    s.add_argument("--limit", type=positive_int, help="use only the first N labelled images of each folder")
     s.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     s.set_defaults(func=cmd_baseline)
 
     s = sub.add_parser("train-unet", help="train the stand-in hand-mask U-Net (for unet_crop) on synthetic images")
     s.add_argument("output", metavar="OUT.safetensors")
-    s.add_argument("--images", type=_positive_int, default=256)
-    s.add_argument("--size", type=_positive_int, default=64)
-    s.add_argument("--epochs", type=_positive_int, default=15)
+    s.add_argument("--images", type=positive_int, default=256)
+    s.add_argument("--size", type=positive_int, default=64)
+    s.add_argument("--epochs", type=positive_int, default=15)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_train_unet)
@@ -650,10 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # a bad argument (one line already printed), --help or --version
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     _configure_process()
-    if args.command in ("evaluate", "robustness", "calibrate") and not (args.data_dir or args.csv):
-        print(f"boneage: error: {args.command} needs DATA_DIR or --csv", file=sys.stderr)
-        return EXIT_USER_ERROR
     try:
+        if args.command in ("evaluate", "robustness", "calibrate"):
+            require_labelled_folder(args, args.command)
         return args.func(args)
     except QualityRefusal as exc:
         print(f"boneage: refused: {exc}", file=sys.stderr)
@@ -661,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     except BoneAgeError as exc:
         # Under torchrun every process meets the same error: one line from the main one.
         if os.environ.get("RANK", "0") == "0":
-            print(f"boneage: error: {_cli_wording(exc, args.command)}", file=sys.stderr)
+            print(f"boneage: error: {cli_wording(exc, args.command)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except ModuleNotFoundError as exc:
         # The light install (no `train` extra) runs predict, report, serve, info and example;

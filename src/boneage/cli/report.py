@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from boneage.cli.main import _age_months, _date
+from boneage.cli.age_arguments import age_months, calendar_date
 from boneage.errors import InputError
 
 
@@ -23,11 +23,11 @@ def add_parser(subparsers) -> None:
                    help="the report; its suffix chooses the format")
     s.add_argument("--sex", help="M or F (default: the DICOM PatientSex tag)")
     s.add_argument("--model", help="model file (default: the bundled model)")
-    s.add_argument("--birth-date", type=_date, metavar="DATE",
+    s.add_argument("--birth-date", type=calendar_date, metavar="DATE",
                    help="child's birth date, YYYY-MM-DD or YYYYMMDD (default: the DICOM tag)")
-    s.add_argument("--study-date", type=_date, metavar="DATE",
+    s.add_argument("--study-date", type=calendar_date, metavar="DATE",
                    help="date the radiograph was taken, YYYY-MM-DD or YYYYMMDD (default: the DICOM tags)")
-    s.add_argument("--age-months", type=_age_months, metavar="MONTHS",
+    s.add_argument("--age-months", type=age_months, metavar="MONTHS",
                    help="chronological age in months, 0-240 (used when the dates are not given)")
     s.add_argument("--patient-id", metavar="ID",
                    help="patient ID to print on the report (default: the DICOM PatientID tag; a "
@@ -48,7 +48,7 @@ def add_parser(subparsers) -> None:
 
 
 def _refuse_overwrite(path: Path, overwrite: bool) -> Path:
-    # Not cli.main.refuse_overwrite: its message says --force, which here means "assess an
+    # Not cli.common.refuse_overwrite: its message says --force, which here means "assess an
     # image the quality gate refuses" (as in ``predict``); replacing files is --overwrite.
     if path.exists() and not overwrite:
         raise InputError("file exists; pass --overwrite to replace it", path)

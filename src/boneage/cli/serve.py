@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from boneage.cli.main import _positive_int
+from boneage.cli.common import positive_int
 
 
 def _port(text: str) -> int:
@@ -38,9 +38,9 @@ def add_parser(subparsers) -> None:
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for the whole network)")
     s.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
     s.add_argument("--model", help="model file (default: the bundled model)")
-    s.add_argument("--workers", type=_positive_int, default=None,
+    s.add_argument("--workers", type=positive_int, default=None,
                    help="predictions run at once; more requests wait (default: cores, at most 4)")
-    s.add_argument("--threads", type=_positive_int, default=1,
+    s.add_argument("--threads", type=positive_int, default=1,
                    help="CPU threads per prediction (default 1)")
     s.add_argument("--max-upload-mb", type=_megabytes, default=None, metavar="MIB",
                    help="largest request accepted, in MiB (default 64)")
