@@ -163,3 +163,13 @@ def test_light_training_commands_name_what_is_missing(light_env, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "boneage: error: boneage evaluate needs torch, which this installation lacks "
         "(pip install 'boneage[train]')"]
+    # A command's module imports PyTorch at its top, so its --help says the same; the
+    # top-level help, which imports no command's module, lists every command.
+    proc = subprocess.run([sys.executable, "-m", "boneage", "train", "--help"], env=light_env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "boneage: error: boneage train needs torch, which this installation lacks "
+        "(pip install 'boneage[train]')"]
+    proc = subprocess.run([sys.executable, "-m", "boneage", "--help", "train"], env=light_env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "train-unet" in proc.stdout and proc.stderr == ""

@@ -35,7 +35,7 @@ def test_the_table_covers_every_setting_and_every_setting_is_an_option():
     names = [s.name for s in SETTINGS]
     assert set(names) == set(FILE_VALUES) == set(CLI_VALUES)
     assert set(names) | {"sources"} == {f for f in NodeSettings.__dataclass_fields__}
-    help_text = build_parser()._subparsers._group_actions[0].choices["dicom-node"].format_help()
+    help_text = build_parser("dicom-node")._subparsers._group_actions[0].choices["dicom-node"].format_help()
     for s in SETTINGS:
         assert s.option in help_text, s.option
 

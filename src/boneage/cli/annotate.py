@@ -1,6 +1,7 @@
 """``boneage annotate``: the active-learning annotation loop for hand segmentation.
 
-Registered by :func:`boneage.cli.main.build_parser` through :func:`add_parser`::
+:func:`add_arguments` fills its parser, :func:`run` runs the step given
+(:mod:`boneage.cli.main` dispatches to both)::
 
     boneage annotate init RUN --recipe configs/seg-fc-densenet.yaml --pool DIR --val DIR --val-masks DIR
     boneage annotate export RUN OUT        # the images to annotate + proposed masks + manifest
@@ -15,14 +16,29 @@ The work is :mod:`boneage.segmentation.active` and :mod:`boneage.segmentation.an
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 
-def add_parser(subparsers) -> None:
-    """Add the ``annotate`` command and its subcommands to ``subparsers``."""
-    s = subparsers.add_parser("annotate", help="active learning of hand masks: select images, export them "
-                                               "with proposed masks, import corrected masks, train a round")
+from boneage.config import load_recipe
+from boneage.data.labels import load_samples
+from boneage.errors import InputError
+from boneage.evaluation.plots import plot_mask_outlines
+from boneage.io.image import read_image
+from boneage.segmentation.active import ActiveLearning
+from boneage.segmentation.annotate import export_round, import_round
+from boneage.segmentation.background import mask_from_removed_background
+from boneage.inference.torch_model import load_segmenter
+from boneage.models.segmenter import segment
+from boneage.segmentation.task import read_mask
+from boneage.models.unet import dice_score
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    """Add the steps of ``annotate`` (its subcommands) and their arguments to its parser ``s``."""
     sub = s.add_subparsers(dest="annotate_command", required=True, metavar="STEP")
 
     a = sub.add_parser("init", help="start an active-learning run in a folder")
@@ -39,32 +55,26 @@ def add_parser(subparsers) -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--patience", type=int, default=1, help="rounds without a validation-Dice gain before stopping")
     a.add_argument("--max-rounds", type=int, default=None)
-    a.set_defaults(func=cmd_init)
 
     a = sub.add_parser("export", help="write the images awaiting annotation, their proposed masks and a manifest")
     a.add_argument("run", metavar="RUN")
     a.add_argument("out", metavar="OUT")
-    a.set_defaults(func=cmd_export)
 
     a = sub.add_parser("import", help="read corrected masks back into the run (size, values and ids checked)")
     a.add_argument("run", metavar="RUN")
     a.add_argument("folder", metavar="EXPORT")
-    a.set_defaults(func=cmd_import)
 
     a = sub.add_parser("round", help="train the committee on the labelled images and select the next images")
     a.add_argument("run", metavar="RUN")
-    a.set_defaults(func=cmd_round)
 
     a = sub.add_parser("status", help="phase, labelled count and the validation-Dice curve of a run")
     a.add_argument("run", metavar="RUN")
-    a.set_defaults(func=cmd_status)
 
     a = sub.add_parser("background-masks", help="hand masks of background-removed radiographs (threshold + cleanup)")
     a.add_argument("data", metavar="DATA", help="folder with labels.csv + images/ (e.g. ../shared/data/rsna-fullres)")
     a.add_argument("out", metavar="OUT", help="folder for <id>.png masks (under runs/, never the repository)")
     a.add_argument("--close-fraction", type=float, default=0.005,
                    help="closing kernel side as a fraction of the longer image side (default 0.005)")
-    a.set_defaults(func=cmd_background_masks)
 
     a = sub.add_parser("figure", help="radiographs with the outlines of their masks (reference and/or a "
                                       "segmenter's), and the Dice between them")
@@ -74,72 +84,50 @@ def add_parser(subparsers) -> None:
     a.add_argument("--segmenter", help="a segmentation model file whose masks are drawn too")
     a.add_argument("--ids", nargs="+", help="these ids (default: the first --limit of labels.csv)")
     a.add_argument("--limit", type=int, default=4, help="images drawn without --ids (default 4)")
-    a.set_defaults(func=cmd_figure)
 
 
-def cmd_init(args) -> int:
-    from boneage.config import load_recipe
-    from boneage.data.labels import load_samples
-    from boneage.segmentation.active import ActiveLearning
-
+def _init(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
-    run = ActiveLearning.create(args.run, recipe, load_samples(args.pool), load_samples(args.val), args.val_masks,
-                                initial=args.initial, k=args.k, committee=args.committee, strategy=args.strategy,
-                                seed=args.seed, patience=args.patience, max_rounds=args.max_rounds)
-    print(f"started {args.run}: {len(run.pending)} images await annotation "
+    loop = ActiveLearning.create(args.run, recipe, load_samples(args.pool), load_samples(args.val), args.val_masks,
+                                 initial=args.initial, k=args.k, committee=args.committee, strategy=args.strategy,
+                                 seed=args.seed, patience=args.patience, max_rounds=args.max_rounds)
+    print(f"started {args.run}: {len(loop.pending)} images await annotation "
           f"(boneage annotate export {args.run} OUT)")
     return 0
 
 
-def cmd_export(args) -> int:
-    from boneage.segmentation.active import ActiveLearning
-    from boneage.segmentation.annotate import export_round
-
+def _export(args: argparse.Namespace) -> int:
     out = export_round(ActiveLearning.open(args.run), args.out)
     print(f"wrote images, proposed masks and manifest.json to {out}; correct masks/*.png and run "
           f"boneage annotate import {args.run} {out}")
     return 0
 
 
-def cmd_import(args) -> int:
-    from boneage.segmentation.active import ActiveLearning
-    from boneage.segmentation.annotate import import_round
-
-    run = ActiveLearning.open(args.run)
-    ids = import_round(run, args.folder)
-    print(f"added {len(ids)} masks; {len(run.state['labelled'])} labelled (boneage annotate round {args.run})")
+def _import(args: argparse.Namespace) -> int:
+    loop = ActiveLearning.open(args.run)
+    ids = import_round(loop, args.folder)
+    print(f"added {len(ids)} masks; {len(loop.state['labelled'])} labelled (boneage annotate round {args.run})")
     return 0
 
 
-def cmd_round(args) -> int:
-    from boneage.segmentation.active import ActiveLearning
-
-    run = ActiveLearning.open(args.run)
-    res = run.train_round()
+def _round(args: argparse.Namespace) -> int:
+    loop = ActiveLearning.open(args.run)
+    res = loop.train_round()
     line = f"round {res.round}: {res.n_labelled} labelled, validation Dice {res.val_dice:.4f}; "
     print(line + (f"{len(res.selected)} images selected (boneage annotate export {args.run} OUT)"
-                  if res.selected else f"stopped: {run.history[-1].get('stopped')}"))
+                  if res.selected else f"stopped: {loop.history[-1].get('stopped')}"))
     return 0
 
 
-def cmd_status(args) -> int:
-    from boneage.segmentation.active import ActiveLearning
-
-    run = ActiveLearning.open(args.run)
-    print(json.dumps({"phase": run.phase, "round": run.state["round"], "labelled": len(run.state["labelled"]),
-                      "pending": run.pending, "curve": [{k: h[k] for k in ("round", "n_labelled", "val_dice")}
-                                                         for h in run.history]}, indent=1))
+def _status(args: argparse.Namespace) -> int:
+    loop = ActiveLearning.open(args.run)
+    print(json.dumps({"phase": loop.phase, "round": loop.state["round"], "labelled": len(loop.state["labelled"]),
+                      "pending": loop.pending, "curve": [{k: h[k] for k in ("round", "n_labelled", "val_dice")}
+                                                         for h in loop.history]}, indent=1))
     return 0
 
 
-def cmd_background_masks(args) -> int:
-    import cv2
-    import numpy as np
-
-    from boneage.data.labels import load_samples
-    from boneage.io.image import read_image
-    from boneage.segmentation.background import mask_from_removed_background
-
+def _background_masks(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     samples = load_samples(args.data)
@@ -153,18 +141,7 @@ def cmd_background_masks(args) -> int:
     return 0
 
 
-def cmd_figure(args) -> int:
-    import numpy as np
-
-    from boneage.data.labels import load_samples
-    from boneage.errors import InputError
-    from boneage.evaluation.plots import plot_mask_outlines
-    from boneage.io.image import read_image
-    from boneage.inference.torch_model import load_segmenter
-    from boneage.models.segmenter import segment
-    from boneage.segmentation.task import read_mask
-    from boneage.models.unet import dice_score
-
+def _figure(args: argparse.Namespace) -> int:
     if not args.masks and not args.segmenter:
         raise InputError("give --masks, --segmenter or both: there is nothing to outline")
     if args.limit < 1:
@@ -194,3 +171,13 @@ def cmd_figure(args) -> int:
     path = plot_mask_outlines(images, masks, args.out, titles=titles)
     print(f"wrote {path}")
     return 0
+
+
+#: The function of each step, by the name ``annotate`` is given.
+_STEPS = {"init": _init, "export": _export, "import": _import, "round": _round, "status": _status,
+          "background-masks": _background_masks, "figure": _figure}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the step of ``annotate`` that the command line names; its exit status."""
+    return _STEPS[args.annotate_command](args)

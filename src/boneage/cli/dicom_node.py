@@ -1,8 +1,9 @@
 """``boneage dicom-node``: the DICOM node (see :mod:`boneage.dicomnode`), and its ``--status``.
 
-Registered by :func:`boneage.cli.main.build_parser` through :func:`add_parser`. Every
-setting of :data:`boneage.dicomnode.settings.SETTINGS` is an option here and a key of the
-``--config`` file; given both ways, the command line wins.
+One of the commands of the light install (no PyTorch). :func:`add_arguments` fills its
+parser, :func:`run` runs it (:mod:`boneage.cli.main` dispatches to both). Every setting of
+:data:`boneage.dicomnode.settings.SETTINGS` is an option here and a key of the ``--config``
+file; given both ways, the command line wins.
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ import signal
 import threading
 
 from boneage.dicomnode.settings import SETTINGS, resolve_settings
-from boneage.errors import InputError
 from boneage.dicomnode.spool import Spool, format_status
+from boneage.errors import InputError
 
 
-def add_parser(subparsers) -> None:
-    """Add the ``dicom-node`` command to ``subparsers`` (the ``add_subparsers()`` of the CLI)."""
-    s = subparsers.add_parser(
-        "dicom-node", help="a DICOM node (Storage SCP): receives hand radiographs, sends back a "
-                           "structured report and the report page by C-STORE")
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``dicom-node`` (every node setting, ``--status``) to its parser ``s``."""
     s.add_argument("--config", metavar="FILE.yaml",
                    help="settings file (YAML, the option names with underscores); the command line wins")
     for setting in SETTINGS:
@@ -36,13 +34,12 @@ def add_parser(subparsers) -> None:
     s.add_argument("--status", action="store_true",
                    help="say what the spool holds (queued, in progress, failed) by SOP Instance UID, and exit")
     s.add_argument("--json", action="store_true", help="with --status: as JSON")
-    s.set_defaults(func=cmd_dicom_node)
 
 
-def cmd_dicom_node(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the node until SIGINT or SIGTERM (0 on a clean stop), or print ``--status``."""
-    # Here, not at the top: every boneage command builds this parser, and only the node
-    # itself needs pynetdicom (the `node` extra) and the model.
+    # boundary: pynetdicom is the optional `node` extra; here, not at the top, so that
+    # `boneage dicom-node --help` works without it and its absence is told in one line.
     try:
         from boneage.dicomnode.node import DicomNode
     except ModuleNotFoundError as exc:

@@ -1,21 +1,25 @@
 """``boneage export``: a model file as ONNX, to predict with onnxruntime.
 
-Registered by :func:`boneage.cli.main.build_parser` through :func:`add_parser`. The written
-file carries the recipe, interval and quality gate in its metadata, so ``boneage predict
---model FILE.onnx`` (and ``api.load_predictor("FILE.onnx")``) use it like the model file.
+:func:`add_arguments` fills its parser, :func:`run` runs it (:mod:`boneage.cli.main`
+dispatches to both). The written file carries the recipe, interval and quality gate in its
+metadata, so ``boneage predict --model FILE.onnx`` (and ``api.load_predictor("FILE.onnx")``)
+use it like the model file.
 """
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
+from boneage.cli.common import refuse_overwrite
 from boneage.errors import InputError
+from boneage.inference.onnx_export import export_onnx, synthetic_check
 
 #: Agreement the export checks on synthetic radiographs (issue 13 asks for 0.05 months).
 TOLERANCE_MONTHS = 0.05
 
 
 def _opset(text: str) -> int:
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -25,11 +29,8 @@ def _opset(text: str) -> int:
     return value
 
 
-def add_parser(subparsers) -> None:
-    """Add the ``export`` command to ``subparsers`` (the ``add_subparsers()`` of the CLI)."""
-    s = subparsers.add_parser(
-        "export", help="write a model file as ONNX (recipe, interval and quality gate in its "
-                       "metadata) to predict with onnxruntime")
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``export`` to its parser ``s``."""
     s.add_argument("model", nargs="?", metavar="MODEL", help="model file (default: the bundled model)")
     s.add_argument("--format", default="onnx", choices=["onnx"], help="output format (default: onnx)")
     s.add_argument("--out", required=True, metavar="FILE.onnx", help="the file to write")
@@ -40,17 +41,11 @@ def add_parser(subparsers) -> None:
     s.add_argument("--no-check", action="store_true",
                    help="skip comparing PyTorch and onnxruntime on synthetic radiographs after writing")
     s.add_argument("--force", action="store_true", help="overwrite FILE.onnx if it exists")
-    s.set_defaults(func=cmd_export)
 
 
-def cmd_export(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Export, then (unless ``--no-check``) check the two runtimes agree; 0 on success, 2
     (through :class:`~boneage.errors.InputError`) when they do not."""
-    from pathlib import Path
-
-    from boneage.cli.main import refuse_overwrite
-    from boneage.inference.onnx_export import export_onnx, synthetic_check
-
     out = refuse_overwrite(args.out, args.force)
     if out.suffix.lower() != ".onnx":
         raise InputError(f"the ONNX file's name must end in .onnx, got {out.name!r}", out)

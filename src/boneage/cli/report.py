@@ -1,33 +1,37 @@
 """``boneage report``: one radiograph's clinical report as HTML, PDF or JSON (and DICOM).
 
-Registered by :func:`boneage.cli.main.build_parser` through :func:`add_parser`. Standard
-output and error carry the file names and the bone age only: the patient's name, ID and dates
-go into the report files and nowhere else.
+One of the commands of the light install (no PyTorch; ``--heatmap`` then says so in the
+report). :func:`add_arguments` fills its parser, :func:`run` runs it (:mod:`boneage.cli.main`
+dispatches to both). Standard output and error carry the file names and the bone age only:
+the patient's name, ID and dates go into the report files and nowhere else.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from boneage.cli.main import _age_months, _date
+from boneage.cli.age_arguments import age_months, calendar_date
+from boneage.reporting.dicom import check_dicom_out_path, write_report_dicom
+from boneage.reporting.report import check_report_path, write_report
+from boneage.api import create_report
 from boneage.errors import InputError
+from boneage.io import read_image
+from boneage.sex import Sex
 
 
-def add_parser(subparsers) -> None:
-    """Add the ``report`` command to ``subparsers`` (the ``add_subparsers()`` of the CLI)."""
-    s = subparsers.add_parser(
-        "report", help="a clinical report of one radiograph (HTML, PDF or JSON): bone age with "
-                       "its interval against chronological age, heat map, intended use")
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``report`` to its parser ``s``."""
     s.add_argument("image", metavar="IMAGE")
     s.add_argument("--out", required=True, metavar="FILE.{html,pdf,json}",
                    help="the report; its suffix chooses the format")
     s.add_argument("--sex", help="M or F (default: the DICOM PatientSex tag)")
     s.add_argument("--model", help="model file (default: the bundled model)")
-    s.add_argument("--birth-date", type=_date, metavar="DATE",
+    s.add_argument("--birth-date", type=calendar_date, metavar="DATE",
                    help="child's birth date, YYYY-MM-DD or YYYYMMDD (default: the DICOM tag)")
-    s.add_argument("--study-date", type=_date, metavar="DATE",
+    s.add_argument("--study-date", type=calendar_date, metavar="DATE",
                    help="date the radiograph was taken, YYYY-MM-DD or YYYYMMDD (default: the DICOM tags)")
-    s.add_argument("--age-months", type=_age_months, metavar="MONTHS",
+    s.add_argument("--age-months", type=age_months, metavar="MONTHS",
                    help="chronological age in months, 0-240 (used when the dates are not given)")
     s.add_argument("--patient-id", metavar="ID",
                    help="patient ID to print on the report (default: the DICOM PatientID tag; a "
@@ -44,29 +48,22 @@ def add_parser(subparsers) -> None:
     s.add_argument("--dicom-out", metavar="FILE.dcm",
                    help="also write the report page as a DICOM Secondary Capture in the source's "
                         "study (DICOM input only)")
-    s.set_defaults(func=cmd_report)
 
 
 def _refuse_overwrite(path: Path, overwrite: bool) -> Path:
-    # Not cli.main.refuse_overwrite: its message says --force, which here means "assess an
+    # Not cli.common.refuse_overwrite: its message says --force, which here means "assess an
     # image the quality gate refuses" (as in ``predict``); replacing files is --overwrite.
     if path.exists() and not overwrite:
         raise InputError("file exists; pass --overwrite to replace it", path)
     return path
 
 
-def cmd_report(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Write the report (and the DICOM Secondary Capture when asked); 0 on success.
 
     Every output path is checked before the model runs, so a bad suffix or an existing file
     costs nothing; user errors raise :class:`~boneage.errors.BoneAgeError` for ``main``.
     """
-    from boneage.reporting.dicom import check_dicom_out_path, write_report_dicom
-    from boneage.reporting.report import check_report_path, write_report
-    from boneage.api import create_report
-    from boneage.io import read_image
-    from boneage.sex import Sex
-
     out = _refuse_overwrite(check_report_path(args.out), args.overwrite)
     dicom_out = None
     if args.dicom_out is not None:

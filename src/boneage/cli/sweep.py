@@ -1,21 +1,24 @@
 """``boneage sweep``: train every combination of a grid of recipe settings and tabulate them.
 
-Registered by :func:`boneage.cli.main.build_parser` through :func:`add_parser`. The work is
-:mod:`boneage.evaluation.sweep`; this module turns the command line into a
-:class:`~boneage.evaluation.sweep.Sweep`.
+:func:`add_arguments` fills its parser, :func:`run` runs it (:mod:`boneage.cli.main`
+dispatches to both). The work is :mod:`boneage.evaluation.sweep`; this module turns the
+command line into a :class:`~boneage.evaluation.sweep.Sweep`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+from boneage.errors import InputError
+from boneage.evaluation.sweep import (
+    Sweep, is_sweep_file, parse_grid_option, parse_seeds, plan_sweep, read_sweep, run_sweep,
+)
 
-def add_parser(subparsers) -> None:
-    """Add the ``sweep`` command to ``subparsers`` (the ``add_subparsers()`` of the CLI)."""
-    s = subparsers.add_parser(
-        "sweep", help="train every combination of a grid of recipe settings (one folder each, "
-                      "resumable) and write the table of the BoneAgeNet paper (sweep.md, sweep.csv)")
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``sweep`` to its parser ``s``."""
     s.add_argument("spec", metavar="RECIPE_OR_SWEEP",
                    help="a recipe (then give --grid) or a sweep file (recipe, overrides, grid, variants, seeds)")
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -30,14 +33,10 @@ def add_parser(subparsers) -> None:
     s.add_argument("--dry-run", action="store_true",
                    help="check every run on a synthetic radiograph and list the run folders; train nothing")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.set_defaults(func=cmd_sweep)
 
 
-def sweep_from_args(args):
+def sweep_from_args(args: argparse.Namespace) -> Sweep:
     """The :class:`~boneage.evaluation.sweep.Sweep` a command line asks for."""
-    from boneage.errors import InputError
-    from boneage.evaluation.sweep import Sweep, is_sweep_file, parse_grid_option, parse_seeds, read_sweep
-
     spec = Path(args.spec)
     if not spec.is_file():
         raise InputError("no such recipe or sweep file", spec)
@@ -60,10 +59,8 @@ def sweep_from_args(args):
     return sweep
 
 
-def cmd_sweep(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Plan (and check) every run, then train them; with ``--dry-run`` only list them."""
-    from boneage.evaluation.sweep import plan_sweep, run_sweep
-
     sweep = sweep_from_args(args)
     out = Path(args.out) if args.out else Path("runs") / "sweeps" / sweep.name
     if args.dry_run:
