@@ -144,12 +144,12 @@ def evaluate(data_dir=None, *, csv=None, images=None, model=None, holdout: bool 
     """
     if limit is not None and limit < 1:
         raise InputError(f"limit must be >= 1, got {limit}")
-    # Batched evaluation runs the PyTorch network over cached views: the bundled model's own
-    # file, not the ONNX export that single predictions use.
-    predictor = load_predictor(default_model_path("torch") if model is None else model)
     # boundary: PyTorch (batched evaluation); predicting, which the light install does, needs none.
     from boneage.evaluation.labelled import evaluate_labelled
 
+    # Batched evaluation runs the PyTorch network over cached views: the bundled model's own
+    # file, not the ONNX export that single predictions use.
+    predictor = load_predictor(default_model_path("torch") if model is None else model)
     return evaluate_labelled(predictor, data_dir, csv=csv, images=images, holdout=holdout,
                              limit=limit, out=out, progress=progress)
 

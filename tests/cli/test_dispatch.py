@@ -34,7 +34,7 @@ def _sys_modules_after(*argv: str) -> list[str]:
             "from boneage.cli.main import main\n"
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
             f"    main({list(argv)!r})\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('boneage.cli'))))\n")
+            "print(json.dumps(sorted(m for m in sys.modules if m == 'boneage.cli' or m.startswith('boneage.cli.'))))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.splitlines()[-1])
