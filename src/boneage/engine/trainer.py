@@ -39,6 +39,7 @@ from boneage.data.labels import Sample, load_samples
 from boneage.data.split import train_val_split
 from boneage.engine import distributed
 from boneage.engine.check import check_recipe
+from boneage.engine.curves import plot_training_curves
 from boneage.engine.optim import make_optimizer, make_scheduler
 from boneage.engine.precision import grad_scaler
 from boneage.engine.sampling import distributed_world, is_main_process, make_sampler
@@ -483,7 +484,6 @@ def _train(recipe: Recipe, out: Path, samples, train_idx, val_idx, device: torch
             break
 
     if main:
-        from boneage.evaluation.plots import plot_training_curves
         plot_training_curves(history, out / "training_curves.png", metrics=task.curves)
         task.finish(model_path, out)
     distributed.barrier()  # the files exist when fit returns, on every process

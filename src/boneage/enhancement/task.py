@@ -186,7 +186,7 @@ class GanTask(Task):
         import cv2
 
         from boneage.enhancement.networks import enhancer_info, enhance, load_enhancer
-        from boneage.evaluation.plots import plot_training_curves
+        from boneage.engine.curves import plot_training_curves
         from boneage.fileutils import atomic_path
 
         if not len(self._val) or not Path(model_path).exists():
