@@ -16,8 +16,19 @@ import numpy as np
 import torch
 
 from boneage.config import Recipe
+from boneage.data.datasets import to_input_tensor
+from boneage.data.synthetic import make_radiograph
+from boneage.engine.optim import make_optimizer, make_scheduler
+from boneage.engine.phases import PhaseSchedule
+from boneage.engine.sampling import make_sampler
+from boneage.engine.tasks import task_class
 from boneage.errors import BoneAgeError, ConfigError
-from boneage.models.registry import model_input_spec
+from boneage.inference.aggregate import AGGREGATES
+from boneage.inference.modelfile import build_model, read_model_metadata
+from boneage.losses import create_loss
+from boneage.models.registry import MODELS, model_input_spec
+from boneage.models.stages import named_stages
+from boneage.transforms import build_pipeline, canonical_pipeline, make_views, patch_grid
 
 #: Side of the synthetic radiograph used for the check (small: the check must be fast).
 CHECK_IMAGE_SIZE = 320
@@ -32,21 +43,10 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     """Raise :class:`ConfigError` if any part of ``recipe`` cannot be built or run.
 
     ``train_step=True`` also takes one optimiser step on the synthetic image (slower on big
-    inputs; the test suite uses it to show every shipped recipe trains).
+    inputs; the test suite uses it to show every shipped recipe trains). The recipe's task
+    must be registered (:func:`boneage.engine.tasks.task_class`).
     """
-    from boneage.data.datasets import to_input_tensor
-    from boneage.transforms import canonical_pipeline
-    from boneage.data.synthetic import make_radiograph
-    from boneage.engine.optim import make_optimizer, make_scheduler
-    from boneage.engine.sampling import make_sampler
-    from boneage.engine.tasks import TASKS
-    from boneage.models.registry import MODELS
-    from boneage.inference.aggregate import AGGREGATES
-    from boneage.inference.modelfile import build_model, read_model_metadata
-    from boneage.losses import create_loss
-    from boneage.transforms import build_pipeline, make_views, patch_grid
-
-    task_check = getattr(TASKS.get(recipe.task), "check_recipe", None)
+    task_check = getattr(task_class(recipe.task), "check_recipe", None)
     if task_check is not None:  # a task whose networks are not bone-age models checks itself
         return task_check(recipe, train_step)
     tc = recipe.train
@@ -69,7 +69,6 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     # Built, not only looked up: a sampler option it lacks or a bad bin width is one line now.
     _built("train.sampler", lambda: make_sampler(tc.sampler, 229, 0, 0, np.arange(229.0), world=(0, 1),
                                                  **tc.sampler_options))
-    TASKS.get(recipe.task)
     if not 0.0 <= recipe.inference.percentile <= 100.0:
         raise ConfigError(f"inference.percentile must be in [0, 100], got {recipe.inference.percentile}")
     if tc.init_from:
@@ -89,9 +88,6 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     model = _built("model", lambda: build_model(
         recipe, **({"pretrained": None} if "pretrained" in recipe.model.options else {})))
     if recipe.phases is not None and recipe.phases.network == "model":
-        from boneage.engine.phases import PhaseSchedule
-        from boneage.models.stages import named_stages
-
         # A stage the model lacks or an order that is not a permutation fails here, not after epoch 1.
         _built("phases", lambda: PhaseSchedule(recipe.phases, named_stages(model)))
     optimizer = _built("optim", lambda: make_optimizer(recipe, model.parameters()))
