@@ -103,6 +103,7 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global generators (the draws outside an epoch)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -147,6 +148,8 @@ class Optimisation:
         self.rebuild()
 
     def rebuild(self) -> None:
+        """Build the optimisers and schedules afresh from the task's current parameter groups
+        (at the start, and when a new training phase begins)."""
         groups = self.task.parameter_groups(self.networks)
         self.optimizers = {name: make_optimizer(self.recipe, g) for name, g in groups.items()}
         self.schedulers = {name: make_scheduler(self.recipe, opt) for name, opt in self.optimizers.items()}
