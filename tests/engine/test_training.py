@@ -134,7 +134,8 @@ def test_the_loop_alone_hands_its_validation_predictions_to_the_report_it_is_giv
 def test_an_unregistered_task_says_where_tasks_come_from():
     from boneage.engine.tasks import task_class
 
-    with pytest.raises(ConfigError, match="task 'nope' is not registered.*boneage.evaluation.training"):
+    with pytest.raises(ConfigError, match="unknown task 'nope'.*valid names: .*regression.*"
+                                          "boneage.evaluation.training imports every task"):
         task_class("nope")
 
 

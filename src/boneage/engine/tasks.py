@@ -176,12 +176,12 @@ class Task:
 def task_class(name: str) -> type[Task]:
     """The task registered as ``name``. An unknown name is a ConfigError that also says where
     tasks come from: those beyond regression register when their package is imported."""
-    if name not in TASKS:
-        raise ConfigError(f"task {name!r} is not registered; registered: "
-                          f"{', '.join(TASKS.names())} (segmentation and gan register when "
-                          "boneage.segmentation.task / boneage.enhancement.task are imported; "
-                          "boneage.evaluation.training imports every task)")
-    return TASKS.get(name)
+    try:
+        return TASKS.get(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (segmentation and gan register when boneage.segmentation.task / "
+                          "boneage.enhancement.task are imported; boneage.evaluation.training imports "
+                          "every task)") from None
 
 
 def create_task(recipe: Recipe, device: torch.device) -> Task:
