@@ -63,6 +63,7 @@ def _amp(value: str):
 
 def measure(recipe, samples, steps: int, warmup: int) -> dict:
     """Time ``warmup`` + ``steps`` training steps of ``recipe`` on ``samples``."""
+    import boneage.evaluation.training  # noqa: F401  (registers every task, as boneage train has them)
     from boneage.engine.trainer import make_loader, prepare, resolve_device, train_step
 
     tc = recipe.train

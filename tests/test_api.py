@@ -54,7 +54,6 @@ def test_explain_returns_a_map_on_the_radiograph_as_given(tiny_model, synthetic_
 def test_the_gate_preprocesses_once_and_the_bone_age_is_the_predictors_own(synthetic_folder):
     """api.predict hands the gate's preprocessed image to the prediction: the bone age must be
     exactly what the predictor gives the pixels on its own, as given and after a correction."""
-    from boneage.inference import Predictor
     from boneage.inference.predictor import default_model_path
     from boneage.inference.quality import orient
 

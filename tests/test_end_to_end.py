@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from boneage.cli.main import main
-from boneage.inference import Predictor, default_model_path, read_model_metadata
+from boneage.inference import default_model_path, read_model_metadata
 from boneage.io import read_image, write_dicom
 from boneage.inference.loader import load_predictor
 

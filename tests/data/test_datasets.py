@@ -71,7 +71,6 @@ def test_augmented_items_reproducible_and_in_range(cache):
 
 
 def test_cached_evaluation_goes_through_the_predictor(cache):
-    from boneage.inference import Predictor
     from boneage.inference.batch import predict_cached
     from boneage.models import create_model
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from boneage.config import Recipe
-from boneage.engine import fit
+from boneage.evaluation.training import fit
 from boneage.inference import read_model_metadata
 from synthetic_runs import synthetic_recipe
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from boneage.config import load_recipe
-from boneage.engine.check import check_recipe
+from boneage.evaluation.training import check_recipe  # every task registered
 from boneage.errors import ConfigError
 from boneage.inference.loader import load_predictor
 
@@ -111,8 +111,7 @@ def test_every_rsna100_recipe_trains_a_step_and_predicts(config, synthetic_folde
                                                         monkeypatch):
     import numpy as np
 
-    from boneage.engine import fit
-    from boneage.inference import Predictor
+    from boneage.evaluation.training import fit
 
     recipe = load_recipe(config, [f"data.root={synthetic_folder}", "data.limit=12", "data.val_fraction=0.25",
                                   "train.epochs=1", "train.max_steps_per_epoch=1", "train.batch_size=4",

@@ -100,7 +100,7 @@ def test_a_phase_change_unfreezes_exactly_the_named_stage_and_rebuilds_the_optim
 
 def test_a_paced_run_writes_its_phases_and_resumes_in_the_same_phase(synthetic_folder, tmp_path):
     from boneage.engine import fit
-    from boneage.evaluation.plots import phase_starts
+    from boneage.engine.curves import phase_starts
 
     # threshold 1: every phase plateaus after patience + 1 = 2 epochs.
     recipe = _recipe(patience=1, threshold=1.0)

@@ -93,8 +93,6 @@ def test_fp16_scaler_state_is_checkpointed_and_restored_on_resume(learn_folder, 
 
 
 def test_channels_last_trains_like_the_default_layout(learn_folder, tmp_path):
-    from boneage.inference import Predictor
-
     plain = fit(small(learn_folder), tmp_path / "plain", **QUIET)
     nhwc = fit(small(learn_folder, channels_last=True), tmp_path / "nhwc", **QUIET)
     # Same arithmetic in another memory order: equal up to float rounding.

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from boneage.engine import fit
+from boneage.evaluation.training import fit  # the loop and its validation report
 from boneage.errors import ConfigError, InputError
-from boneage.inference import Predictor
 from boneage.io import read_image
 from boneage.inference.loader import load_predictor
 from synthetic_runs import synthetic_recipe
@@ -110,6 +109,34 @@ def test_tuned_percentile_is_stored_in_the_model_file(learn_folder, tmp_path):
     tuned = info["val_mae_by_aggregate"][f"percentile_{recipe.inference.percentile:g}"]
     assert tuned <= info["val_mae_by_aggregate"]["median"] + 1e-9
     assert info["val_mae"] == tuned
+
+
+def test_the_loop_alone_hands_its_validation_predictions_to_the_report_it_is_given(learn_folder, tmp_path):
+    from boneage.engine import fit as loop_fit
+    from boneage.inference import read_model_metadata
+
+    r = synthetic_recipe(learn_folder, epochs=1, max_steps_per_epoch=2)
+    r.data.limit = 24
+    # Without a report the loop writes the model, metrics and curves, and no prediction report.
+    res = loop_fit(r, tmp_path / "bare", progress=False, log=lambda *_: None)
+    assert (tmp_path / "bare" / "training_curves.png").is_file()
+    assert not list((tmp_path / "bare").glob("val_*"))
+    calls = []
+    loop_fit(r, tmp_path / "own", progress=False, log=lambda *_: None,
+             report=lambda out, samples, preds, **kw: calls.append((out, samples, preds, kw)))
+    (out, samples, preds, kw), = calls
+    _, info = read_model_metadata(res.model_path)
+    assert out == tmp_path / "own" and [s.id for s in samples] == info["val_ids"] and len(preds) == 6
+    assert kw["prefix"] == "val_" and len(kw["spreads"]) == 6
+    assert set(kw["extra"]["mae_by_aggregate"]) == {"mean", "median"}
+
+
+def test_an_unregistered_task_says_where_tasks_come_from():
+    from boneage.engine.tasks import task_class
+
+    with pytest.raises(ConfigError, match="unknown task 'nope'.*valid names: .*regression.*"
+                                          "boneage.evaluation.training imports every task"):
+        task_class("nope")
 
 
 def test_init_from_starts_where_another_model_ended(trained, learn_folder, tmp_path):

@@ -96,7 +96,7 @@ def _gan_recipe(root, **gan) -> Recipe:
 
 @pytest.fixture(scope="module")
 def gan_run(pair_folder, tmp_path_factory):
-    from boneage.engine import fit
+    from boneage.evaluation.training import fit
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("gan-run")
@@ -124,7 +124,6 @@ def test_gan_trains_through_the_loop_and_its_l1_to_the_target_falls(gan_run):
 def test_generator_step_in_a_recipe_round_trips_through_a_model_file(tmp_path, monkeypatch):
     from boneage import embedded
     from boneage.inference.torch_model import build_model, load_model_file, save_model_file
-    from boneage.inference.predictor import Predictor
     import json
     from safetensors import safe_open
 
@@ -156,7 +155,7 @@ def test_generator_step_in_a_recipe_round_trips_through_a_model_file(tmp_path, m
 
 
 def test_gan_bad_input_is_one_line(tmp_path, pair_folder):
-    from boneage.engine.check import check_recipe
+    from boneage.evaluation.training import check_recipe
     from boneage.models.unet import HandUNet, save_hand_unet
     from boneage.transforms import build_transform
 
@@ -181,7 +180,7 @@ def test_gan_bad_input_is_one_line(tmp_path, pair_folder):
     with pytest.raises(ConfigError, match="gan.degrade"):
         check_recipe(_gan_recipe(pair_folder, degrade=[{"name": "gama"}]))
     bad = _gan_recipe(pair_folder).model_copy(update={"preprocess": []})
-    from boneage.engine import fit
+    from boneage.evaluation.training import fit
     with pytest.raises(ConfigError, match="GAN training needs images of one size"):
         from boneage.data.labels import Sample
         from boneage.sex import Sex

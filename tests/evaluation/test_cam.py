@@ -9,7 +9,6 @@ import torch.nn as nn
 
 from boneage.config import Recipe
 from boneage.evaluation.gradcam import cam_decomposition, class_activation_map, explain_image
-from boneage.inference import Predictor
 from boneage.models.head import BoneAgeModel, SexFusionHead
 from boneage.inference.torch_predictor import TorchPredictor
 

@@ -257,7 +257,6 @@ def test_efficientnet_is_explained_at_its_stride_16_map():
 
 def test_bundled_models_peak_lies_on_the_hand(data_dir):
     from boneage.evaluation.gradcam import explain_image
-    from boneage.inference import Predictor
     from boneage.io import read_image
 
     predictor = load_predictor()

@@ -13,7 +13,6 @@ from boneage.evaluation import (
     plot_bland_altman,
     plot_error_by_age_bin,
     plot_pred_vs_true,
-    plot_training_curves,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -22,12 +21,6 @@ _rng = np.random.default_rng(0)
 TRUE = _rng.uniform(0, 228, 60)
 PRED = TRUE + _rng.normal(1.0, 8.0, 60)
 MALE = _rng.random(60) < 0.5
-
-HISTORY = [
-    {"epoch": e, "train_loss": 10 / e, "val_loss": 12 / e, "val_mae": 20 / e, "lr": 1e-3}
-    for e in range(1, 6)
-]
-
 
 def _check_png(path: Path) -> None:
     assert path.is_file() and path.stat().st_size > 1000
@@ -70,29 +63,6 @@ def test_prediction_plots_validate_input(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         plot_bland_altman([1, float("nan")], [1, 2], tmp_path / "x.png")
     assert not any(tmp_path.iterdir())
-
-
-def test_training_curves(tmp_path):
-    out = plot_training_curves(HISTORY, str(tmp_path / "curves.png"))
-    assert out == tmp_path / "curves.png"
-    _check_png(out)
-
-
-def test_training_curves_with_missing_values(tmp_path):
-    rows = [{k: v for k, v in r.items() if k != "val_mae"} for r in HISTORY]
-    rows[2]["val_loss"] = None
-    rows[3]["train_loss"] = float("nan")
-    _check_png(plot_training_curves(rows, tmp_path / "a" / "c.png"))
-    # Only MAE, no epoch numbers; and a single epoch.
-    _check_png(plot_training_curves([{"val_mae": 9.0}, {"val_mae": 7.0}], tmp_path / "b" / "c.png"))
-    _check_png(plot_training_curves(HISTORY[:1], tmp_path / "c" / "c.png"))
-
-
-def test_training_curves_rejects_nothing_to_plot(tmp_path):
-    with pytest.raises(ValueError, match="history is empty"):
-        plot_training_curves([], tmp_path / "c.png")
-    with pytest.raises(ValueError, match="no values.*keys present.*lr"):
-        plot_training_curves([{"epoch": 1, "lr": 0.1}], tmp_path / "c.png")
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):

@@ -10,7 +10,6 @@ from boneage.errors import ConfigError, InputError
 from boneage.evaluation.robustness import (
     PREPARATIONS, PrepContext, paired_consistency, resolve_preparations, run_robustness,
 )
-from boneage.inference import Predictor
 from boneage.inference.loader import load_predictor
 
 

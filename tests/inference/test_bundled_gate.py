@@ -9,7 +9,6 @@ import pytest
 from boneage import api
 from boneage.data.negatives import TEST_VARIANTS, negative_image
 from boneage.errors import QualityRefusal
-from boneage.inference import Predictor
 from boneage.inference.quality import orient
 from boneage.inference.loader import load_predictor
 

@@ -9,7 +9,7 @@ import torch
 
 from boneage.config import Recipe
 from boneage.errors import InputError
-from boneage.inference import Predictor, read_model_metadata
+from boneage.inference import read_model_metadata
 from boneage.inference.torch_model import save_model_file
 from boneage.inference.torch_model import build_model
 from boneage.inference.loader import load_predictor

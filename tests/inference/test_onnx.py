@@ -18,7 +18,6 @@ pytest.importorskip("onnx")
 
 from boneage.config import Recipe  # noqa: E402
 from boneage.errors import InputError  # noqa: E402
-from boneage.inference import Predictor  # noqa: E402
 from boneage.inference.onnx_model import OnnxPredictor, gate_from_json, gate_to_json  # noqa: E402
 from boneage.inference.onnx_export import compare_backends, export_onnx
 from boneage.inference.loader import load_predictor

@@ -4,7 +4,7 @@ import torch
 
 from boneage.config import PatchConfig, Recipe
 from boneage.errors import InputError
-from boneage.inference import Predictor, read_model_metadata
+from boneage.inference import read_model_metadata
 from boneage.inference.torch_model import save_model_file
 from boneage.sex import Sex
 from boneage.models import create_model

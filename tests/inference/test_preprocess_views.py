@@ -9,7 +9,6 @@ import torch
 from boneage.config import Recipe
 from boneage.data.labels import Sample
 from boneage.errors import ConfigError
-from boneage.inference import Predictor
 from boneage.inference.torch_model import save_model_file
 from boneage.inference.torch_model import add_to_model_file
 from boneage.inference.modelfile import read_model_metadata

@@ -99,7 +99,7 @@ SEG_RECIPE = {"name": "seg", "task": "segmentation", "model": {"name": "fc_dense
 def test_segmentation_task_trains_in_the_one_loop_and_writes_a_model_file(tmp_path):
     from boneage.config import Recipe
     from boneage.data.synthetic import make_radiograph
-    from boneage.engine import fit
+    from boneage.evaluation.training import fit
     from boneage.inference.modelfile import read_model_metadata
     from boneage.inference.torch_model import load_segmenter
     from boneage.models.segmenter import segment
@@ -127,7 +127,7 @@ def test_segmentation_task_trains_in_the_one_loop_and_writes_a_model_file(tmp_pa
 
 def test_segmentation_recipe_mistakes_are_one_line():
     from boneage.config import Recipe
-    from boneage.engine.check import check_recipe
+    from boneage.evaluation.training import check_recipe
 
     check_recipe(Recipe.from_dict(SEG_RECIPE), train_step=True)
     with pytest.raises(ConfigError, match="unknown segmentation model 'fc_densnet'.*did you mean 'fc_densenet'"):

@@ -68,8 +68,6 @@ def test_an_unroutable_sex_is_refused():
 
 
 def test_one_command_trains_one_file_that_predicts_by_sex(synthetic_folder, tmp_path, cli):
-    from boneage.inference import Predictor
-
     code, _, err = cli("train", _write_recipe(tmp_path, synthetic_folder), "--out", tmp_path / "run",
                        "--quiet")
     assert code == 0, err

@@ -19,7 +19,6 @@ from boneage.reporting.report import INTENDED_USE, NO_INTERVAL, build_report, re
 from boneage.api import create_report
 from boneage.data.synthetic import write_example_radiograph
 from boneage.errors import InputError
-from boneage.inference import Predictor
 from boneage.inference.interval import PredictionInterval
 from boneage.io import write_dicom
 from boneage.inference.loader import load_predictor

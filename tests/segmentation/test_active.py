@@ -211,7 +211,7 @@ def test_the_loop_stops_when_validation_dice_stops_improving(tmp_path, curve, pa
 
 
 def test_cli_figure_outlines_masks_and_reports_the_segmenters_dice(seg_data, tmp_path, cli):
-    from boneage.engine import fit
+    from boneage.evaluation.training import fit
     from boneage.io.image import read_image
     from boneage.inference.torch_model import load_segmenter
     from boneage.models.segmenter import segment

@@ -98,7 +98,6 @@ def test_model_file_embeds_the_segmenter_and_predicts_without_its_file(tmp_path,
     from boneage.config import Recipe
     from boneage.data.synthetic import make_radiograph
     from boneage.engine.check import check_recipe
-    from boneage.inference import Predictor
     from boneage.inference.torch_model import build_model, save_model_file
     from boneage.inference.modelfile import read_model_metadata
 

@@ -16,8 +16,20 @@ import numpy as np
 import torch
 
 from boneage.config import Recipe
+from boneage.data.datasets import to_input_tensor
+from boneage.data.synthetic import make_radiograph
+from boneage.engine.optim import make_optimizer, make_scheduler
+from boneage.engine.phases import PhaseSchedule
+from boneage.engine.sampling import make_sampler
+from boneage.engine.tasks import task_class
 from boneage.errors import BoneAgeError, ConfigError
-from boneage.models.registry import model_input_spec
+from boneage.inference.aggregate import AGGREGATES
+from boneage.inference.torch_model import build_model
+from boneage.inference.modelfile import read_model_metadata
+from boneage.losses import create_loss
+from boneage.models.registry import MODELS, model_input_spec
+from boneage.models.stages import named_stages
+from boneage.transforms import build_pipeline, canonical_pipeline, make_views, patch_grid
 
 #: Side of the synthetic radiograph used for the check (small: the check must be fast).
 CHECK_IMAGE_SIZE = 320
@@ -32,22 +44,10 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     """Raise :class:`ConfigError` if any part of ``recipe`` cannot be built or run.
 
     ``train_step=True`` also takes one optimiser step on the synthetic image (slower on big
-    inputs; the test suite uses it to show every shipped recipe trains).
+    inputs; the test suite uses it to show every shipped recipe trains). The recipe's task
+    must be registered (:func:`boneage.engine.tasks.task_class`).
     """
-    from boneage.data.datasets import to_input_tensor
-    from boneage.transforms import canonical_pipeline
-    from boneage.data.synthetic import make_radiograph
-    from boneage.engine.optim import make_optimizer, make_scheduler
-    from boneage.engine.sampling import make_sampler
-    from boneage.engine.tasks import TASKS
-    from boneage.models.registry import MODELS
-    from boneage.inference.aggregate import AGGREGATES
-    from boneage.inference.torch_model import build_model
-    from boneage.inference.modelfile import read_model_metadata
-    from boneage.losses import create_loss
-    from boneage.transforms import build_pipeline, make_views, patch_grid
-
-    task_check = getattr(TASKS.get(recipe.task), "check_recipe", None)
+    task_check = getattr(task_class(recipe.task), "check_recipe", None)
     if task_check is not None:  # a task whose networks are not bone-age models checks itself
         return task_check(recipe, train_step)
     tc = recipe.train
@@ -68,9 +68,8 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
         raise ConfigError(f"channels must be >= 1, got {channels}")
     AGGREGATES.get(recipe.inference.aggregate)
     # Built, not only looked up: a sampler option it lacks or a bad bin width is one line now.
-    _built("train.sampler", lambda: make_sampler(tc.sampler, 229, 0, 0, np.arange(229.0), world=(0, 1),
+    build_checked("train.sampler", lambda: make_sampler(tc.sampler, 229, 0, 0, np.arange(229.0), world=(0, 1),
                                                  **tc.sampler_options))
-    TASKS.get(recipe.task)
     if not 0.0 <= recipe.inference.percentile <= 100.0:
         raise ConfigError(f"inference.percentile must be in [0, 100], got {recipe.inference.percentile}")
     if tc.init_from:
@@ -82,42 +81,39 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     if isinstance(pretrained, str) and pretrained != "package" and not Path(pretrained).is_file():
         raise ConfigError(f"model.options.pretrained: weights file not found: {pretrained}")
 
-    pre = _built("preprocess", lambda: build_pipeline(recipe.preprocess))
-    aug = _built("augment", lambda: build_pipeline(recipe.augment.steps, recipe.augment.mode))
-    canonical = _built("canonical", lambda: canonical_pipeline(recipe))
-    loss = _built("loss", lambda: create_loss(recipe.loss.name, **recipe.loss.options))
+    pre = build_checked("preprocess", lambda: build_pipeline(recipe.preprocess))
+    aug = build_checked("augment", lambda: build_pipeline(recipe.augment.steps, recipe.augment.mode))
+    canonical = build_checked("canonical", lambda: canonical_pipeline(recipe))
+    loss = build_checked("loss", lambda: create_loss(recipe.loss.name, **recipe.loss.options))
     # Pretrained weights are irrelevant to whether the recipe fits together, and slow to load.
-    model = _built("model", lambda: build_model(
+    model = build_checked("model", lambda: build_model(
         recipe, **({"pretrained": None} if "pretrained" in recipe.model.options else {})))
     if recipe.phases is not None and recipe.phases.network == "model":
-        from boneage.engine.phases import PhaseSchedule
-        from boneage.models.stages import named_stages
-
         # A stage the model lacks or an order that is not a permutation fails here, not after epoch 1.
-        _built("phases", lambda: PhaseSchedule(recipe.phases, named_stages(model)))
-    optimizer = _built("optim", lambda: make_optimizer(recipe, model.parameters()))
-    _built("schedule", lambda: make_scheduler(recipe, optimizer))
+        build_checked("phases", lambda: PhaseSchedule(recipe.phases, named_stages(model)))
+    optimizer = build_checked("optim", lambda: make_optimizer(recipe, model.parameters()))
+    build_checked("schedule", lambda: make_scheduler(recipe, optimizer))
 
     image = make_radiograph(120.0, "M", size=CHECK_IMAGE_SIZE, seed=0).image
-    prepared = _run("preprocess", lambda: pre(image))
+    prepared = run_checked("preprocess", lambda: pre(image))
     p = recipe.patches
     if p is not None:
-        _run("patches", lambda: patch_grid(prepared.shape, p.n, p.size))
+        run_checked("patches", lambda: patch_grid(prepared.shape, p.n, p.size))
     train_view = prepared[:p.size, :p.size] if p is not None else prepared
-    train_view = _run("augment", lambda: aug(train_view, np.random.default_rng(0)))
+    train_view = run_checked("augment", lambda: aug(train_view, np.random.default_rng(0)))
     if canonical is not None:
-        train_view = _run("canonical", lambda: canonical(train_view))
-    views = _run("inference", lambda: make_views(
+        train_view = run_checked("canonical", lambda: canonical(train_view))
+    views = run_checked("inference", lambda: make_views(
         prepared, (p.n, p.size) if p else None, recipe.inference.flip_tta,
         recipe.inference.tta_angles, canonical, recipe.inference.tta_border))
     for k, steps in enumerate(recipe.inference.preprocess_views):
         where = f"inference.preprocess_views.{k}"
-        variant = _built(where, lambda: build_pipeline(steps))
+        variant = build_checked(where, lambda: build_pipeline(steps))
         if any(getattr(t, "subnetwork", None) for t in getattr(variant, "transforms", [variant])):
             raise ConfigError(f"{where}: steps that run a network of their own are allowed only in "
                               "preprocess and canonical (model files embed networks from those)")
-        copy = _run(where, lambda: variant(image))
-        copy_views = _run(where, lambda: make_views(
+        copy = run_checked(where, lambda: variant(image))
+        copy_views = run_checked(where, lambda: make_views(
             copy, (p.n, p.size) if p else None, recipe.inference.flip_tta,
             recipe.inference.tta_angles, canonical, recipe.inference.tta_border))
         if copy_views.shape[1:] != views.shape[1:]:
@@ -134,11 +130,11 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
     x = to_input_tensor(train_view[None], recipe)
     model.eval()
     with torch.no_grad():
-        out = _run("model", lambda: model(x, torch.ones(1)))
+        out = run_checked("model", lambda: model(x, torch.ones(1)))
     if tuple(out.shape) != (1,):
         raise ConfigError(f"model {recipe.model.name!r} must give one value per image, gave shape {tuple(out.shape)}")
     loss.prepare(np.array([60.0, 120.0, 180.0]))
-    _run("loss", lambda: loss(out, torch.zeros(1), torch.tensor([120.0])))
+    run_checked("loss", lambda: loss(out, torch.zeros(1), torch.tensor([120.0])))
     if train_step:
         # Two images: BatchNorm needs more than one value per channel in training mode.
         model.train()
@@ -156,12 +152,14 @@ def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
 def run_training_step(step) -> None:
     """One training step (``step()`` returns its loss) of a recipe check: a failure or a
     non-finite loss becomes a one-line ConfigError (every task's check uses it)."""
-    value = _run("training step", step)
+    value = run_checked("training step", step)
     if not torch.isfinite(value):
         raise ConfigError(f"the recipe's first training step gives a non-finite loss ({value.item()})")
 
 
-def _built(key: str, build):
+def build_checked(key: str, build):
+    """``build()``, a failure to build turned into one ConfigError line naming the recipe
+    ``key`` (every task's check builds its components through it)."""
     try:
         return build()
     except ConfigError as exc:
@@ -171,7 +169,9 @@ def _built(key: str, build):
         raise ConfigError(f"{key}: {_first_line(exc)}") from None
 
 
-def _run(stage: str, fn):
+def run_checked(stage: str, fn):
+    """``fn()``, a failure on the synthetic radiograph turned into one ConfigError line naming
+    the ``stage`` it failed at; the package's own errors pass as they are."""
     try:
         return fn()
     except BoneAgeError:

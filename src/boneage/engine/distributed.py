@@ -27,7 +27,9 @@ from typing import Iterator, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from boneage.data.datasets import PreprocessedCache
 from boneage.engine.sampling import distributed_world
 from boneage.errors import ConfigError
 
@@ -138,8 +140,6 @@ def wrap(networks: dict[str, nn.Module], device: torch.device) -> dict[str, nn.M
     or unfrozen: DDP fixes the set it reduces when it is built."""
     if not _active():
         return dict(networks)
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [device.index] if device.type == "cuda" else None
     # A network with nothing to train (frozen in this phase) has no gradients to reduce. One
     # that routes items to parts of itself (a per-sex model: a process's share may hold one
@@ -163,8 +163,6 @@ def shared_cache(samples, recipe, progress: bool):
     folder differs) or a main process that cannot write it (disk full) falls back to
     preprocessing in memory.
     """
-    from boneage.data.datasets import PreprocessedCache
-
     if not _active():
         return PreprocessedCache(samples, recipe, progress=progress)
     rank = dist.get_rank()

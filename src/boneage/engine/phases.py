@@ -112,8 +112,10 @@ class PhaseSchedule:
         return True
 
     def state_dict(self) -> dict:
+        """The current phase, for the checkpoint."""
         return {"unfrozen": self.unfrozen, "phase_starts": list(self.phase_starts)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue in the phase :meth:`state_dict` recorded."""
         self.unfrozen = int(state["unfrozen"])
         self.phase_starts = [int(e) for e in state["phase_starts"]]

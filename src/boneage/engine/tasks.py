@@ -4,27 +4,59 @@ The loop in :mod:`boneage.engine.trainer` knows nothing about bone ages, masks o
 discriminators. A :class:`Task` builds the networks, declares their named parameter groups
 (one optimiser per group set, rebuilt when a phase begins), turns a batch into named losses,
 evaluates into named metrics, says which metric to monitor and in which direction, and
-writes its model file. Bone-age regression is the first task; segmentation and GAN training
-plug in as further ``@TASKS.register`` classes without touching the loop.
+writes its model file. Bone-age regression is the task defined here; the others (``task:
+segmentation``, ``task: gan``) live in the method packages above the engine and register
+into :data:`TASKS` when they are imported (:mod:`boneage.evaluation.training` imports them
+all), so the loop never imports them.
+
+The loop writes no evaluation report itself: a task's :meth:`Task.finish` returns the
+validation predictions, and whoever started training passes the report that writes them
+(``fit(report=...)``).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from boneage.config import Recipe
+from boneage.data.datasets import training_dataset
 from boneage.data.labels import Sample
+from boneage.engine.distributed import shared_cache
+from boneage.engine.phases import PhaseSchedule
+from boneage.engine.precision import amp_dtype, autocast, memory_format, to_input
+from boneage.engine.sampling import make_sampler
 from boneage.errors import ConfigError, InputError
+from boneage.inference.aggregate import aggregate, tune_percentile
+from boneage.inference.batch import predict_cached
+from boneage.inference.torch_model import build_model, load_model_file, save_model_file
+from boneage.losses import create_loss
+from boneage.models.head import training_penalty
+from boneage.models.stages import named_stages
 from boneage.registry import Registry
 
 TASKS: Registry = Registry("task")
+
+
+@dataclass
+class ValidationPredictions:
+    """A task's predictions of its validation images by the best model, for the report the
+    caller of :func:`~boneage.engine.trainer.fit` writes (bone age in months)."""
+
+    samples: list[Sample]
+    predictions: np.ndarray
+    #: Per-image spread of the views' predictions (standard deviation, months).
+    spreads: list[float] = field(default_factory=list)
+    #: Merged into the report's summary (e.g. the MAE per aggregation of the views).
+    extra: dict = field(default_factory=dict)
 
 
 class Task:
@@ -37,8 +69,6 @@ class Task:
     curves: tuple[str, ...] = ("train_loss", "val_loss", "val_mae")
 
     def __init__(self, recipe: Recipe, device: torch.device):
-        from boneage.engine.precision import amp_dtype, memory_format
-
         self.recipe = recipe
         self.device = device
         #: What the loop set for this run: autocast dtype (None: full precision), input layout.
@@ -52,15 +82,11 @@ class Task:
     def autocast(self):
         """The context a training forward pass runs in (``train.amp``); the loop runs the
         backward pass outside it, as PyTorch asks."""
-        from boneage.engine.precision import autocast
-
         return autocast(self.device, self.amp_dtype)
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """A batch tensor on the run's device, images in the run's memory format
         (``train.channels_last``)."""
-        from boneage.engine.precision import to_input
-
         return to_input(tensor, self.device, self.memory_format)
 
     # -- data ------------------------------------------------------------------------------
@@ -99,9 +125,6 @@ class Task:
                 raise ConfigError(f"phases.network {config.network!r}: this task trains {sorted(networks)}")
             net = networks[config.network]
             if self.phases is None:
-                from boneage.engine.phases import PhaseSchedule
-                from boneage.models.stages import named_stages
-
                 self.phases = PhaseSchedule(config, named_stages(net))
                 if self._phase_state is not None:
                     self.phases.load_state_dict(self._phase_state)
@@ -132,6 +155,7 @@ class Task:
         return {"phases": self.phases.state_dict()} if self.phases is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (before or after the networks' groups were built)."""
         if "phases" in state:
             self._phase_state = state["phases"]
             if self.phases is not None:
@@ -139,14 +163,30 @@ class Task:
 
     # -- output ----------------------------------------------------------------------------
     def save_model(self, path: Path, networks: dict[str, nn.Module], info: dict) -> None:
+        """Write the model file of the best epoch so far (``info``: what the loop records)."""
         raise NotImplementedError
 
-    def finish(self, model_path: Path, out: Path) -> None:
-        """After training: reports on the best model (validation predictions, plots)."""
+    def finish(self, model_path: Path, out: Path) -> ValidationPredictions | None:
+        """After training, on the main process: the task's own reports on the best model
+        (summaries, examples); returns its validation predictions when it makes bone-age
+        predictions, which the caller's report writes, else None."""
+        return None
+
+
+def task_class(name: str) -> type[Task]:
+    """The task registered as ``name``. An unknown name is a ConfigError that also says where
+    tasks come from: those beyond regression register when their package is imported."""
+    try:
+        return TASKS.get(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (segmentation and gan register when boneage.segmentation.task / "
+                          "boneage.enhancement.task are imported; boneage.evaluation.training imports "
+                          "every task)") from None
 
 
 def create_task(recipe: Recipe, device: torch.device) -> Task:
     """The task a recipe names (``task: regression`` by default)."""
+    task_class(recipe.task)
     return TASKS.create(recipe.task, where="task", strict=False, recipe=recipe, device=device)
 
 
@@ -204,10 +244,6 @@ class RegressionTask(Task):
     mode = "min"
 
     def setup(self, samples, train_idx, val_idx, progress):
-        from boneage.data.datasets import training_dataset
-        from boneage.engine.distributed import shared_cache
-        from boneage.losses import create_loss
-
         self.samples, self.train_idx, self.val_idx = samples, train_idx, val_idx
         self.ages = np.array([s.boneage for s in samples], dtype=np.float64)
         self.recipe = prepare_recipe(self.recipe, self.ages[train_idx])
@@ -225,13 +261,9 @@ class RegressionTask(Task):
         return self.ages[ds.item_images()] if hasattr(ds, "item_images") else None
 
     def build_networks(self):
-        from boneage.inference.torch_model import build_model
-
         return {"model": build_model(self.recipe)}
 
     def training_losses(self, batch, networks):
-        from boneage.models.head import training_penalty
-
         with self.autocast():
             pred = networks["model"](self.to_device(batch["image"]), self.to_device(batch["sex"]))
         # The loss in full precision: reduced precision would round small errors away.
@@ -240,14 +272,8 @@ class RegressionTask(Task):
         yield "model", loss + training_penalty(networks["model"])
 
     def evaluate(self, networks):
-        from torch.utils.data import DataLoader
-
-        from boneage.inference.batch import predict_cached
-
         model, tc = networks["model"], self.recipe.train
         if tc.bn_recalibration_batches:
-            from boneage.engine.sampling import make_sampler
-
             # A fixed draw per epoch, independent of the training order; the whole draw, not
             # a share, since only the main process validates.
             sampler = make_sampler("shuffle", len(self._train_ds), tc.seed + 500_009, self._epoch,
@@ -270,25 +296,21 @@ class RegressionTask(Task):
         self._train_ds.set_epoch(epoch)
 
     def save_model(self, path, networks, info):
-        from boneage.inference.torch_model import save_model_file
-
         # The held-back images by id: evaluate --holdout finds exactly them again.
         info = {**info, "val_ids": [self.samples[i].id for i in self.val_idx]}
         save_model_file(path, networks["model"], self.recipe, info=info)
 
     def finish(self, model_path, out):
-        if len(self.val_idx):
-            _write_validation_report(model_path, self.cache, self.val_idx, self.samples, self.ages,
-                                     self.device, out)
+        """Tune the best model's aggregation of its views on the validation images (stored
+        in its file) and return its validation predictions."""
+        if not len(self.val_idx):
+            return None
+        return _tune_on_validation(model_path, self.cache, self.val_idx, self.samples, self.ages, self.device)
 
 
-def _write_validation_report(model_path, cache, val_idx, samples, ages, device, out: Path):
-    """Validation predictions, summary and plots of the best model; tunes the percentile."""
-    from boneage.evaluation.report import write_prediction_report
-    from boneage.inference.aggregate import aggregate, tune_percentile
-    from boneage.inference.batch import predict_cached
-    from boneage.inference.torch_model import load_model_file, save_model_file
-
+def _tune_on_validation(model_path: Path, cache, val_idx, samples, ages, device) -> ValidationPredictions:
+    """Validation predictions of the best model; records its MAE per aggregation of the
+    views and, when the recipe asks, tunes the percentile, both in the model file."""
     if not model_path.exists():
         raise InputError("no model file was written", model_path)
     model, recipe, info = load_model_file(model_path, device)
@@ -304,13 +326,6 @@ def _write_validation_report(model_path, cache, val_idx, samples, ages, device, 
         preds = np.array([aggregate(v, "percentile", q) for v in per_view])
         info["val_mae"] = mae_q
     save_model_file(model_path, model, recipe, info)
-    write_prediction_report(out, [samples[i] for i in val_idx], preds, prefix="val_",
-                            spreads=[float(np.std(v)) for v in per_view],
-                            extra={"mae_by_aggregate": by_aggregate})
-
-
-# Registers "segmentation"; last, because that module builds on the Task defined above.
-from boneage.segmentation import task as _segmentation_task  # noqa: E402,F401
-
-# Registers "gan" (the pix2pix enhancement); last for the same reason.
-from boneage.enhancement import task as _enhancement_task  # noqa: E402,F401
+    return ValidationPredictions([samples[i] for i in val_idx], preds,
+                                 spreads=[float(np.std(v)) for v in per_view],
+                                 extra={"mae_by_aggregate": by_aggregate})

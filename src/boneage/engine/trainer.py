@@ -8,7 +8,10 @@ by the task's monitored metric and checkpoints. It writes into ``out_dir``:
 - ``model.safetensors``: the best model + its recipe (a standalone model file)
 - ``checkpoint.pt``: everything needed to resume after an interruption (written each epoch)
 - ``metrics.csv`` and ``training_curves.png``
-- the task's reports (for regression: ``val_predictions.csv``, ``val_summary.json``, plots)
+- the task's own reports (segmentation: ``val_summary.json``; GAN: examples and summary)
+- the report of the validation predictions, when the caller passes one (``report=``; for
+  regression :func:`boneage.evaluation.training.fit` passes the one that writes
+  ``val_predictions.csv``, ``val_summary.json`` and their plots)
 
 Every random draw of an epoch (sampler order, augmentation, dropout) is seeded by
 (seed, epoch), so a run killed at any point and resumed from its last checkpoint ends with
@@ -29,22 +32,26 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
 
 from boneage.config import Recipe
 from boneage.data.labels import Sample, load_samples
 from boneage.data.split import train_val_split
 from boneage.engine import distributed
 from boneage.engine.check import check_recipe
+from boneage.engine.curves import plot_training_curves
 from boneage.engine.optim import make_optimizer, make_scheduler
 from boneage.engine.precision import grad_scaler
 from boneage.engine.sampling import distributed_world, is_main_process, make_sampler
-from boneage.engine.tasks import Task, create_task
+from boneage.engine.tasks import Task, ValidationPredictions, create_task
 from boneage.errors import ConfigError, InputError
 from boneage.fileutils import atomic_path
+from boneage.inference.torch_model import read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +60,16 @@ MODEL_FILE = "model.safetensors"
 METRICS = "metrics.csv"
 
 
+#: Writes the report of a run's validation predictions: called on the main process as
+#: ``report(out_dir, samples, predictions, prefix="val_", spreads=..., extra=...)``, the
+#: signature of :func:`boneage.evaluation.report.write_prediction_report`.
+PredictionReport = Callable[..., object]
+
+
 @dataclass
 class FitResult:
+    """What :func:`fit` returns: where the files are, the best epoch, and every epoch's row."""
+
     out_dir: Path
     model_path: Path
     best_val_mae: float | None     # the best value of the task's monitored metric
@@ -88,6 +103,7 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global generators (the draws outside an epoch)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -116,8 +132,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 def _init_weights(model: torch.nn.Module, path: str) -> None:
     """Start from the weights of another model file of the same architecture (its embedded
     preprocessing networks stay out: the recipe's own preprocess steps bring theirs)."""
-    from boneage.inference.torch_model import read_weights
-
     missing, unexpected = model.load_state_dict(read_weights(path, embedded=False), strict=False)
     if missing or unexpected:
         raise InputError(f"weights do not fit this recipe's model (missing {missing[:3]}, "
@@ -134,6 +148,8 @@ class Optimisation:
         self.rebuild()
 
     def rebuild(self) -> None:
+        """Build the optimisers and schedules afresh from the task's current parameter groups
+        (at the start, and when a new training phase begins)."""
         groups = self.task.parameter_groups(self.networks)
         self.optimizers = {name: make_optimizer(self.recipe, g) for name, g in groups.items()}
         self.schedulers = {name: make_scheduler(self.recipe, opt) for name, opt in self.optimizers.items()}
@@ -261,12 +277,18 @@ def _legacy_checkpoint(state: dict) -> dict:
 
 
 def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-        progress: bool = True, samples: list[Sample] | None = None, log=None) -> FitResult:
+        progress: bool = True, samples: list[Sample] | None = None, log=None,
+        report: PredictionReport | None = None) -> FitResult:
     """Train ``recipe`` and write the model file, metrics and plots to ``out_dir``.
 
     A folder that already holds a run or a model file is refused unless ``resume`` (continue
     its checkpoint) or ``overwrite`` (start afresh over it) is given. Progress messages go
-    to ``log`` (default: the ``boneage`` logger at INFO level).
+    to ``log`` (default: the ``boneage`` logger at INFO level). ``report`` writes the
+    validation predictions of a task that makes them (:data:`PredictionReport`); without
+    one, none is written (the model file still records the validation MAE).
+
+    The recipe's task must be registered (:data:`boneage.engine.tasks.TASKS`): regression
+    always is; :mod:`boneage.evaluation.training` registers every task and passes the report.
 
     Started by torchrun (``WORLD_SIZE`` > 1), every process calls this: it joins the process
     group, trains on its share of each batch, and returns once the main process has written
@@ -303,11 +325,20 @@ def fit(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite:
             + (f" x {world} processes ({tc.batch_size // world} images of each batch per process)"
                if world > 1 else ""))
         history, best, best_epoch, stopped_early, model_path, monitor = _train(
-            recipe, out, samples, train_idx, val_idx, device, world, resume, overwrite, progress, log)
+            recipe, out, samples, train_idx, val_idx, device, world, resume, overwrite, progress, log,
+            report)
     elapsed = time.time() - t_start
     log(f"done in {elapsed:.0f}s{' (stopped early)' if stopped_early else ''}: best {monitor} "
         f"{'-' if best is None else f'{best:.2f}'} at epoch {best_epoch}; model: {model_path}")
     return FitResult(out, model_path, best, best_epoch, len(history), elapsed, history)
+
+
+def _report(predictions: ValidationPredictions | None, report: PredictionReport | None, out: Path) -> None:
+    """Hand a task's validation predictions to the caller's report, when there are both."""
+    if predictions is None or report is None:
+        return
+    report(out, predictions.samples, predictions.predictions, prefix="val_",
+           spreads=predictions.spreads, extra=predictions.extra)
 
 
 def prepare(recipe: Recipe, samples: list[Sample], train_idx, val_idx, device: torch.device,
@@ -328,7 +359,7 @@ def prepare(recipe: Recipe, samples: list[Sample], train_idx, val_idx, device: t
 
 
 def _train(recipe: Recipe, out: Path, samples, train_idx, val_idx, device: torch.device, world: int,
-           resume: bool, overwrite: bool, progress: bool, log):
+           resume: bool, overwrite: bool, progress: bool, log, report: PredictionReport | None = None):
     """The loop of :func:`fit` once the data and the process group are known to be valid."""
     tc = recipe.train
     ckpt_path = out / CHECKPOINT
@@ -411,7 +442,6 @@ def _train(recipe: Recipe, out: Path, samples, train_idx, val_idx, device: torch
             # After the loader's iterator has drawn its own seed, as it had when the state was saved.
             torch.set_rng_state(rng_state)
         if progress and main:
-            from tqdm import tqdm
             it = tqdm(it, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch", leave=False, disable=None,
                       initial=skip, total=skip + len(loader))
         last_save = time.time()
@@ -483,8 +513,7 @@ def _train(recipe: Recipe, out: Path, samples, train_idx, val_idx, device: torch
             break
 
     if main:
-        from boneage.evaluation.plots import plot_training_curves
         plot_training_curves(history, out / "training_curves.png", metrics=task.curves)
-        task.finish(model_path, out)
+        _report(task.finish(model_path, out), report, out)
     distributed.barrier()  # the files exist when fit returns, on every process
     return history, best, best_epoch, stopped_early, model_path, task.monitor

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from boneage.data.synthetic import sample_radiographs
 from boneage.errors import ConfigError
 from boneage.transforms import Transform
 
@@ -41,6 +42,7 @@ class EnhancementPairs(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Draw the next items' augmentation and degradation from ``epoch``'s generators."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -63,8 +65,6 @@ class EnhancementPairs(Dataset):
 
 def synthetic_targets(n: int, shape: tuple[int, int], seed: int) -> list[np.ndarray]:
     """``n`` clean synthetic radiographs (no markers, rotation or noise) of ``shape``."""
-    from boneage.data.synthetic import sample_radiographs
-
     if n < 0:
         raise ConfigError(f"gan.synthetic must be >= 0, got {n}")
     return [s.image.astype(np.float32) for s in sample_radiographs(n, size=shape, seed=seed, nuisance=False)]

@@ -16,15 +16,27 @@ import copy
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional as TF
 
 from boneage.config import GanConfig, Recipe
+from boneage.data.datasets import PreprocessedCache
+from boneage.data.synthetic import make_radiograph
+from boneage.engine.check import CHECK_IMAGE_SIZE, build_checked, run_checked
+from boneage.engine.curves import plot_training_curves
+from boneage.engine.optim import make_optimizer, make_scheduler
 from boneage.engine.tasks import TASKS, Task
-from boneage.errors import ConfigError
-from boneage.models.enhancer import EnhancementGenerator, PairDiscriminator, save_enhancer
+from boneage.models.enhancer import (
+    EnhancementGenerator, PairDiscriminator, enhance, enhancer_info, load_enhancer, save_enhancer,
+)
 from boneage.enhancement.pairs import EnhancementPairs, check_same_size, synthetic_targets
+from boneage.errors import ConfigError
+from boneage.fileutils import atomic_path
+from boneage.inference.modelfile import _portable
+from boneage.registry import Registry
+from boneage.transforms import build_pipeline
 
 __all__ = ["GanTask", "build_generator", "build_discriminator"]
 
@@ -35,12 +47,11 @@ def build_generator(gan: GanConfig) -> EnhancementGenerator:
 
 
 def build_discriminator(gan: GanConfig) -> PairDiscriminator:
+    """The discriminator ``gan.discriminator`` describes; a bad option is one line naming the key."""
     return _create(PairDiscriminator, "gan.discriminator", gan.discriminator)
 
 
 def _create(cls, where: str, options: dict):
-    from boneage.registry import Registry
-
     # A throwaway registry gives the same option checking and messages as every recipe name.
     reg: Registry = Registry(where)
     reg.add(cls.__name__, cls)
@@ -64,31 +75,26 @@ class GanTask(Task):
         """Build every component and run one synthetic radiograph through the forward passes
         of a training step (``train_step``: and one step of each optimiser): a bad key fails
         in seconds as one line (:func:`boneage.engine.check.check_recipe`)."""
-        from boneage.data.synthetic import make_radiograph
-        from boneage.engine.check import CHECK_IMAGE_SIZE, _built, _run
-        from boneage.engine.optim import make_optimizer, make_scheduler
-        from boneage.transforms import build_pipeline
-
         gan = _gan(recipe)
         for key, value in (("gan.l1_weight", gan.l1_weight), ("gan.synthetic", gan.synthetic)):
             if not value >= 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
-        pre = _built("preprocess", lambda: build_pipeline(recipe.preprocess))
-        aug = _built("augment", lambda: build_pipeline(recipe.augment.steps, recipe.augment.mode))
-        degrade = _built("gan.degrade", lambda: build_pipeline(gan.degrade))
-        gen = _built("gan.generator", lambda: build_generator(gan))
-        disc = _built("gan.discriminator", lambda: build_discriminator(gan))
-        opt = _built("optim", lambda: make_optimizer(recipe, gen.parameters()))
-        _built("schedule", lambda: make_scheduler(recipe, opt))
+        pre = build_checked("preprocess", lambda: build_pipeline(recipe.preprocess))
+        aug = build_checked("augment", lambda: build_pipeline(recipe.augment.steps, recipe.augment.mode))
+        degrade = build_checked("gan.degrade", lambda: build_pipeline(gan.degrade))
+        gen = build_checked("gan.generator", lambda: build_generator(gan))
+        disc = build_checked("gan.discriminator", lambda: build_discriminator(gan))
+        opt = build_checked("optim", lambda: make_optimizer(recipe, gen.parameters()))
+        build_checked("schedule", lambda: make_scheduler(recipe, opt))
         image = make_radiograph(120.0, "M", size=CHECK_IMAGE_SIZE, seed=0).image
-        target = _run("preprocess", lambda: pre(image))
+        target = run_checked("preprocess", lambda: pre(image))
         check_same_size([target])
         pairs = EnhancementPairs([target, target], degrade, aug, seed=0)
-        batch = _run("augment", lambda: torch.utils.data.default_collate([pairs[0], pairs[1]]))
+        batch = run_checked("augment", lambda: torch.utils.data.default_collate([pairs[0], pairs[1]]))
         gen.train(), disc.train()
         with torch.no_grad():
-            fake = _run("gan.generator", lambda: gen(batch["input"]))
-            _run("gan.discriminator", lambda: disc(batch["input"], fake))
+            fake = run_checked("gan.generator", lambda: gen(batch["input"]))
+            run_checked("gan.discriminator", lambda: disc(batch["input"], fake))
         if train_step:
             task = cls(recipe, torch.device("cpu"))
             task.l1_weight = float(gan.l1_weight)
@@ -102,13 +108,10 @@ class GanTask(Task):
                     opts[name].zero_grad()
                     loss.backward()
                     opts[name].step()
-            _run("training step", step)
+            run_checked("training step", step)
 
     # -- data ------------------------------------------------------------------------------
     def setup(self, samples, train_idx, val_idx, progress):
-        from boneage.data.datasets import PreprocessedCache
-        from boneage.transforms import build_pipeline
-
         self.recipe = copy.deepcopy(self.recipe)
         if self.recipe.gan is None:  # stored explicitly: the file says what made its pairs
             self.recipe.gan = GanConfig()
@@ -174,8 +177,6 @@ class GanTask(Task):
 
     # -- output ----------------------------------------------------------------------------
     def save_model(self, path, networks, info):
-        from boneage.inference.modelfile import _portable
-
         recipe, info = _portable(self.recipe, info)
         info = {**info, "recipe": recipe.to_dict(),
                 "val_ids": [self.samples[i].id for i in self.val_idx]}
@@ -183,12 +184,6 @@ class GanTask(Task):
 
     def finish(self, model_path, out):
         """Validation examples (degraded input | generated | target) and the L1 curve."""
-        import cv2
-
-        from boneage.models.enhancer import enhancer_info, enhance, load_enhancer
-        from boneage.evaluation.plots import plot_training_curves
-        from boneage.fileutils import atomic_path
-
         if not len(self._val) or not Path(model_path).exists():
             return
         gen = load_enhancer(model_path)

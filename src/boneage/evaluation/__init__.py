@@ -14,7 +14,6 @@ from boneage.evaluation.plots import (
     plot_bland_altman,
     plot_error_by_age_bin,
     plot_pred_vs_true,
-    plot_training_curves,
 )
 
 __all__ = [
@@ -29,5 +28,4 @@ __all__ = [
     "plot_pred_vs_true",
     "plot_bland_altman",
     "plot_error_by_age_bin",
-    "plot_training_curves",
 ]

@@ -30,8 +30,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
+from boneage.data.labels import load_samples
 from boneage.errors import InputError
 from boneage.evaluation.metrics import summarize
+from boneage.io import read_image
 
 __all__ = ["BASELINES", "image_features", "with_sex", "fit_baseline", "run_baseline"]
 
@@ -105,8 +107,6 @@ def fit_baseline(kind: str, X: Any, y: Any, male: Any) -> Pipeline:
 
 
 def _features(samples, size: int) -> np.ndarray:
-    from boneage.io import read_image
-
     def one(sample) -> np.ndarray:
         return image_features(read_image(sample.path).pixels, size)
 
@@ -127,8 +127,6 @@ def run_baseline(kind: str, train_dir: str | Path, eval_dir: str | Path, *, size
         :func:`boneage.evaluation.metrics.summarize` of the evaluation predictions, plus
         ``"method"`` (the kind), ``"n_train"`` and ``"size"``.
     """
-    from boneage.data.labels import load_samples
-
     _check_kind(kind)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise InputError(f"size must be a positive integer, got {size!r}")

@@ -10,6 +10,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from boneage.config import Recipe
+from boneage.inference.torch_model import save_model_file
+from boneage.models import create_model
+from boneage.models.inception_v3_scaled import PAPER_VARIANTS
+
 PAPER_MODELS = ("resnet18", "resnet18_cbam", "resnet18_channel_attention", "inception_v4")
 
 
@@ -25,10 +30,6 @@ def model_complexity(name: str, *, in_chans: int = 1, patch_size: int = 224, n_p
     counts parameters and memory only (on PyTorch's meta device: no weights are allocated),
     leaving the file size and time None.
     """
-    from boneage.config import Recipe
-    from boneage.inference.torch_model import save_model_file
-    from boneage.models import create_model
-
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if threads:
@@ -69,8 +70,6 @@ def complexity_table(names: Sequence[str] = PAPER_MODELS, **kwargs) -> list[dict
 def boneagenet_variants(*, size: int = 300, timed: bool = False, repeats: int = 3) -> list[dict]:
     """:func:`model_complexity` of the rows of the BoneAgeNet paper's table 1 (one ``size``
     px image each), with the parameter count the paper gives (``paper_parameters``)."""
-    from boneage.models.inception_v3_scaled import PAPER_VARIANTS
-
     rows = []
     for variant, spec in PAPER_VARIANTS.items():
         row = model_complexity("inception_v3_scaled", options=spec["options"], patch_size=size, n_patches=1,

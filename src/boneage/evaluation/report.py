@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from boneage.engine.trainer import write_csv
 from boneage.evaluation import metrics, plots
 
 
@@ -21,8 +22,6 @@ def write_prediction_report(out_dir: str | Path, samples: Sequence, preds: Seque
     ``spreads`` (per-view standard deviations) add a column; ``extra`` is merged into the
     summary. Returns the summary.
     """
-    from boneage.engine.trainer import write_csv
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     preds = np.asarray(preds, dtype=np.float64)

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from boneage.errors import InputError
+from boneage.evaluation.metrics import errors_by_band, paired_mae_difference
+from boneage.inference.modelfile import read_model_metadata
 
 
 def summarize_evaluation(folder: Path) -> dict:
@@ -27,8 +29,6 @@ def summarize_evaluation(folder: Path) -> dict:
 def summarize_run(run_dir: str | Path) -> dict:
     """Validation MAE (per aggregation), epochs, time and model of one ``boneage train`` folder,
     or the MAE and predictions of one ``boneage evaluate --out`` folder."""
-    from boneage.inference.modelfile import read_model_metadata
-
     run = Path(run_dir)
     model = run / "model.safetensors"
     if not model.is_file() and (run / "predictions.csv").is_file():
@@ -71,8 +71,6 @@ def add_differences(rows: list[dict], n_boot: int = 2000) -> list[dict]:
     same validation images, with a 95 % paired bootstrap interval (None when the two runs
     were validated on different images, or either has no saved predictions).
     """
-    from boneage.evaluation.metrics import paired_mae_difference
-
     ref = rows[0]["val_predictions"] if rows else {}
     for i, row in enumerate(rows):
         preds = row["val_predictions"]
@@ -85,7 +83,8 @@ def add_differences(rows: list[dict], n_boot: int = 2000) -> list[dict]:
     return rows
 
 
-def _diff_text(d: dict | None) -> str:
+def difference_text(d: dict | None) -> str:
+    """A paired difference of :func:`add_differences` as table text: ``+1.23 (-0.50 to +2.90)``."""
     return "–" if d is None else f"{d['diff']:+.2f} ({d['low']:+.2f} to {d['high']:+.2f})"
 
 
@@ -104,15 +103,13 @@ def runs_table(rows: list[dict]) -> str:
         lines.append(f"| {r['run']} | {r['model']} | {f(r['val_mae'])} | {f(agg.get('mean'))} | "
                      f"{f(agg.get('median'))} | {tuned_txt} | {f(r['mae_male'])} | {f(r['mae_female'])} | "
                      f"{r['epochs']} ({f(r['best_epoch'])}) | {f(r['train_seconds'])} | {f(r['device'])} | "
-                     f"{_diff_text(r.get('diff_vs_first'))} |")
+                     f"{difference_text(r.get('diff_vs_first'))} |")
     return "\n".join(lines)
 
 
 def band_tables(rows: list[dict]) -> dict[str, list[dict]]:
     """Each run's :func:`~boneage.evaluation.metrics.errors_by_band` rows, on the images
     every run predicted (so the bands hold the same children for every model)."""
-    from boneage.evaluation.metrics import errors_by_band
-
     shared = set.intersection(*(set(r["val_predictions"]) for r in rows)) if rows else set()
     if not shared:
         raise InputError("the runs share no predicted images to compare by age band")

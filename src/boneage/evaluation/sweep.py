@@ -6,7 +6,7 @@ crossed with the grid: the paper's "remove one block at a time") and the trainin
 :func:`plan_sweep` turns it into runs and checks every one of them before any training
 (a grid key that names no setting, a value the model refuses, an input too small for the
 network: one line naming it); :func:`run_sweep` trains them one after another through
-:func:`boneage.engine.fit`, one folder per run, and after each writes ``sweep.md``,
+:func:`boneage.evaluation.training.fit`, one folder per run, and after each writes ``sweep.md``,
 ``sweep.csv`` and ``sweep.json``: the form of the BoneAgeNet paper's table 1 (β, repeat
 counts, parameters, train and validation MAE, time) with every run's paired difference to
 the first run on the same validation images (:func:`boneage.evaluation.runs.add_differences`,
@@ -47,9 +47,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
+from boneage.config import Recipe, load_recipe
+from boneage.data.datasets import PreprocessedCache
+from boneage.data.labels import load_samples
+from boneage.data.split import train_val_split
+from boneage.engine.trainer import CHECKPOINT, MODEL_FILE, resolve_device
 from boneage.errors import ConfigError, InputError
+from boneage.evaluation.runs import difference_text, add_differences, summarize_run
+from boneage.evaluation.training import check_recipe, fit
+from boneage.fileutils import atomic_path
+from boneage.inference.batch import predict_cached
+from boneage.inference.torch_model import build_model, load_model_file
+from boneage.losses import LOSSES
+from boneage.models.inception_v3_scaled import BASELINE_REPEATS
+from boneage.models.registry import MODELS
+from boneage.registry import _parameters
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +218,6 @@ def parse_seeds(text: str) -> list[int]:
 def check_key(recipe, key: str) -> None:
     """ConfigError unless ``key`` names a setting of ``recipe`` (a section key, or an option
     the recipe's model or loss builder takes)."""
-    from boneage.registry import _parameters
-
     node: Any = recipe.to_dict()
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -229,11 +242,7 @@ def check_key(recipe, key: str) -> None:
 
 
 def _builders(section: str):
-    if section == "model":
-        from boneage.models.registry import MODELS
-        return MODELS
-    from boneage.losses import LOSSES
-    return LOSSES
+    return MODELS if section == "model" else LOSSES
 
 
 def _suggest(name: str, valid: list[str]) -> str:
@@ -262,9 +271,6 @@ def _run_name(settings: dict[str, Any], seed: int) -> str:
 def plan_sweep(sweep: Sweep, *, check: bool = True) -> list[SweepRun]:
     """The runs of ``sweep``, in order (variants × grid × seeds), each recipe validated and
     (``check``) run once on a synthetic radiograph, all before any training."""
-    from boneage.config import load_recipe
-    from boneage.engine.check import check_recipe
-
     base = load_recipe(sweep.recipe, sweep.overrides)
     keys = list(dict.fromkeys([k for v in sweep.variants for k in v] + list(sweep.grid)))
     for key in keys:
@@ -303,11 +309,7 @@ def plan_sweep(sweep: Sweep, *, check: bool = True) -> list[SweepRun]:
 
 # -- running ---------------------------------------------------------------------------------
 
-def _parameters(recipe) -> int:
-    import torch
-
-    from boneage.inference.torch_model import build_model
-
+def _count_parameters(recipe) -> int:
     with torch.device("meta"):  # counted without allocating the weights
         model = build_model(recipe, **({"pretrained": None} if "pretrained" in recipe.model.options else {}))
     return int(sum(p.numel() for p in model.parameters()))
@@ -317,11 +319,6 @@ def train_mae(model_path: Path, samples, n_images: int, device: str = "cpu") -> 
     """MAE of a trained model file on up to ``n_images`` of its training images (drawn with
     seed 0 from the recipe's split), in eval mode through its inference views, and how many
     images that was: ``(None, 0)`` for ``n_images=0``."""
-    from boneage.data.datasets import PreprocessedCache
-    from boneage.data.split import train_val_split
-    from boneage.inference.batch import predict_cached
-    from boneage.inference.torch_model import load_model_file
-
     if n_images <= 0:
         return None, 0
     model, recipe, _ = load_model_file(model_path, device)
@@ -334,8 +331,6 @@ def train_mae(model_path: Path, samples, n_images: int, device: str = "cpu") -> 
 
 
 def _same_recipe(stored: dict, recipe) -> bool:
-    from boneage.config import Recipe
-
     try:
         return Recipe.from_dict(stored).method_dict() == recipe.method_dict()
     except ConfigError:
@@ -345,10 +340,6 @@ def _same_recipe(stored: dict, recipe) -> bool:
 def run_sweep(sweep: Sweep, out: str | os.PathLike, *, progress: bool = True, log=None) -> list[dict]:
     """Train every run of ``sweep`` into ``out/<run>/`` (skipping finished ones, resuming an
     interrupted one) and write the tables after each; returns the table rows."""
-    from boneage.data.labels import load_samples
-    from boneage.engine import fit
-    from boneage.engine.trainer import CHECKPOINT, MODEL_FILE, resolve_device
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError("boneage sweep runs its trainings in one process; start it without torchrun")
     log = log or logger.info
@@ -380,7 +371,7 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike, *, progress: bool = True, lo
         mae, used = train_mae(folder / MODEL_FILE, samples, sweep.train_mae_images,
                               str(resolve_device(r.recipe.train.device)))
         facts = {"run": r.run, "settings": r.settings, "seed": r.seed, "overrides": r.overrides,
-                 "parameters": _parameters(r.recipe), "train_mae": mae, "train_mae_images": used,
+                 "parameters": _count_parameters(r.recipe), "train_mae": mae, "train_mae_images": used,
                  "recipe": r.recipe.to_dict()}
         _write_json(marker, facts)
         write_sweep_tables(sweep, runs, out)
@@ -388,8 +379,6 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike, *, progress: bool = True, lo
 
 
 def _write_json(path: Path, obj) -> None:
-    from boneage.fileutils import atomic_path
-
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
 
@@ -400,16 +389,12 @@ def _architecture(recipe) -> tuple[float | None, list | None]:
     """(β, repeat counts) of a scaled Inception-v3 recipe, the builder's defaults filled in."""
     if recipe.model.name != "inception_v3_scaled":
         return None, None
-    from boneage.models.inception_v3_scaled import BASELINE_REPEATS
-
     o = recipe.model.options
     return float(o.get("width", 1.0)), list(o.get("repeats", BASELINE_REPEATS))
 
 
 def sweep_rows(runs: list[SweepRun], out: Path) -> list[dict]:
     """One row per finished run (in sweep order), with the paired difference to the first."""
-    from boneage.evaluation.runs import add_differences, summarize_run
-
     rows = []
     for r in runs:
         marker = out / r.run / RUN_MARKER
@@ -460,8 +445,6 @@ def format_sweep_markdown(sweep: Sweep, runs: list[SweepRun], rows: list[dict]) 
     head = ["run"] + (["β", "n.Mixed5", "n.Mixed7", "n.Mixed9"] if arch else []) + keys + \
         ["seed", "parameters", "train MAE", "val MAE", "Δ val MAE vs first (95 % CI)", "epochs (best)", "train s"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    from boneage.evaluation.runs import _diff_text
-
     for row in rows:
         cells = [row["run"]]
         if arch:
@@ -469,7 +452,7 @@ def format_sweep_markdown(sweep: Sweep, runs: list[SweepRun], rows: list[dict]) 
             cells += [_f(row["width"]), *map(str, reps)]
         cells += [_value_text(row["settings"].get(k, "–")) for k in keys]
         cells += [str(row["seed"]), f"{row['parameters'] / 1e6:.2f}M", _f(row["train_mae"]), _f(row["val_mae"]),
-                  _diff_text(row.get("diff_vs_first")), f"{row['epochs']} ({_f(row['best_epoch'])})",
+                  difference_text(row.get("diff_vs_first")), f"{row['epochs']} ({_f(row['best_epoch'])})",
                   _f(row["train_seconds"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     groups = _by_settings(rows)
@@ -502,8 +485,6 @@ def _by_settings(rows: list[dict]) -> dict[str, list[dict]]:
 
 def write_sweep_tables(sweep: Sweep, runs: list[SweepRun], out: Path) -> list[dict]:
     """``sweep.md``, ``sweep.csv`` and ``sweep.json`` of the finished runs; returns the rows."""
-    from boneage.fileutils import atomic_path
-
     rows = sweep_rows(runs, out)
     with atomic_path(out / "sweep.md") as tmp:
         Path(tmp).write_text(format_sweep_markdown(sweep, runs, rows))

@@ -111,6 +111,7 @@ register_loss = LOSSES.register
 
 
 def list_losses() -> list[str]:
+    """Names of the registered regression losses, sorted."""
     return LOSSES.names()
 
 

@@ -34,8 +34,15 @@ import numpy as np
 
 from boneage.config import Recipe
 from boneage.data.labels import Sample
+from boneage.engine import fit
 from boneage.errors import ConfigError, InputError
 from boneage.fileutils import atomic_path
+from boneage.io.image import read_image
+from boneage.transforms.hull import _foreground, largest_component
+from boneage.inference.torch_model import load_segmenter
+from boneage.models.segmenter import mask_from_probability, probability_maps
+from boneage.segmentation.task import read_mask
+from boneage.models.unet import dice_score
 from boneage.sex import Sex
 
 logger = logging.getLogger(__name__)
@@ -113,8 +120,7 @@ class MaskOracle:
         self.asked = 0
 
     def annotate(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        from boneage.segmentation.task import read_mask
-
+        """The known masks of ``ids`` (0/1), as a person's corrections would arrive."""
         self.asked += len(ids)
         return {i: read_mask(self.mask_dir / f"{i}.png") for i in ids}
 
@@ -129,6 +135,8 @@ def _sample(d: dict) -> Sample:
 
 @dataclass
 class RoundResult:
+    """What one training round gave: its labelled count, validation Dice and selection."""
+
     round: int
     n_labelled: int
     val_dice: float
@@ -198,6 +206,7 @@ class ActiveLearning:
 
     @classmethod
     def open(cls, folder: str | Path) -> "ActiveLearning":
+        """The run in ``folder``, where its state says it is."""
         path = Path(folder) / STATE_FILE
         if not path.is_file():
             raise InputError("no active-learning run here (no state.json)", folder)
@@ -208,6 +217,7 @@ class ActiveLearning:
         return cls(folder, state)
 
     def save(self) -> None:
+        """Write the state atomically: a run killed while saving keeps its previous state."""
         with atomic_path(self.folder / STATE_FILE) as tmp:
             Path(tmp).write_text(json.dumps(self.state, indent=1))
 
@@ -218,10 +228,12 @@ class ActiveLearning:
 
     @property
     def pending(self) -> list[str]:
+        """Ids selected for annotation whose masks have not arrived yet."""
         return list(self.state["pending"])
 
     @property
     def history(self) -> list[dict]:
+        """One entry per finished round: labelled count, Dice per member and committee, selection."""
         return list(self.state["history"])
 
     def samples(self, ids: Sequence[str] | None = None) -> list[Sample]:
@@ -230,6 +242,7 @@ class ActiveLearning:
         return [_sample(by_id[i]) for i in (ids if ids is not None else by_id)]
 
     def unlabelled(self) -> list[str]:
+        """Pool ids neither labelled nor awaiting annotation, in pool order."""
         done = set(self.state["labelled"]) | set(self.state["pending"])
         return [d["id"] for d in self.state["pool"] if d["id"] not in done]
 
@@ -242,8 +255,6 @@ class ActiveLearning:
             InputError: an id that was not asked for, a pending id without a mask, a mask of
                 the wrong size, or an empty mask.
         """
-        from boneage.io.image import read_image
-
         if self.phase != "annotate":
             raise InputError(f"no annotation is pending (the run is in phase {self.phase!r})", self.folder)
         pending = self.pending
@@ -279,8 +290,6 @@ class ActiveLearning:
         return r
 
     def _train_member(self, member: int, log, round: int | None = None) -> Path:
-        from boneage.engine import fit
-
         out = self.folder / f"round-{self.state['round'] if round is None else round}" / f"member-{member}"
         model = out / "model.safetensors"
         if (out / _DONE).is_file():
@@ -295,15 +304,10 @@ class ActiveLearning:
 
     def committee(self, log=None, round: int | None = None) -> list:
         """The members of ``round`` (default: the current one, training those not yet trained)."""
-        from boneage.inference.torch_model import load_segmenter
-
         log = log or (lambda *_: None)
         return [load_segmenter(self._train_member(m, log, round))[0] for m in range(self.state["committee"])]
 
     def _val_arrays(self):
-        from boneage.io.image import read_image
-        from boneage.segmentation.task import read_mask
-
         folder = Path(self.state["val_mask_dir"])
         images, masks = [], []
         for d in self.state["val"]:
@@ -314,9 +318,6 @@ class ActiveLearning:
     def validation_dice(self, members: list) -> tuple[list[float], float]:
         """Each member's mean Dice on the validation set and the committee's (its mean
         probability map, thresholded by Otsu), at the images' own resolution."""
-        from boneage.models.segmenter import mask_from_probability, probability_maps
-        from boneage.models.unet import dice_score
-
         images, masks = self._val_arrays()
         probs = [probability_maps(m, images) for m in members]
         per_member = [float(np.mean([dice_score(mask_from_probability(p, t.shape), t)
@@ -329,10 +330,6 @@ class ActiveLearning:
     def proposals(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Masks to show the annotator for ``ids``: the committee's (mean probability, Otsu,
         largest component), or before any training a threshold + largest component of the image."""
-        from boneage.io.image import read_image
-        from boneage.transforms.hull import _foreground, largest_component
-        from boneage.models.segmenter import mask_from_probability, probability_maps
-
         samples = self.samples(ids)
         images = [read_image(s.path).pixels for s in samples]
         if not self.state["history"]:
@@ -359,9 +356,6 @@ class ActiveLearning:
     def train_round(self, log=None) -> RoundResult:
         """Train the committee on the labelled images, record the validation Dice, and (unless
         the run stops) select the next images to annotate."""
-        from boneage.io.image import read_image
-        from boneage.models.segmenter import probability_maps
-
         if self.phase != "train":
             raise InputError(f"the run is in phase {self.phase!r}: "
                              + ("import the pending masks first" if self.phase == "annotate" else "it has finished"),

@@ -21,6 +21,7 @@ import numpy as np
 
 from boneage.errors import InputError
 from boneage.fileutils import atomic_path
+from boneage.io.image import read_image
 
 __all__ = ["MANIFEST", "export_annotations", "read_annotations", "export_round", "import_round"]
 
@@ -66,6 +67,7 @@ def export_annotations(out: str | Path, images: Mapping[str, np.ndarray], propos
 
 
 def read_manifest(folder: str | Path) -> dict:
+    """The manifest of an export folder; a missing or foreign one is an InputError."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise InputError("no manifest.json: not an annotation export folder", folder)
@@ -123,8 +125,6 @@ def read_annotations(folder: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
 def export_round(run, out: str | Path) -> Path:
     """Export the pending images of an :class:`~boneage.segmentation.active.ActiveLearning`
     run with the committee's proposals."""
-    from boneage.io.image import read_image
-
     if run.phase != "annotate":
         raise InputError(f"nothing to annotate: the run is in phase {run.phase!r}", run.folder)
     ids = run.pending

@@ -13,6 +13,7 @@ better), and ``val_loss``. The model file is an ordinary one whose recipe says
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -21,8 +22,20 @@ import numpy as np
 import torch
 
 from boneage.config import Recipe
+from boneage.data.synthetic import make_radiograph
+from boneage.engine.check import build_checked, run_checked, run_training_step
+from boneage.engine.optim import make_optimizer, make_scheduler
 from boneage.engine.tasks import TASKS, Task
 from boneage.errors import ConfigError, InputError
+from boneage.inference.torch_model import save_model_file
+from boneage.io.image import read_image
+from boneage.segmentation.background import film_background
+from boneage.segmentation.losses import SEGMENTATION_LOSSES
+from boneage.models.segmenter import SEGMENTERS, create_segmenter, otsu_mask, probability_maps
+from boneage.inference.torch_model import load_segmenter
+from boneage.models.unet import dice_score
+from boneage.transforms import build_transform
+from boneage.transforms.functional import resize
 
 __all__ = ["SegmentationTask", "read_mask", "mask_folder"]
 
@@ -66,8 +79,6 @@ def _augmentations(recipe: Recipe) -> tuple[float, dict | None]:
     for step in steps:
         options = {k: v for k, v in step.items() if k != "name"}
         if step["name"] == "hflip":
-            from boneage.transforms import build_transform
-
             flip = float(build_transform(step).p)
         else:
             background = _film_background_options(options)
@@ -76,10 +87,6 @@ def _augmentations(recipe: Recipe) -> tuple[float, dict | None]:
 
 def _film_background_options(options: dict) -> dict:
     """Checked options of a ``film_background`` step (``p`` and :func:`film_background`'s)."""
-    import inspect
-
-    from boneage.segmentation.background import film_background
-
     allowed = {"p"} | set(list(inspect.signature(film_background).parameters)[3:])
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -97,12 +104,10 @@ def _film_background_options(options: dict) -> dict:
 
 
 def _network_side(recipe: Recipe) -> int:
-    from boneage.models.segmenter import SEGMENTERS
-
+    """The side of the square images the recipe's network reads (``model.options.input_size``,
+    else the network's default)."""
     size = recipe.model.options.get("input_size")
     if size is None:
-        import inspect
-
         size = inspect.signature(SEGMENTERS.get(recipe.model.name)).parameters["input_size"].default
     return int(size)
 
@@ -130,8 +135,6 @@ class _MaskDataset(torch.utils.data.Dataset):
         if self.p and rng.random() < self.p:
             x, y = x.flip(-1), y.flip(-1)
         if self.background and rng.random() < self.background["p"]:
-            from boneage.segmentation.background import film_background
-
             options = {k: v for k, v in self.background.items() if k != "p"}
             x = torch.from_numpy(film_background(x[0].numpy(), y[0].numpy(), rng, **options))[None]
         return {"image": x, "mask": y}
@@ -148,12 +151,6 @@ class SegmentationTask(Task):
     def check_recipe(recipe: Recipe, train_step: bool = False) -> None:
         """Build the network, loss, optimiser and schedule and push a synthetic radiograph
         and its mask through them (and one step with ``train_step``): one line per mistake."""
-        from boneage.data.synthetic import make_radiograph
-        from boneage.engine.check import _built, _run, run_training_step
-        from boneage.engine.optim import make_optimizer, make_scheduler
-        from boneage.segmentation.losses import SEGMENTATION_LOSSES
-        from boneage.models.segmenter import create_segmenter, probability_maps
-
         tc = recipe.train
         for key, value in (("train.epochs", tc.epochs), ("train.batch_size", tc.batch_size)):
             if value < 1:
@@ -167,13 +164,13 @@ class SegmentationTask(Task):
         if recipe.patches is not None:
             raise ConfigError("patches: a segmentation recipe segments whole images")
         _augmentations(recipe)
-        net = _built("model", lambda: create_segmenter(recipe.model.name, **recipe.model.options))
-        loss = _built("loss", lambda: SEGMENTATION_LOSSES.create(recipe.loss.name, where="loss",
+        net = build_checked("model", lambda: create_segmenter(recipe.model.name, **recipe.model.options))
+        loss = build_checked("loss", lambda: SEGMENTATION_LOSSES.create(recipe.loss.name, where="loss",
                                                                  **recipe.loss.options))
-        optimizer = _built("optim", lambda: make_optimizer(recipe, net.parameters()))
-        _built("schedule", lambda: make_scheduler(recipe, optimizer))
+        optimizer = build_checked("optim", lambda: make_optimizer(recipe, net.parameters()))
+        build_checked("schedule", lambda: make_scheduler(recipe, optimizer))
         sample = make_radiograph(120.0, "M", size=96, seed=0)
-        _run("model", lambda: probability_maps(net, [sample.image]))
+        run_checked("model", lambda: probability_maps(net, [sample.image]))
         if train_step:
             side = net.input_size
             x = torch.from_numpy(cv2.resize(sample.image, (side, side)))[None, None].repeat(2, 1, 1, 1)
@@ -190,9 +187,7 @@ class SegmentationTask(Task):
             run_training_step(step)
 
     def _read(self, indices) -> tuple[np.ndarray, np.ndarray]:
-        from boneage.io.image import read_image
-        from boneage.transforms.functional import resize
-
+        """Images and masks of ``indices``, squashed to the network's side: (N, S, S) each."""
         side, folder = self.side, mask_folder(self.recipe)
         images, masks = [], []
         for i in indices:
@@ -209,8 +204,6 @@ class SegmentationTask(Task):
         return (np.stack(images) if images else empty), (np.stack(masks) if masks else empty)
 
     def setup(self, samples, train_idx, val_idx, progress):
-        from boneage.segmentation.losses import SEGMENTATION_LOSSES
-
         self.samples, self.train_idx, self.val_idx = samples, train_idx, val_idx
         self.side = _network_side(self.recipe)
         train_x, train_y = self._read(train_idx)
@@ -227,8 +220,6 @@ class SegmentationTask(Task):
         return self._train_ds
 
     def build_networks(self):
-        from boneage.models.segmenter import create_segmenter
-
         return {"model": create_segmenter(self.recipe.model.name, **self.recipe.model.options)}
 
     def training_losses(self, batch, networks):
@@ -245,15 +236,11 @@ class SegmentationTask(Task):
         self._train_ds.set_epoch(epoch)
 
     def save_model(self, path, networks, info):
-        from boneage.inference.torch_model import save_model_file
-
         info = {**info, "val_ids": [self.samples[i].id for i in self.val_idx]}
         save_model_file(path, networks["model"], self.recipe, info=info)
 
     def finish(self, model_path, out):
         if len(self.val_idx) and model_path.exists():
-            from boneage.inference.torch_model import load_segmenter
-
             net, _ = load_segmenter(model_path, self.device)
             metrics = validation_metrics(net, self.val_x, self.val_y, self.loss_fn, self.device, per_image=True)
             ids = [self.samples[i].id for i in self.val_idx]
@@ -265,9 +252,6 @@ class SegmentationTask(Task):
 def validation_metrics(net, images: np.ndarray, masks: np.ndarray, loss_fn, device, per_image: bool = False,
                        batch_size: int = 32) -> dict:
     """Mean Dice after Otsu (the paper's eq. 2) and mean loss of ``net`` on (N, S, S) arrays."""
-    from boneage.models.segmenter import otsu_mask
-    from boneage.models.unet import dice_score
-
     was_training = net.training
     net.eval()
     dices, losses = [], []
