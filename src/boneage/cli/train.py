@@ -1,5 +1,5 @@
 """``boneage train``: train a recipe and write a model file, metrics and plots (the work is
-:func:`boneage.engine.fit`).
+:func:`boneage.evaluation.training.fit`: the loop with every task and the validation report).
 
 :func:`add_arguments` fills its parser, :func:`run` runs it (:mod:`boneage.cli.main`
 dispatches to both).
@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from boneage.config import load_recipe
-from boneage.engine import fit
+from boneage.evaluation.training import fit
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
