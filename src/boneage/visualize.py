@@ -1,14 +1,26 @@
-"""Heat maps drawn over radiographs, for the report, the service's page and ``boneage explain``.
+"""Drawing: heat maps over radiographs (the report, the service's page, ``boneage explain``)
+and the figures every plot of the package is drawn on.
 
-Pure array functions (NumPy, OpenCV, a matplotlib colour map): drawing needs no network, so
-the report and the service draw an overlay in the light install too.
+NumPy, OpenCV and matplotlib only: drawing needs no network, so the report and the service
+draw an overlay in the light install too, and the training curves (:mod:`boneage.engine`)
+and the evaluation plots (:mod:`boneage.evaluation`) share one figure and file format.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from boneage.fileutils import atomic_path
+
+#: Resolution of every PNG figure the package writes.
+FIGURE_DPI = 120
 
 #: Heat-map methods (``boneage explain --method``): Grad-CAM, and exact class activation maps.
 HEATMAP_METHODS = ("gradcam", "cam")
@@ -57,3 +69,24 @@ def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, *, max_side: int = OVERL
     colour = colormaps["turbo"](heat)[..., :3].astype(np.float32)
     alpha = (MAX_ALPHA * np.sqrt(heat))[..., None]
     return np.round(255.0 * ((1.0 - alpha) * gray + alpha * colour)).astype(np.uint8)
+
+
+def new_figure(width: float = 6.4, height: float = 4.8) -> Figure:
+    """A matplotlib figure of ``width`` x ``height`` inches with its own Agg canvas (no pyplot:
+    no global state, safe in threads and servers)."""
+    fig = Figure(figsize=(width, height), dpi=FIGURE_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path`` as PNG atomically and release the figure."""
+    out = Path(path)
+    try:
+        # Not tempfile.mkstemp: its 0600 mode would carry over to the final PNG, whereas a
+        # plain exclusive open honours the user's umask like any other written file.
+        with atomic_path(out) as tmp, open(tmp, "xb") as fh:
+            fig.savefig(fh, format="png", dpi=FIGURE_DPI)
+    finally:
+        fig.clear()
+    return out

@@ -38,9 +38,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the node until SIGINT or SIGTERM (0 on a clean stop), or print ``--status``."""
-    # boundary: pynetdicom is the optional `node` extra; here, not at the top, so that
-    # `boneage dicom-node --help` works without it and its absence is told in one line.
     try:
+        # boundary: pynetdicom is the optional `node` extra; here, not at the top, so that
+        # `boneage dicom-node --help` works without it and its absence is told in one line.
         from boneage.dicomnode.node import DicomNode
     except ModuleNotFoundError as exc:
         if exc.name != "pynetdicom":

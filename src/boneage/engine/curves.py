@@ -15,29 +15,13 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from boneage.errors import InputError
-from boneage.fileutils import atomic_path
+from boneage.visualize import new_figure, save_figure
 
 __all__ = ["plot_training_curves", "phase_starts"]
 
-_DPI = 120
 # Okabe-Ito, as the evaluation plots: colour-blind-safe, and the same look in both.
 _PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` to ``path`` as PNG atomically and release the figure."""
-    out = Path(path)
-    try:
-        # An exclusive open, not tempfile.mkstemp: the PNG gets the user's umask, not 0600.
-        with atomic_path(out) as tmp, open(tmp, "xb") as fh:
-            fig.savefig(fh, format="png", dpi=_DPI)
-    finally:
-        fig.clear()
-    return out
 
 
 def phase_starts(history: list[dict]) -> list[tuple[int, str]]:
@@ -106,8 +90,7 @@ def plot_training_curves(
     loss_keys = [k for k in series if "mae" not in k.lower()]
     mae_keys = [k for k in series if "mae" in k.lower()]
 
-    fig = Figure(figsize=(7.0, 4.8), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(7.0, 4.8)
     ax = fig.add_subplot()
     colours = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(series)}
     handles = []
@@ -136,4 +119,4 @@ def plot_training_curves(
     ax.legend(handles=handles, labels=[h.get_label() for h in handles],
               loc="upper right", fontsize="small")
     ax.set_title("Training curves")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -65,14 +65,15 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from boneage.errors import InputError
-from boneage.evaluation.plots import _new_figure, _save
 from boneage.inference.predictor import Predictor
 from boneage.inference.torch_predictor import TorchPredictor
 from boneage.models.unet import unet_crop_box
 from boneage.sex import Sex
 from boneage.transforms import Compose, build_pipeline, classes as TC, functional as TF_, view_layout
 from boneage.transforms.hull import convex_hull_box
-from boneage.visualize import HEATMAP_METHODS, MAX_ALPHA, OVERLAY_MAX_SIDE, fit_for_display, overlay_rgb
+from boneage.visualize import (
+    HEATMAP_METHODS, MAX_ALPHA, OVERLAY_MAX_SIDE, fit_for_display, new_figure, overlay_rgb, save_figure,
+)
 
 __all__ = ["grad_cam", "class_activation_map", "cam_decomposition", "CamDecomposition",
            "explain_image", "preprocess_geometry", "heatmap_to_original", "overlay_rgb",
@@ -510,7 +511,7 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, path: str | os.PathL
     # Size the figure to the image's aspect ratio so the radiograph is not letterboxed into
     # a tiny area; the extra width leaves room for the colour bar.
     height = 6.0
-    fig: Figure = _new_figure(width=min(14.0, max(4.0, height * w / h + 1.4)), height=height)
+    fig: Figure = new_figure(width=min(14.0, max(4.0, height * w / h + 1.4)), height=height)
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(np.clip(image, 0, 1), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     cmap = colormaps["turbo"]
@@ -525,4 +526,4 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, path: str | os.PathL
         ax.set_title(title, fontsize=10)
     bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap), ax=ax, fraction=0.046, pad=0.02)
     bar.set_label("relative influence")
-    return _save(fig, path)
+    return save_figure(fig, path)

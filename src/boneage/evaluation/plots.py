@@ -22,11 +22,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from boneage.fileutils import atomic_path
 from boneage.errors import InputError
 from boneage.evaluation.metrics import (
     DEFAULT_AGE_BINS_MONTHS,
@@ -34,6 +31,7 @@ from boneage.evaluation.metrics import (
     _pair,
     mae_by_age_bin,
 )
+from boneage.visualize import display_size, new_figure, save_figure
 
 __all__ = [
     "plot_pred_vs_true",
@@ -42,43 +40,12 @@ __all__ = [
     "plot_errors_by_band",
     "plot_robustness",
     "plot_mask_outlines",
-    "display_size",
 ]
 
 # Colour-blind-safe pair (Okabe-Ito) so sex groups stay distinguishable for everyone.
 _MALE_COLOUR = "#0072B2"
 _FEMALE_COLOUR = "#D55E00"
 _ALL_COLOUR = "#4D4D4D"
-_DPI = 120
-
-
-def display_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
-    """``(width, height)`` of an image of ``shape`` (H, W) shrunk so that no side exceeds
-    ``max_side``, aspect ratio kept; its own size when it already fits (never enlarged)."""
-    h, w = shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1.0:
-        return w, h
-    return max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-
-
-def _new_figure(width: float = 6.4, height: float = 4.8) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` to ``path`` as PNG atomically and release the figure."""
-    out = Path(path)
-    try:
-        # Not tempfile.mkstemp: its 0600 mode would carry over to the final PNG, whereas a
-        # plain exclusive open honours the user's umask like any other written file.
-        with atomic_path(out) as tmp, open(tmp, "xb") as fh:
-            fig.savefig(fh, format="png", dpi=_DPI)
-    finally:
-        fig.clear()
-    return out
 
 
 def plot_pred_vs_true(
@@ -103,7 +70,7 @@ def plot_pred_vs_true(
     """
     p, t = _pair(pred, true)
     err = np.abs(p - t)
-    fig = _new_figure(6.0, 6.0)
+    fig = new_figure(6.0, 6.0)
     ax = fig.add_subplot()
 
     # Smaller, more transparent markers for big test sets so dense regions stay readable.
@@ -134,7 +101,7 @@ def plot_pred_vs_true(
     ax.legend(loc="upper left", fontsize="small")
     headline = f"MAE {err.mean():.2f} months (n={p.size})"
     ax.set_title(f"{title}\n{headline}" if title else f"Predicted vs true bone age\n{headline}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_bland_altman(
@@ -159,7 +126,7 @@ def plot_bland_altman(
     sd = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
     upper, lower = bias + 1.96 * sd, bias - 1.96 * sd
 
-    fig = _new_figure(7.0, 4.8)
+    fig = new_figure(7.0, 4.8)
     ax = fig.add_subplot()
     alpha = 0.8 if p.size <= 500 else 0.4
     ax.scatter(mean, diff, s=14, alpha=alpha, color=_ALL_COLOUR, edgecolors="none")
@@ -177,7 +144,7 @@ def plot_bland_altman(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", fontsize="small")
     ax.set_title(title or f"Bland-Altman (n={p.size}, SD {sd:.2f} months)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_error_by_age_bin(
@@ -214,7 +181,7 @@ def plot_error_by_age_bin(
     labels = [r["bin"] for r in groups[0][1]]
     x = np.arange(len(labels))
     width = 0.8 / len(groups)
-    fig = _new_figure(max(6.4, 1.1 * len(labels) + 2), 4.8)
+    fig = new_figure(max(6.4, 1.1 * len(labels) + 2), 4.8)
     ax = fig.add_subplot()
     top = max((r["mae"] for _, rows, _ in groups for r in rows if r["mae"] is not None),
               default=1.0)
@@ -235,7 +202,7 @@ def plot_error_by_age_bin(
     if len(groups) > 1:
         ax.legend(fontsize="small")
     ax.set_title("MAE by age bin")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_errors_by_band(tables: dict[str, list[dict]], path: str | os.PathLike, *,
@@ -256,7 +223,7 @@ def plot_errors_by_band(tables: dict[str, list[dict]], path: str | os.PathLike, 
             raise InputError(f"the rows of {label!r} are not the same sexes and bands as {labels[0]!r}'s")
     x = np.arange(len(groups))
     width = 0.8 / len(labels)
-    fig = _new_figure(max(7.0, 0.75 * len(groups) + 2.5), 6.4)
+    fig = new_figure(max(7.0, 0.75 * len(groups) + 2.5), 6.4)
     ax_mae, ax_bias = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
     handles = []
     for k, label in enumerate(labels):
@@ -287,7 +254,7 @@ def plot_errors_by_band(tables: dict[str, list[dict]], path: str | os.PathLike, 
         ax.grid(True, axis="y", alpha=0.3)
     ax_mae.legend(handles=handles, fontsize="small")
     ax_mae.set_title("Error by age band and sex (orange: girls, blue: boys)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_robustness(rows: list[dict], path: str | os.PathLike, *, limit: float = 3.0,
@@ -310,7 +277,7 @@ def plot_robustness(rows: list[dict], path: str | os.PathLike, *, limit: float =
         lows.append(pairs["mean_difference"] - lo)
         highs.append(hi - pairs["mean_difference"])
     y = np.arange(len(labels))[::-1]
-    fig = _new_figure(7.0, max(3.0, 0.28 * len(labels) + 1.2))
+    fig = new_figure(7.0, max(3.0, 0.28 * len(labels) + 1.2))
     ax = fig.add_subplot()
     ax.axvspan(-limit, limit, color="#009E73", alpha=0.12, label=f"within ±{limit:g} months")
     colours = ["#D55E00" if abs(s) > limit else _ALL_COLOUR for s in shifts]
@@ -325,7 +292,7 @@ def plot_robustness(rows: list[dict], path: str | os.PathLike, *, limit: float =
     ax.legend(loc="lower right", fontsize="x-small")
     n = rows[0]["n"] if rows else 0
     ax.set_title(title or f"Same radiographs, prepared differently (n={n})", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 #: Outline colours of the masks drawn by :func:`plot_mask_outlines`, in order (Okabe-Ito).
@@ -370,7 +337,7 @@ def plot_mask_outlines(images: Sequence[np.ndarray], masks: dict[str, Sequence[n
                                  f"does not match image shape {np.shape(im)}")
     cols = min(columns, len(images))
     rows = math.ceil(len(images) / cols)
-    fig = _new_figure(2.6 * cols, 3.2 * rows + 0.4)
+    fig = new_figure(2.6 * cols, 3.2 * rows + 0.4)
     for i, image in enumerate(images):
         ax = fig.add_subplot(rows, cols, i + 1)
         size = display_size(np.shape(image), max_side)
@@ -388,4 +355,4 @@ def plot_mask_outlines(images: Sequence[np.ndarray], masks: dict[str, Sequence[n
     handles, labels = fig.axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
