@@ -2,14 +2,12 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
-import matplotlib.image
 import pytest
 
 from boneage.engine.curves import phase_starts, plot_training_curves
+from pngfile import check_png
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 HISTORY = [
     {"epoch": e, "train_loss": 10 / e, "val_loss": 12 / e, "val_mae": 20 / e, "lr": 1e-3}
@@ -17,29 +15,20 @@ HISTORY = [
 ]
 
 
-def _check_png(path: Path) -> None:
-    assert path.is_file() and path.stat().st_size > 1000
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
-    h, w = matplotlib.image.imread(path).shape[:2]
-    assert 300 <= w <= 3000 and 300 <= h <= 3000
-    # No temporary files left next to the output.
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
-
-
 def test_training_curves(tmp_path):
     out = plot_training_curves(HISTORY, str(tmp_path / "curves.png"))
     assert out == tmp_path / "curves.png"
-    _check_png(out)
+    check_png(out)
 
 
 def test_training_curves_with_missing_values(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "val_mae"} for r in HISTORY]
     rows[2]["val_loss"] = None
     rows[3]["train_loss"] = float("nan")
-    _check_png(plot_training_curves(rows, tmp_path / "a" / "c.png"))
+    check_png(plot_training_curves(rows, tmp_path / "a" / "c.png"))
     # Only MAE, no epoch numbers; and a single epoch.
-    _check_png(plot_training_curves([{"val_mae": 9.0}, {"val_mae": 7.0}], tmp_path / "b" / "c.png"))
-    _check_png(plot_training_curves(HISTORY[:1], tmp_path / "c" / "c.png"))
+    check_png(plot_training_curves([{"val_mae": 9.0}, {"val_mae": 7.0}], tmp_path / "b" / "c.png"))
+    check_png(plot_training_curves(HISTORY[:1], tmp_path / "c" / "c.png"))
 
 
 def test_training_curves_rejects_nothing_to_plot(tmp_path):
@@ -65,4 +54,4 @@ def test_training_curves_do_not_touch_pyplot(tmp_path):
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    _check_png(tmp_path / "c.png")
+    check_png(tmp_path / "c.png")

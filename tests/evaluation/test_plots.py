@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib.image
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -14,22 +13,13 @@ from boneage.evaluation import (
     plot_error_by_age_bin,
     plot_pred_vs_true,
 )
+from pngfile import PNG_SIGNATURE, check_png
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 _rng = np.random.default_rng(0)
 TRUE = _rng.uniform(0, 228, 60)
 PRED = TRUE + _rng.normal(1.0, 8.0, 60)
 MALE = _rng.random(60) < 0.5
-
-def _check_png(path: Path) -> None:
-    assert path.is_file() and path.stat().st_size > 1000
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
-    h, w = matplotlib.image.imread(path).shape[:2]
-    assert 300 <= w <= 3000 and 300 <= h <= 3000
-    # No temporary files left next to the output.
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
-
 
 @pytest.mark.parametrize(
     "plot, kwargs",
@@ -47,14 +37,14 @@ def test_prediction_plots_write_png(tmp_path, plot, kwargs):
     out = tmp_path / "nested" / "deeper" / "plot.png"
     result = plot(list(PRED), TRUE, out, **kwargs)
     assert result == out and isinstance(result, Path)
-    _check_png(out)
+    check_png(out)
 
 
 def test_single_point_plots(tmp_path):
     plot_pred_vs_true([10.0], [12.0], tmp_path / "a" / "p.png")
     plot_bland_altman([10.0], [12.0], tmp_path / "b" / "p.png")
-    _check_png(tmp_path / "a" / "p.png")
-    _check_png(tmp_path / "b" / "p.png")
+    check_png(tmp_path / "a" / "p.png")
+    check_png(tmp_path / "b" / "p.png")
 
 
 def test_prediction_plots_validate_input(tmp_path):
@@ -89,4 +79,4 @@ def test_plots_do_not_touch_pyplot(tmp_path):
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    _check_png(tmp_path / "p.png")
+    check_png(tmp_path / "p.png")
