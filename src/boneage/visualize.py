@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from boneage.fileutils import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Resolution of every PNG figure the package writes.
 FIGURE_DPI = 120
@@ -74,6 +76,11 @@ def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, *, max_side: int = OVERL
 def new_figure(width: float = 6.4, height: float = 4.8) -> Figure:
     """A matplotlib figure of ``width`` x ``height`` inches with its own Agg canvas (no pyplot:
     no global state, safe in threads and servers)."""
+    # Here, not at the top: matplotlib's figure machinery takes ~0.2 s to import, which a
+    # prediction (that draws at most an overlay) need not pay.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=FIGURE_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
