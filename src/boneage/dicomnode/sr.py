@@ -41,14 +41,14 @@ import datetime
 import unicodedata
 from dataclasses import dataclass
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 from pydicom.valuerep import DSfloat
 
 from boneage import __version__
 from boneage.clinical.reference import REFERENCE_NAME
-from boneage.reporting.dicom import PATIENT_STUDY_TAGS
+from boneage.reporting.dicom import PATIENT_STUDY_TAGS, with_file_meta
 from boneage.reporting.report import INTENDED_USE
 
 COMPREHENSIVE_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
@@ -324,12 +324,7 @@ def _header(source: Dataset, sop_instance_uid: str, series_instance_uid: str,
     scheme.CodingSchemeResponsibleOrganization = "boneage"
     ds.CodingSchemeIdentificationSequence = Sequence([scheme])
 
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    return ds
+    return with_file_meta(ds)
 
 
 # -- reading back ----------------------------------------------------------------------------

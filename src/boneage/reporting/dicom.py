@@ -99,9 +99,9 @@ def secondary_capture(rgb: np.ndarray, source, *, series_description: str = SERI
         The study is the source's (a new StudyInstanceUID only if the source has none);
         SeriesInstanceUID and SOPInstanceUID are new.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -142,6 +142,15 @@ def secondary_capture(rgb: np.ndarray, source, *, series_description: str = SERI
         ref.ReferencedSOPInstanceUID = src.SOPInstanceUID
         ds.SourceImageSequence = Sequence([ref])
     ds.set_pixel_data(np.ascontiguousarray(rgb), "RGB", 8)
+
+    return with_file_meta(ds)
+
+
+def with_file_meta(ds):
+    """``ds`` with the file meta information of an Explicit VR Little Endian file written by
+    this program (its SOP class and instance, pydicom's implementation UID)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
