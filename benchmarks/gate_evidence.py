@@ -50,7 +50,6 @@ def main(argv=None) -> int:
     from boneage.data.negatives import TEST_VARIANTS, negative_set, read_body_part_folder, split_body_parts
     from boneage.data.split import holdout_subset
     from boneage.evaluation.robustness import model_grid
-    from boneage.inference import Predictor
     from boneage.evaluation.calibrate import _prepare, candidates_of, orientation_stack
     from boneage.inference.modelfile import load_model_extras
     from boneage.inference.quality import gate_scores, judge

@@ -33,7 +33,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from boneage.errors import QualityRefusal
-    from boneage.inference import Predictor
     from boneage.io import read_image
 
     predictors = [load_predictor(m, threads=1) for m in args.models]

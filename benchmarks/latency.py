@@ -100,7 +100,6 @@ def agreement(model: str | None, onnx_path: str, data: Path, limit: int | None) 
     from boneage.data.datasets import PreprocessedCache
     from boneage.data.labels import load_samples
     from boneage.data.split import holdout_subset
-    from boneage.inference import Predictor
 
     torch_p, onnx_p = load_predictor(model), load_predictor(onnx_path)
     samples = holdout_subset(load_samples(data, None, None, None), torch_p.recipe.data, torch_p.info)[:limit]
