@@ -92,3 +92,26 @@ def test_calibrate_writes_interval_and_gate_without_changing_the_bone_age(cli, h
     assert code == 2 and "file exists" in err
     code, _, err = cli("calibrate", folder, "--model", model, "--out", tmp_path / "x.safetensors", "--level", "1.5")
     assert code == 2 and "--level must be in [0.5, 1), got 1.5" in err
+
+
+def _stacks(rng, n, centre, d=12):
+    """(n, 8, d) orientation stacks: each orientation its own offset around ``centre``."""
+    offsets = np.eye(8, d) * 3.0
+    return centre + offsets[None] + rng.normal(0, 0.5, (n, 8, d))
+
+
+@pytest.mark.parametrize("classifier", ["logistic", "lda"])
+def test_fit_gate_separates_hands_from_other_body_parts_with_either_classifier(classifier):
+    from boneage.evaluation.calibrate import CalibrationSettings, fit_gate, refused_share
+
+    rng = np.random.default_rng(0)
+    hand, leg, generated = np.zeros(12), np.r_[np.zeros(8), 4.0, 0, 0, 0], np.r_[np.zeros(9), 4.0, 0, 0]
+    settings = CalibrationSettings(classifier=classifier, pca_components=4)
+    gate = fit_gate(_stacks(rng, 60, hand), _stacks(rng, 40, generated), _stacks(rng, 60, hand), settings,
+                    (_stacks(rng, 40, leg), ["leg"] * 40))
+    assert gate.class_names == ("hand", "generated", "leg") and gate.distance_override == 0.5
+    assert refused_share(gate, _stacks(rng, 30, hand)) <= 0.1
+    assert refused_share(gate, _stacks(rng, 30, leg)) == 1.0
+    with pytest.raises(ValueError, match="classifier must be 'logistic' or 'lda', got 'svm'"):
+        fit_gate(_stacks(rng, 10, hand), _stacks(rng, 10, generated), _stacks(rng, 10, hand),
+                 CalibrationSettings(classifier="svm"))

@@ -23,12 +23,14 @@ def test_bundled_model_carries_a_gate_and_a_calibrated_interval(bundled):
     assert bundled.calibration.level == 0.9
     facts = bundled.info["calibration"]
     assert abs(facts["coverage"] - 0.9) <= 0.03 and facts["n_test"] >= 500
-    # What calibrate measured for the shipped file (accepted 97.8 %, xray-other held-out part
-    # refused 98.9 %): floors that a worse refit falls under; issue 31 asks 99 % of both, not
-    # yet reached (docs/results.md). The tests below recompute decisions on real images.
-    assert bundled.info["quality_gate"]["accepted_test"] >= 0.975
+    # What calibrate measured for the shipped file (test half accepted 99.5 %, xray-other
+    # held-out part refused 99.4 %), against issue 31's 99 % of both: a worse refit falls under.
+    # The tests below recompute decisions on real images.
+    assert bundled.info["quality_gate"]["accepted_test"] >= 0.99
     assert bundled.info["quality_gate"]["rejected_test_negatives"] >= 0.95
-    assert bundled.info["quality_gate"]["rejected_real_test"] >= 0.985
+    assert bundled.info["quality_gate"]["rejected_real_test"] >= 0.99
+    assert bundled.info["quality_gate"]["classifier"] == "logistic"
+    assert bundled.quality_gate.distance_override == 0.5
     assert bundled.quality_gate.class_names == ("hand", "generated", "hip", "leg", "shoulder")
 
 

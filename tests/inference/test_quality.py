@@ -1,6 +1,8 @@
 """The quality gate's parts that need no fitted gate: DICOM header and colour checks,
 orientation arithmetic, decisions from scores, and the generated non-radiographs."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -75,6 +77,29 @@ def test_a_hand_refused_for_its_distance_is_not_said_to_look_like_another_body_p
     reason, _ = judge(gate, PixelScores(hand_score, 500.0, 0, 0.99, looks_like="hip or pelvis"))
     assert reason.startswith("looks like a hip or pelvis radiograph, not a hand: unlike") == (hand_score < 0.5)
     assert "unlike the hand radiographs the model was trained on (distance 500, limit 100)" in reason
+
+
+@pytest.mark.parametrize("hand_score, override, refused", [
+    (0.80, 0.5, False),            # a hand it is sure of: the distance alone does not refuse it
+    (0.45, 0.5, True),             # doubted: the distance still refuses
+    (0.80, float("inf"), True),    # a gate without the override (older files) refuses as before
+])
+def test_a_sure_hand_score_outweighs_the_distance(hand_score, override, refused):
+    gate = _gate(radiograph_min=0.2, distance_max=100.0, orientation_sure=0.9, distance_override=override)
+    reason, _ = judge(gate, PixelScores(hand_score, 500.0, 0, 0.99))
+    assert (reason is not None) == refused
+    if refused:
+        assert "unlike the hand radiographs the model was trained on (distance 500, limit 100)" in reason
+    # the override never lets through what the classifier itself refuses
+    assert judge(gate, PixelScores(0.1, 500.0, 0, 0.99))[0].startswith("does not look like a hand radiograph")
+
+
+def test_the_distance_override_is_stored_and_absent_in_older_files():
+    gate = _gate(distance_max=7.0, distance_override=0.5)
+    assert QualityGate.from_stored(gate.to_tensors(), gate.to_metadata()).distance_override == 0.5
+    older = json.loads(_gate(distance_max=7.0).to_metadata())
+    assert "distance_override" not in older
+    assert QualityGate.from_stored(gate.to_tensors(), json.dumps(older)).distance_override == float("inf")
 
 
 def test_an_upright_hand_is_decided_from_its_first_pass_alone():

@@ -31,6 +31,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                         "part, and measured on the rest")
     s.add_argument("--negatives-test-fraction", type=float, default=0.5, metavar="F",
                    help="share of each body part only measured, never fitted on (default 0.5)")
+    s.add_argument("--classifier", choices=("logistic", "lda"), default="logistic",
+                   help="the gate's hand-or-not classifier: multinomial logistic regression (default) "
+                        "or the linear discriminant it replaced")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     s.add_argument("--json", action="store_true")
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--level must be in [0.5, 1), got {args.level}")
     settings = CalibrationSettings(level=args.level, bands=args.bands, seed=args.seed,
                                    n_fit_radiographs=args.fit_images, negatives=args.negatives,
-                                   negatives_test_fraction=args.negatives_test_fraction)
+                                   negatives_test_fraction=args.negatives_test_fraction,
+                                   classifier=args.classifier)
     facts = calibrate_model_file(args.data_dir, args.model, out, settings=settings, csv=args.csv,
                                  images=args.images, progress=not args.quiet)
     cal, gate = facts["calibration"], facts["quality_gate"]

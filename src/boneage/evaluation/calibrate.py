@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -64,7 +65,18 @@ class CalibrationSettings:
     accept_quantile: float = 0.995
     """Share of held-back radiographs the gate's thresholds let through."""
     orientation_sure: float = 0.9
+    distance_override: float = 0.5
+    """A hand probability that outweighs the distance (:attr:`QualityGate.distance_override`).
+    0.5 lies between the two groups of the bundled model's calibration half: the hands
+    refused for their distance alone score 0.63-0.99, the negatives beyond it at most 0.19.
+    Fitted without one body part, the gate accepts 2 more of 90 such unseen legs with it (24
+    without), none of the unseen hips or shoulders (docs/results.md, issue 31)."""
     pca_components: int = 32
+    classifier: str = "logistic"
+    """The hand-or-not classifier: ``"logistic"`` (multinomial logistic regression, L2 with
+    ``logistic_c``, classes weighted equally) or ``"lda"`` (the linear discriminant it
+    replaced, issue 31)."""
+    logistic_c: float = 0.01
     seed: int = 0
     negatives: str | None = None
     """A folder of real radiographs that are not hands (``labels.csv``: ``id,body_part``)."""
@@ -137,16 +149,19 @@ def fit_gate(radiographs: np.ndarray, negatives: np.ndarray, calibration: np.nda
     radiographs' stacks (``calibration``), never fitted on, so that ``accept_quantile`` of
     them pass.
 
-    The classifier is a linear discriminant (LDA, shared covariance shrunk by Ledoit–Wolf,
-    equal class priors) over hands, generated images and each body part, on every
-    orientation of every image: closed-form, so refitting for a new model costs one pass over
-    the features (a logistic regression over the same ~27,000 rows took about 3 minutes per
-    fit on 2 cores; how the design was chosen: docs/results.md)."""
+    The classifier is linear over hands, generated images and each body part, on every
+    orientation of every image: a multinomial logistic regression (``settings.classifier``,
+    classes weighted equally) or a linear discriminant (shared covariance shrunk by
+    Ledoit–Wolf, equal priors). Both give one weight row per class, which the gate applies
+    with a softmax. Chosen by cross-validation on the fit part of xray-other: the logistic
+    regression let through fewer negatives with fewer hands refused (docs/results.md)."""
     from sklearn.covariance import LedoitWolf
     from sklearn.decomposition import PCA
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import LogisticRegression
 
+    if settings.classifier not in ("logistic", "lda"):
+        raise ValueError(f"classifier must be 'logistic' or 'lda', got {settings.classifier!r}")
     n, k, d = radiographs.shape
     pos = radiographs.reshape(n * k, d)
     orient_labels = np.tile(np.arange(k), n)
@@ -165,13 +180,16 @@ def fit_gate(radiographs: np.ndarray, negatives: np.ndarray, calibration: np.nda
             labels.append(len(classes))
             classes.append(part)
     y = np.concatenate([np.full(len(b), label) for b, label in zip(blocks, labels)])
-    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=np.full(len(classes), 1 / len(classes)))
-    lda.fit(np.concatenate(blocks), y)
-    if len(classes) == 2:  # sklearn gives one score, the log-odds of class 1, for two classes
-        class_w = np.stack([-lda.coef_[0], np.zeros(d)])
-        class_b = np.array([-lda.intercept_[0], 0.0])
+    if settings.classifier == "lda":
+        clf = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=np.full(len(classes), 1 / len(classes)))
     else:
-        class_w, class_b = lda.coef_, lda.intercept_
+        clf = LogisticRegression(C=settings.logistic_c, max_iter=1000, class_weight="balanced")
+    clf.fit(np.concatenate(blocks), y)
+    if len(classes) == 2:  # sklearn gives one score, the log-odds of class 1, for two classes
+        class_w = np.stack([-clf.coef_[0], np.zeros(d)])
+        class_b = np.array([-clf.intercept_[0], 0.0])
+    else:
+        class_w, class_b = clf.coef_, clf.intercept_
     orient_clf = LogisticRegression(C=0.1, max_iter=3000)
     orient_clf.fit(z_pos, orient_labels)
     upright = z_pos[orient_labels == 0]
@@ -189,7 +207,7 @@ def fit_gate(radiographs: np.ndarray, negatives: np.ndarray, calibration: np.nda
         orientation_w=orient_clf.coef_, orientation_b=orient_clf.intercept_ + orient_clf.coef_ @ pca.mean_,
         pca_components=pca.components_, precision=precision,
         residual_scale=np.asarray((residual ** 2).sum(1).mean()),
-        orientation_sure=settings.orientation_sure)
+        orientation_sure=settings.orientation_sure, distance_override=settings.distance_override)
     scores = [scores_from_candidates(gate, row) for row in candidates_of(calibration, 0)]
     q = settings.accept_quantile
     # never accept what the classifier calls more likely a non-radiograph than not
@@ -238,7 +256,6 @@ def gate_data(predictor, fit, cal, test, settings: CalibrationSettings, grid: in
     (:class:`~boneage.data.negatives.BodyPartImage`), the fit part as stored and in
     ``settings.negatives_augment`` random variants each (:func:`augment_negative`)."""
     import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
         prng = np.random.default_rng(settings.seed + 1)
@@ -273,13 +290,55 @@ def gate_data(predictor, fit, cal, test, settings: CalibrationSettings, grid: in
     }
 
 
+def fit_and_measure_gate(data: dict, settings: CalibrationSettings, n_fit: int,
+                         real_fit=(), real_test=()) -> tuple[QualityGate, dict]:
+    """The gate fitted on :func:`gate_data`'s stacks and what it measures on the parts it was
+    not fitted on: ``(gate, facts)``, the facts :func:`calibrate_model_file` stores. Apart from
+    the feature passes, so a design can be refitted and compared on stored stacks.
+    ``real_fit``/``real_test``: the two parts of the real negatives, as given to
+    :func:`gate_data`."""
+    gate = fit_gate(data["fit"], data["negatives"], data["calibration"], settings, data["real_fit"])
+    measured = measure_gate(gate, data["test"], data["unseen"])
+    prepared = measure_gate(gate, data["test_prepared"], {})
+    gate_facts = {
+        "accepted_test": measured["accepted"], "n_test": measured["n"],
+        "accepted_test_prepared": prepared["accepted"],
+        "rejected_test_negatives": measured["rejected"],
+        "rejected_per_variant": measured["rejected_per_variant"],
+        "orientation_accuracy": measured["orientation_accuracy"],
+        "ends_upright_and_accepted": measured["ends_upright_and_accepted"],
+        "wrongly_corrected": measured["wrongly_corrected"],
+        "per_orientation": measured["per_orientation"],
+        "radiograph_min": gate.radiograph_min, "distance_max": gate.distance_max,
+        "distance_override": gate.distance_override,
+        "classifier": settings.classifier,
+        **({"logistic_c": settings.logistic_c} if settings.classifier == "logistic" else {}),
+        "n_fit_radiographs": n_fit, "fit_negative_variants": list(FIT_VARIANTS),
+        "test_negative_variants": list(TEST_VARIANTS), "classes": list(gate.class_names),
+    }
+    if real_test:
+        per_part = {part: refused_share(gate, stack) for part, stack in data["real_test"].items()}
+        counts = {part: sum(im.body_part == part for im in real_test) for part in per_part}
+        gate_facts.update({
+            "negatives_folder": Path(settings.negatives).name,
+            "negatives_seed": settings.seed, "negatives_test_fraction": settings.negatives_test_fraction,
+            "negatives_augment": settings.negatives_augment,
+            "n_negatives_fit": len(real_fit), "n_negatives_test": len(real_test),
+            "rejected_real_test": sum(per_part[p] * counts[p] for p in per_part) / len(real_test),
+            "rejected_real_per_part": per_part,
+            # which images were only measured: tests and later measurements must use these
+            "negatives_test_ids": [im.id for im in real_test],
+        })
+    gate.facts = {k: gate_facts[k] for k in ("accepted_test", "rejected_test_negatives", "orientation_accuracy",
+                                             "rejected_real_test") if k in gate_facts}
+    return gate, gate_facts
+
+
 def calibrate_model_file(data_dir, model=None, out=None, *, settings: CalibrationSettings | None = None,
                          csv=None, images=None, progress: bool = False) -> dict:
     """Fit the interval and the gate of ``model`` on the labelled folder it was trained on,
     measure them on the held-back images not used for fitting, and write the model file
     ``out`` with both (weights unchanged). Returns the measured facts."""
-    from pathlib import Path
-
     settings = settings or CalibrationSettings()
     real_fit, real_test = [], []
     if settings.negatives is not None:  # a bad folder or split stops here, before any work
@@ -322,37 +381,7 @@ def calibrate_model_file(data_dir, model=None, out=None, *, settings: Calibratio
 
     data = gate_data(predictor, fit, cal, test, settings, model_grid(predictor.recipe), progress,
                      real_fit, real_test)
-    gate = fit_gate(data["fit"], data["negatives"], data["calibration"], settings, data["real_fit"])
-    measured = measure_gate(gate, data["test"], data["unseen"])
-    prepared = measure_gate(gate, data["test_prepared"], {})
-    gate_facts = {
-        "accepted_test": measured["accepted"], "n_test": measured["n"],
-        "accepted_test_prepared": prepared["accepted"],
-        "rejected_test_negatives": measured["rejected"],
-        "rejected_per_variant": measured["rejected_per_variant"],
-        "orientation_accuracy": measured["orientation_accuracy"],
-        "ends_upright_and_accepted": measured["ends_upright_and_accepted"],
-        "wrongly_corrected": measured["wrongly_corrected"],
-        "per_orientation": measured["per_orientation"],
-        "radiograph_min": gate.radiograph_min, "distance_max": gate.distance_max,
-        "n_fit_radiographs": len(fit), "fit_negative_variants": list(FIT_VARIANTS),
-        "test_negative_variants": list(TEST_VARIANTS), "classes": list(gate.class_names),
-    }
-    if real_test:
-        per_part = {part: refused_share(gate, stack) for part, stack in data["real_test"].items()}
-        counts = {part: sum(im.body_part == part for im in real_test) for part in per_part}
-        gate_facts.update({
-            "negatives_folder": Path(settings.negatives).name,
-            "negatives_seed": settings.seed, "negatives_test_fraction": settings.negatives_test_fraction,
-            "negatives_augment": settings.negatives_augment,
-            "n_negatives_fit": len(real_fit), "n_negatives_test": len(real_test),
-            "rejected_real_test": sum(per_part[p] * counts[p] for p in per_part) / len(real_test),
-            "rejected_real_per_part": per_part,
-            # which images were only measured: tests and later measurements must use these
-            "negatives_test_ids": [im.id for im in real_test],
-        })
-    gate.facts = {k: gate_facts[k] for k in ("accepted_test", "rejected_test_negatives", "orientation_accuracy",
-                                             "rejected_real_test") if k in gate_facts}
+    gate, gate_facts = fit_and_measure_gate(data, settings, len(fit), real_fit, real_test)
     facts = {"calibration": interval_facts, "quality_gate": gate_facts,
              "calibration_ids": [s.id for s in cal]}
     if out is not None:

@@ -17,8 +17,9 @@ Before a bone age is given, :func:`screen` checks, in order:
      (:mod:`boneage.data.negatives`) and, in gates fitted with a folder of real radiographs of
      other body parts, those radiographs (one class per body part, so a refusal can say what
      the image looks like: :data:`BODY_PARTS`); and a Mahalanobis distance to the training
-     radiographs (catching what no negative resembled). Both thresholds are set on held-back
-     radiographs so that about 99.5 % of them pass.
+     radiographs (catching what no negative resembled), which a hand probability of at least
+     ``distance_override`` outweighs (an unusual exposure of a hand is still a hand). Both
+     thresholds are set on held-back radiographs so that about 99.5 % of them pass.
 
 ``force`` assesses a refused image anyway; the verdict then says it was forced and why the
 gate would have refused.
@@ -170,7 +171,10 @@ class QualityGate:
     radiograph_min: float = 0.5
     """Refuse when P(radiograph) is below this."""
     distance_max: float = float("inf")
-    """Refuse when the Mahalanobis distance (squared) exceeds this."""
+    """Refuse when the Mahalanobis distance (squared) exceeds this..."""
+    distance_override: float = float("inf")
+    """...unless the hand probability is at least this: a hand the classifier is sure of is
+    not refused for an unusual exposure or border alone (``inf``: the distance always refuses)."""
     orientation_sure: float = 0.9
     """Correct a turn or inversion only when its probability is at least this."""
     class_names: tuple[str, ...] = ()
@@ -232,6 +236,8 @@ class QualityGate:
     def to_metadata(self) -> str:
         meta = {"radiograph_min": self.radiograph_min, "distance_max": self.distance_max,
                 "orientation_sure": self.orientation_sure, "facts": self.facts}
+        if np.isfinite(self.distance_override):  # files without it keep the distance's refusal
+            meta["distance_override"] = self.distance_override
         if self.class_names:
             meta.update(class_names=list(self.class_names), looks_like_sure=self.looks_like_sure)
         return json.dumps(meta)
@@ -244,6 +250,7 @@ class QualityGate:
         if (w.ndim == 2) != bool(names) or (names and (len(names) != w.shape[0] or names[0] != HAND)):
             raise ValueError(f"the gate's classifier has shape {w.shape} but classes {list(names)}")
         return cls(**arrays, radiograph_min=meta["radiograph_min"], distance_max=meta["distance_max"],
+                   distance_override=meta.get("distance_override", float("inf")),
                    orientation_sure=meta["orientation_sure"], class_names=names,
                    looks_like_sure=meta.get("looks_like_sure", 0.6), facts=meta.get("facts", {}))
 
@@ -388,7 +395,7 @@ def judge(gate: QualityGate, scores: PixelScores) -> tuple[str | None, tuple[str
     if scores.radiograph < gate.radiograph_min:
         return (f"{looks or 'does not look like a hand radiograph'} (hand score {scores.radiograph:.2f}, "
                 f"needs >= {gate.radiograph_min:.2f})"), ()
-    if scores.distance > gate.distance_max:
+    if scores.distance > gate.distance_max and scores.radiograph < gate.distance_override:
         # What it looks like is said only where the classifier doubts the hand: a hand refused
         # for its distance alone (an unusual exposure, a large border) is still a hand, and
         # "looks like a foot" would misdescribe it.
