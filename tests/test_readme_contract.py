@@ -11,8 +11,9 @@ def test_ci_runs_exactly_the_readme_commands():
     install, tests = blocks[0].strip(), blocks[1].strip()
     assert "pip install" in install and "boneage predict" in install
     assert "pytest" in tests
-    # Besides the two commands, CI only sets up its shell and a fresh virtual environment.
-    setup = ("#", "set ", "cd ", "export ", "venv=", "python3 -m venv ", "source ")
+    # Besides the two commands, CI only sets up its shell and a fresh virtual environment
+    # (and removes it when it ends).
+    setup = ("#", "set ", "cd ", "export ", "tmp=", "trap ", "venv=", "python3 -m venv ", "source ")
     ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.startswith(setup)]
     assert ci == [install, tests]
@@ -24,6 +25,8 @@ def test_ci_installs_into_a_new_virtual_environment():
     activate = next(i for i, line in enumerate(lines) if line.startswith("source ") and "/bin/activate" in line)
     first_pip = next(i for i, line in enumerate(lines) if "pip install" in line)
     assert venv < activate < first_pip
+    # the environment lives in a temporary folder that goes when the run ends
+    assert 'venv="$tmp/venv"' in lines and "trap 'rm -rf \"$tmp\"' EXIT" in lines
 
 
 def test_the_readme_quotes_the_validation_mae_the_bundled_model_file_records():
