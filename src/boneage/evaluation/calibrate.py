@@ -69,8 +69,8 @@ class CalibrationSettings:
     """A hand probability that outweighs the distance (:attr:`QualityGate.distance_override`).
     0.5 lies between the two groups of the bundled model's calibration half: the hands
     refused for their distance alone score 0.63-0.99, the negatives beyond it at most 0.19.
-    Fitted without one body part, the gate accepts 2 more of 90 such unseen legs with it (24
-    without), none of the unseen hips or shoulders (docs/results.md, issue 31)."""
+    Fitted without legs, the gate lets 24 of 90 such unseen legs through without it; with it,
+    the logistic gate none more and the LDA gate 2 (docs/results.md, issue 31)."""
     pca_components: int = 32
     classifier: str = "logistic"
     """The hand-or-not classifier: ``"logistic"`` (multinomial logistic regression, L2 with
