@@ -13,7 +13,7 @@ from boneage.cli.common import (
     add_labelled_folder, positive_int, print_json, refuse_overwrite, require_labelled_folder,
 )
 from boneage.errors import InputError
-from boneage.evaluation.calibrate import CalibrationSettings, calibrate_model_file
+from boneage.evaluation.calibrate import GATE_CLASSIFIERS, CalibrationSettings, calibrate_model_file
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                         "part, and measured on the rest")
     s.add_argument("--negatives-test-fraction", type=float, default=0.5, metavar="F",
                    help="share of each body part only measured, never fitted on (default 0.5)")
-    s.add_argument("--classifier", choices=("logistic", "lda"), default="logistic",
+    s.add_argument("--classifier", choices=GATE_CLASSIFIERS, default=GATE_CLASSIFIERS[0],
                    help="the gate's hand-or-not classifier: multinomial logistic regression (default) "
                         "or the linear discriminant it replaced")
     s.add_argument("--seed", type=int, default=0)

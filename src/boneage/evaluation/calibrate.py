@@ -54,6 +54,10 @@ GATE_PREPARATIONS = ("as_stored", "as_stored", "shrink_area", "blur", "sharpen",
                      "pad_square", "marker", "rotate_+10", "rotate_-10")
 
 
+#: The gate's hand-or-not classifiers (:attr:`CalibrationSettings.classifier`).
+GATE_CLASSIFIERS = ("logistic", "lda")
+
+
 @dataclass
 class CalibrationSettings:
     """What :func:`calibrate_model_file` fits and how much data it uses."""
@@ -160,8 +164,9 @@ def fit_gate(radiographs: np.ndarray, negatives: np.ndarray, calibration: np.nda
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import LogisticRegression
 
-    if settings.classifier not in ("logistic", "lda"):
-        raise ValueError(f"classifier must be 'logistic' or 'lda', got {settings.classifier!r}")
+    if settings.classifier not in GATE_CLASSIFIERS:
+        names = " or ".join(map(repr, GATE_CLASSIFIERS))
+        raise ValueError(f"classifier must be {names}, got {settings.classifier!r}")
     n, k, d = radiographs.shape
     pos = radiographs.reshape(n * k, d)
     orient_labels = np.tile(np.arange(k), n)
