@@ -92,6 +92,9 @@ def test_calibrate_writes_interval_and_gate_without_changing_the_bone_age(cli, h
     assert code == 2 and "file exists" in err
     code, _, err = cli("calibrate", folder, "--model", model, "--out", tmp_path / "x.safetensors", "--level", "1.5")
     assert code == 2 and "--level must be in [0.5, 1), got 1.5" in err
+    code, _, err = cli("calibrate", folder, "--model", model, "--out", tmp_path / "x.safetensors",
+                       "--fit-all-under", "-1")
+    assert code == 2 and "--fit-all-under must be >= 0 months, got -1.0" in err
 
 
 def _stacks(rng, n, centre, d=12):
@@ -115,3 +118,21 @@ def test_fit_gate_separates_hands_from_other_body_parts_with_either_classifier(c
     with pytest.raises(ValueError, match="classifier must be 'logistic' or 'lda', got 'svm'"):
         fit_gate(_stacks(rng, 10, hand), _stacks(rng, 10, generated), _stacks(rng, 10, hand),
                  CalibrationSettings(classifier="svm"))
+
+
+def test_gate_fit_radiographs_adds_every_youngest_hand_once_and_keeps_the_draw():
+    from types import SimpleNamespace
+
+    from boneage.evaluation.calibrate import CalibrationSettings, gate_fit_radiographs
+
+    train = [SimpleNamespace(id=f"r{i}", boneage=float(age)) for i, age in enumerate(range(6, 206, 4))]
+    drawn, young = gate_fit_radiographs(train, CalibrationSettings(n_fit_radiographs=10),
+                                        np.random.default_rng(3))
+    plain, none = gate_fit_radiographs(train, CalibrationSettings(n_fit_radiographs=10, fit_all_under_months=0),
+                                       np.random.default_rng(3))
+    assert [s.id for s in drawn] == [s.id for s in plain] and len(drawn) == 10 and none == []
+    under = {s.id for s in train if s.boneage < 36}     # 6, 10, ..., 34 months: 8 radiographs
+    assert len(under) == 8
+    # every one under 36 months is fitted on, exactly once, whether drawn or added
+    assert {s.id for s in young} == under - {s.id for s in drawn}
+    assert all(s.boneage < 36 for s in young) and not {s.id for s in young} & {s.id for s in drawn}

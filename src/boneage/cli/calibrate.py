@@ -25,6 +25,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--bands", type=positive_int, default=3, help="bands of predicted age, each with its own width")
     s.add_argument("--fit-images", type=positive_int, default=1200,
                    help="training radiographs the gate's classifiers are fitted on (default 1200)")
+    s.add_argument("--fit-all-under", type=float, default=36.0, metavar="MONTHS",
+                   help="besides those, every training radiograph with a bone age below MONTHS, the "
+                        "youngest hands a random draw leaves too few of (default 36; 0: none)")
     s.add_argument("--negatives", metavar="DIR",
                    help="real radiographs that are not hands (labels.csv id,body_part + images/, e.g. "
                         "xray-other): the gate is fitted on one part, seeded and stratified by body "
@@ -46,8 +49,11 @@ def run(args: argparse.Namespace) -> int:
     out = refuse_overwrite(args.out, args.force)
     if not 0.5 <= args.level < 1.0:
         raise InputError(f"--level must be in [0.5, 1), got {args.level}")
+    if args.fit_all_under < 0:
+        raise InputError(f"--fit-all-under must be >= 0 months, got {args.fit_all_under}")
     settings = CalibrationSettings(level=args.level, bands=args.bands, seed=args.seed,
-                                   n_fit_radiographs=args.fit_images, negatives=args.negatives,
+                                   n_fit_radiographs=args.fit_images, fit_all_under_months=args.fit_all_under,
+                                   negatives=args.negatives,
                                    negatives_test_fraction=args.negatives_test_fraction,
                                    classifier=args.classifier)
     facts = calibrate_model_file(args.data_dir, args.model, out, settings=settings, csv=args.csv,
