@@ -104,9 +104,11 @@ def test_an_upright_radiograph_costs_one_feature_pass_and_a_turned_one_eight(dat
         passes.clear()
         scores, _ = score_pixels(predictor.quality_gate, predictor, read_image(path).pixels)
         assert scores.orientation == 0 and sum(passes) in (1, 8), (path.name, passes)
-        one_pass += sum(passes) == 1
+        if sum(passes) == 1:     # decided from one pass only when it is a hand it is sure of
+            assert scores.radiograph >= 0.5, (path.name, scores.radiograph)
+            one_pass += 1
     assert one_pass >= 8, one_pass
-    upright = read_image(paths[1]).pixels
+    upright = read_image(paths[0]).pixels
     passes.clear()
     scores, corrected = score_pixels(predictor.quality_gate, predictor, orient(upright, 1))
     assert sum(passes) == 8 and scores.orientation == 1
