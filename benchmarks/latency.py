@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 from boneage.inference.loader import load_predictor
+from boneage.inference.predictor import default_model_path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -113,9 +114,20 @@ def agreement(model: str | None, onnx_path: str, data: Path, limit: int | None) 
             "mae_pytorch": float(np.abs(a - truth).mean()), "mae_onnx": float(np.abs(b - truth).mean())}
 
 
+def pytorch_model(path: str | None) -> str:
+    """The PyTorch model file to compare and time: ``path``, or the bundled one. Not
+    ``default_model_path()`` alone: that is the ONNX export, which would compare onnxruntime
+    with itself and time it twice, once under the name "pytorch"."""
+    model = path or str(default_model_path("torch"))
+    if model.endswith(".onnx"):
+        raise SystemExit(f"--model must be the PyTorch model file (.safetensors), got {model}; "
+                         "pass its export with --onnx")
+    return model
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="model file (default: the bundled model)")
+    ap.add_argument("--model", help="PyTorch model file (default: the bundled one)")
     ap.add_argument("--onnx", help="its ONNX export (default: exported now into a temporary folder)")
     ap.add_argument("--fullres", default=str(DATA / "rsna-fullres" / "images"),
                     help="folder of full-resolution PNGs, one at a time")
@@ -138,9 +150,7 @@ def main(argv=None) -> int:
         print(json.dumps(child(**spec)))
         return 0
 
-    from boneage.inference.predictor import default_model_path
-
-    model = args.model or str(default_model_path())
+    model = pytorch_model(args.model)
     tmp = tempfile.TemporaryDirectory()
     onnx_path = args.onnx
     if onnx_path is None:
