@@ -93,7 +93,7 @@ def _peak_rss_kb() -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def agreement(model: str | None, onnx_path: str, data: Path, limit: int | None) -> dict:
+def agreement(model: str, onnx_path: str, data: Path, limit: int | None) -> dict:
     """PyTorch vs onnxruntime bone ages on the model's held-back images (as ``boneage
     evaluate --holdout`` selects them): max and mean absolute difference in months."""
     import numpy as np

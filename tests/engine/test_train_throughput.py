@@ -1,20 +1,15 @@
 """benchmarks/train_throughput.py times the trainer's own steps and reports real figures."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import yaml
 
+from benchmark_script import load_benchmark
 from synthetic_runs import synthetic_recipe
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_throughput.py"
 
 
 def test_throughput_benchmark_reports_items_per_second_as_json(learn_folder, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("train_throughput", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("train_throughput")
     cfg = tmp_path / "r.yaml"
     cfg.write_text(yaml.safe_dump(synthetic_recipe(learn_folder).to_dict()))
     code = bench.main([str(cfg), "train.batch_size=4", "--data", str(learn_folder), "--images", "8",

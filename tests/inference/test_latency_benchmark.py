@@ -1,19 +1,15 @@
 """benchmarks/latency.py compares PyTorch with onnxruntime, not the ONNX export with itself."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "latency.py"
+from benchmark_script import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("latency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("latency")
 
 
 def test_the_default_model_is_the_bundled_pytorch_file(bench):
