@@ -61,9 +61,10 @@ def test_raw_radiographs_read_like_their_299px_copies(data_dir):
 
     The bundled 320-px model trained on the 299-px copies: mean difference +0.64, mean absolute
     0.91 months (the 288-px model before it: +0.49, 0.87; the 256-px model: +0.09, 0.67; the
-    224-px model: +0.18, 0.82; issue 28's bounds: 2 and ±1.5). (The 100-px nearest-neighbour copies were issue 8's pairing, for
-    the 112-px model trained on them: +1.45 and 1.67 then; the 288-px model read them +4.62
-    months apart, 6.54 mean absolute: these models are not made for aliased copies.)"""
+    224-px model: +0.18, 0.82; issue 28's bounds: 2 and ±1.5). (The 100-px nearest-neighbour
+    copies were issue 8's pairing, for the 112-px model trained on them: +1.45 and 1.67 then;
+    the 288-px model read them +4.62 months apart, 6.54 mean absolute: these models are not made
+    for aliased copies.)"""
     from boneage.data.labels import load_samples
     from boneage.evaluation.robustness import paired_consistency
 

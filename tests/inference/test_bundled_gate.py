@@ -22,9 +22,9 @@ def test_bundled_model_carries_a_gate_and_a_calibrated_interval(bundled):
     assert bundled.quality_gate is not None and bundled.calibration is not None
     assert bundled.calibration.level == 0.9
     facts = bundled.info["calibration"]
-    # Issue 28 asks 87-93 % on the test half. The 320-px file covers 93.7 % (the 288-px file
-    # 94.2 %): wider than it needs to be, because the calibration half is the harder one (288 px:
-    # MAE 7.54 against 7.05), reported as not met in docs/results.md. Below 87 % the
+    # Issue 28 asks 87-93 % on the test half. The 320-px file covers 93.7 %, the 288-px file
+    # 94.2 % (its calibration half was the harder one: MAE 7.54 against 7.05): wider than they
+    # need to be, reported as not met in docs/results.md. Below 87 % the
     # interval would promise more than it gives; above 96 % it would be wide beyond use.
     assert 0.87 <= facts["coverage"] <= 0.96 and facts["n_test"] >= 500
     assert abs(facts["coverage_calibration"] - 0.9) <= 0.02
